@@ -1,0 +1,999 @@
+//! The TOML configuration (SPEC §3), validated into a typed [`Config`], and the secrets it
+//! points at. Unknown keys are errors; every error names the file and the key. Secrets are
+//! never in the file: they come from the environment or from files, and are only read when
+//! [`SecretSource::load`] is called (by `run`), never by `check`, `eval` or `test`.
+
+use crate::decision::OnNoMatch;
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default config path when neither `-c` nor `$VPCEP_APPROVER_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/vpcep-approver/config.toml";
+
+/// A configuration problem. Always names the file, and the key where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or wrong type.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// A key has a value that is not allowed.
+    #[error("invalid config file {path}: {key}: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The offending key, e.g. `poll.interval` or `target[0].vpcep_endpoint`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A secret could not be read when it was needed.
+    #[error("cannot read secret {source_name}: {message}")]
+    Secret {
+        /// The environment variable or file (never the value).
+        source_name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file it came from.
+    pub path: PathBuf,
+    /// Projects to watch, one per region and project.
+    pub targets: Vec<Target>,
+    /// How to authenticate.
+    pub auth: Auth,
+    /// Polling, timeouts, concurrency and retries.
+    pub poll: Poll,
+    /// The policy directory and what to do without a match.
+    pub policy: PolicyConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
+    /// The HTTP listener for health and metrics, when configured.
+    pub http: Option<HttpConfig>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// One project in one region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Label for logs, audit records and metrics.
+    pub name: String,
+    /// Region id, e.g. `cn-north-4`.
+    pub region: String,
+    /// Project id.
+    pub project_id: String,
+    /// VPCEP base URL without a trailing slash.
+    pub vpcep_endpoint: String,
+    /// IAM base URL without a trailing slash.
+    pub iam_endpoint: String,
+    /// Services to watch; `None` = every service with approval enabled.
+    pub services: Option<Vec<String>>,
+    /// An extra PEM trust root.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// How the daemon authenticates to the cloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// Access key / secret key signing (`SDK-HMAC-SHA256`).
+    AkSk {
+        /// Access key id.
+        access_key: SecretSource,
+        /// Secret access key.
+        secret_key: SecretSource,
+        /// Security token of temporary keys; absent is fine.
+        security_token: SecretSource,
+    },
+    /// IAM user password, exchanged for a project-scoped token per target.
+    Password {
+        /// IAM user name.
+        user_name: String,
+        /// Account (domain) name.
+        domain_name: String,
+        /// The password.
+        password: SecretSource,
+    },
+    /// A ready-made token, re-read when the API answers 401.
+    Token {
+        /// The token.
+        token: SecretSource,
+    },
+}
+
+impl Auth {
+    /// `aksk`, `password` or `token`.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Auth::AkSk { .. } => "aksk",
+            Auth::Password { .. } => "password",
+            Auth::Token { .. } => "token",
+        }
+    }
+}
+
+/// Where a secret comes from. Holds only names, never the value.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable.
+    Env(String),
+    /// A file; the path may hold `${VAR}` references, expanded when the secret is read.
+    /// Relative results resolve against `base`.
+    File {
+        /// The configured value, before expansion.
+        template: String,
+        /// The config file's directory.
+        base: PathBuf,
+    },
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Env(v) => write!(f, "env:{v}"),
+            SecretSource::File { template, .. } => write!(f, "file:{template}"),
+        }
+    }
+}
+
+impl fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Env(v) => write!(f, "environment variable {v}"),
+            SecretSource::File { template, .. } => write!(f, "file {template}"),
+        }
+    }
+}
+
+impl SecretSource {
+    /// Reads the secret; a missing or empty one is an error naming the variable or file.
+    pub fn load(&self) -> Result<SecretString, ConfigError> {
+        self.load_optional()?.ok_or_else(|| match self {
+            SecretSource::Env(v) => ConfigError::Secret {
+                source_name: format!("environment variable {v}"),
+                message: "not set".into(),
+            },
+            SecretSource::File { template, .. } => ConfigError::Secret {
+                source_name: format!("file {template}"),
+                message: "empty".into(),
+            },
+        })
+    }
+
+    /// Reads the secret; an unset environment variable is `None`, a file must exist.
+    pub fn load_optional(&self) -> Result<Option<SecretString>, ConfigError> {
+        match self {
+            SecretSource::Env(var) => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Ok(Some(SecretString::from(v.trim().to_owned()))),
+                Ok(_) => Ok(None),
+                Err(std::env::VarError::NotPresent) => Ok(None),
+                Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::Secret {
+                    source_name: format!("environment variable {var}"),
+                    message: "not valid UTF-8".into(),
+                }),
+            },
+            SecretSource::File { template, base } => {
+                let path = self.file_path()?.unwrap_or_default();
+                let named = |message: String| ConfigError::Secret {
+                    source_name: format!("file {}", path.display()),
+                    message,
+                };
+                let _ = (template, base);
+                let bytes = std::fs::read(&path).map_err(|e| named(e.to_string()))?;
+                let text = String::from_utf8(bytes).map_err(|_| named("not valid UTF-8".into()))?;
+                let v = text.trim();
+                if v.is_empty() {
+                    Ok(None)
+                } else {
+                    Ok(Some(SecretString::from(v.to_owned())))
+                }
+            }
+        }
+    }
+
+    /// For a file source, the path after `${VAR}` expansion; `None` for the environment.
+    pub fn file_path(&self) -> Result<Option<PathBuf>, ConfigError> {
+        match self {
+            SecretSource::Env(_) => Ok(None),
+            SecretSource::File { template, base } => {
+                let expanded = expand_vars(template, |v| std::env::var(v).ok()).map_err(|m| {
+                    ConfigError::Secret {
+                        source_name: format!("file {template}"),
+                        message: m,
+                    }
+                })?;
+                Ok(Some(base.join(expanded)))
+            }
+        }
+    }
+}
+
+/// Expands `${VAR}` references. Unset variables and unclosed `${` are errors.
+pub fn expand_vars(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed ${{ in {s:?}"))?;
+        let name = &after[..end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("invalid variable name {name:?} in {s:?}"));
+        }
+        let val = lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+        out.push_str(&val);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Polling, timeouts, concurrency and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Poll {
+    /// Time between cycles.
+    pub interval: Duration,
+    /// Random 0..jitter added to each wait.
+    pub jitter: Duration,
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
+    /// Concurrent API requests, all targets together.
+    pub max_in_flight: usize,
+    /// Token bucket rate over all requests; 0 = unlimited.
+    pub max_requests_per_second: u32,
+    /// Retries of a retryable failure.
+    pub max_retries: u32,
+}
+
+impl Default for Poll {
+    fn default() -> Self {
+        Poll {
+            interval: Duration::from_secs(30),
+            jitter: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+            max_in_flight: 8,
+            max_requests_per_second: 10,
+            max_retries: 4,
+        }
+    }
+}
+
+/// The policy directory and the no-match action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// The directory with `*.cedar`, the schema, entities and tests.
+    pub dir: PathBuf,
+    /// What a `no-match` verdict does.
+    pub on_no_match: OnNoMatch,
+}
+
+/// Where audit records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditPath {
+    /// Standard output (`"-"`).
+    Stdout,
+    /// A file.
+    File(PathBuf),
+}
+
+/// The audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// File or stdout.
+    pub path: AuditPath,
+    /// fsync decision records before acting.
+    pub fsync: bool,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Text or JSON.
+    pub format: LogFormat,
+    /// A tracing filter directive; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    target: Vec<RawTarget>,
+    auth: Option<RawAuth>,
+    poll: Option<RawPoll>,
+    policy: Option<RawPolicy>,
+    audit: Option<RawAudit>,
+    http: Option<RawHttp>,
+    log: Option<RawLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    name: Option<String>,
+    region: String,
+    project_id: String,
+    vpcep_endpoint: Option<String>,
+    iam_endpoint: Option<String>,
+    services: Option<Vec<String>>,
+    ca_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    method: Option<String>,
+    access_key_file: Option<String>,
+    secret_key_file: Option<String>,
+    security_token_file: Option<String>,
+    user_name: Option<String>,
+    domain_name: Option<String>,
+    password_file: Option<String>,
+    token_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPoll {
+    interval: Option<String>,
+    jitter: Option<String>,
+    request_timeout: Option<String>,
+    max_in_flight: Option<i64>,
+    max_requests_per_second: Option<i64>,
+    max_retries: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    dir: Option<String>,
+    on_no_match: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: Option<String>,
+    fsync: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+/// Default VPCEP endpoint of a public Huawei Cloud region.
+pub fn default_vpcep_endpoint(region: &str) -> String {
+    format!("https://vpcep.{region}.{}", public_domain(region))
+}
+
+/// Default IAM endpoint of a public Huawei Cloud region.
+pub fn default_iam_endpoint(region: &str) -> String {
+    format!("https://iam.{region}.{}", public_domain(region))
+}
+
+fn public_domain(region: &str) -> &'static str {
+    if region == "eu-west-101" {
+        "myhuaweicloud.eu"
+    } else {
+        "myhuaweicloud.com"
+    }
+}
+
+/// Whether a URL host is a loopback address or `localhost`.
+pub fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
+/// An id that is safe in a URL path: 1–64 of `A-Z a-z 0-9 - _`.
+fn valid_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates config text as if read from `path` (relative paths resolve against its
+    /// directory).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let v = Validator { path, dir: &dir };
+        v.build(raw)
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    dir: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+
+    fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        if raw.target.is_empty() {
+            return Err(self.err("target", "at least one [[target]] is required"));
+        }
+        let mut targets = Vec::with_capacity(raw.target.len());
+        for (i, t) in raw.target.into_iter().enumerate() {
+            let t = self.target(i, t)?;
+            if targets.iter().any(|o: &Target| o.name == t.name) {
+                return Err(self.err(
+                    format!("target[{i}].name"),
+                    format!("duplicate target name {:?}", t.name),
+                ));
+            }
+            targets.push(t);
+        }
+        Ok(Config {
+            path: self.path.to_owned(),
+            targets,
+            auth: self.auth(raw.auth.unwrap_or_default())?,
+            poll: self.poll(raw.poll.unwrap_or_default())?,
+            policy: self.policy(raw.policy.unwrap_or_default())?,
+            audit: self.audit(raw.audit.unwrap_or_default())?,
+            http: raw.http.map(|h| self.http(h)).transpose()?,
+            log: self.log(raw.log.unwrap_or_default())?,
+        })
+    }
+
+    fn target(&self, i: usize, t: RawTarget) -> Result<Target, ConfigError> {
+        let key = |k: &str| format!("target[{i}].{k}");
+        let region_ok = !t.region.is_empty()
+            && t.region.len() <= 64
+            && t
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !region_ok {
+            return Err(self.err(
+                key("region"),
+                format!("{:?} is not a region id (like \"cn-north-4\")", t.region),
+            ));
+        }
+        if !valid_id(&t.project_id) {
+            return Err(self.err(
+                key("project_id"),
+                format!(
+                    "{:?} is not a project id (1-64 letters, digits, '-' or '_')",
+                    t.project_id
+                ),
+            ));
+        }
+        let name = t.name.unwrap_or_else(|| t.region.clone());
+        if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(self.err(key("name"), "must be 1-128 printable characters"));
+        }
+        let vpcep_endpoint = self.endpoint(
+            &key("vpcep_endpoint"),
+            t.vpcep_endpoint
+                .unwrap_or_else(|| default_vpcep_endpoint(&t.region)),
+        )?;
+        let iam_endpoint = self.endpoint(
+            &key("iam_endpoint"),
+            t.iam_endpoint
+                .unwrap_or_else(|| default_iam_endpoint(&t.region)),
+        )?;
+        if let Some(s) = &t.services {
+            if s.is_empty() {
+                return Err(self.err(
+                    key("services"),
+                    "empty list: omit the key to watch every service with approval enabled",
+                ));
+            }
+            for (j, id) in s.iter().enumerate() {
+                if !valid_id(id) {
+                    return Err(self.err(
+                        format!("target[{i}].services[{j}]"),
+                        format!("{id:?} is not a service id"),
+                    ));
+                }
+                if s[..j].contains(id) {
+                    return Err(self.err(
+                        format!("target[{i}].services[{j}]"),
+                        format!("duplicate service id {id:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(Target {
+            name,
+            region: t.region,
+            project_id: t.project_id,
+            vpcep_endpoint,
+            iam_endpoint,
+            services: t.services,
+            ca_file: t.ca_file.map(|p| self.resolve(&p)),
+        })
+    }
+
+    fn endpoint(&self, key: &str, value: String) -> Result<String, ConfigError> {
+        let url = url::Url::parse(&value)
+            .map_err(|e| self.err(key, format!("{value:?} is not a URL: {e}")))?;
+        let host = url
+            .host()
+            .ok_or_else(|| self.err(key, format!("{value:?} has no host")))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if is_loopback_host(&host) => {}
+            "http" => {
+                return Err(self.err(
+                    key,
+                    format!("{value:?}: plain http is allowed only for loopback hosts; use https"),
+                ));
+            }
+            s => return Err(self.err(key, format!("{value:?}: unsupported scheme {s:?}"))),
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(self.err(key, format!("{value:?} must not have a query or fragment")));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(self.err(key, "credentials do not belong in an endpoint URL"));
+        }
+        Ok(url.as_str().trim_end_matches('/').to_owned())
+    }
+
+    fn auth(&self, a: RawAuth) -> Result<Auth, ConfigError> {
+        let method = a.method.as_deref().unwrap_or("aksk");
+        let file = |k: &str, v: &Option<String>| -> Result<Option<SecretSource>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(t) if t.trim().is_empty() => Err(self.err(format!("auth.{k}"), "empty path")),
+                Some(t) => {
+                    // Catch malformed ${...} now; the variables themselves are read later.
+                    expand_vars(t, |_| Some(String::new()))
+                        .map_err(|m| self.err(format!("auth.{k}"), m))?;
+                    Ok(Some(SecretSource::File {
+                        template: t.clone(),
+                        base: self.dir.to_owned(),
+                    }))
+                }
+            }
+        };
+        let forbid = |k: &str, present: bool| -> Result<(), ConfigError> {
+            if present {
+                Err(self.err(
+                    format!("auth.{k}"),
+                    format!("not used with method = {method:?}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let env = |v: &str| SecretSource::Env(v.to_owned());
+        match method {
+            "aksk" => {
+                forbid("user_name", a.user_name.is_some())?;
+                forbid("domain_name", a.domain_name.is_some())?;
+                forbid("password_file", a.password_file.is_some())?;
+                forbid("token_file", a.token_file.is_some())?;
+                Ok(Auth::AkSk {
+                    access_key: file("access_key_file", &a.access_key_file)?
+                        .unwrap_or_else(|| env("HUAWEICLOUD_SDK_AK")),
+                    secret_key: file("secret_key_file", &a.secret_key_file)?
+                        .unwrap_or_else(|| env("HUAWEICLOUD_SDK_SK")),
+                    security_token: file("security_token_file", &a.security_token_file)?
+                        .unwrap_or_else(|| env("HUAWEICLOUD_SDK_SECURITY_TOKEN")),
+                })
+            }
+            "password" => {
+                forbid("access_key_file", a.access_key_file.is_some())?;
+                forbid("secret_key_file", a.secret_key_file.is_some())?;
+                forbid("security_token_file", a.security_token_file.is_some())?;
+                forbid("token_file", a.token_file.is_some())?;
+                let required = |k: &str, v: Option<String>| {
+                    v.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+                        self.err(format!("auth.{k}"), "required with method = \"password\"")
+                    })
+                };
+                Ok(Auth::Password {
+                    user_name: required("user_name", a.user_name)?,
+                    domain_name: required("domain_name", a.domain_name)?,
+                    password: file("password_file", &a.password_file)?
+                        .unwrap_or_else(|| env("VPCEP_APPROVER_PASSWORD")),
+                })
+            }
+            "token" => {
+                forbid("access_key_file", a.access_key_file.is_some())?;
+                forbid("secret_key_file", a.secret_key_file.is_some())?;
+                forbid("security_token_file", a.security_token_file.is_some())?;
+                forbid("user_name", a.user_name.is_some())?;
+                forbid("domain_name", a.domain_name.is_some())?;
+                forbid("password_file", a.password_file.is_some())?;
+                Ok(Auth::Token {
+                    token: file("token_file", &a.token_file)?
+                        .unwrap_or_else(|| env("VPCEP_APPROVER_TOKEN")),
+                })
+            }
+            other => Err(self.err(
+                "auth.method",
+                format!("{other:?} is not one of \"aksk\", \"password\", \"token\""),
+            )),
+        }
+    }
+
+    fn duration(&self, key: &str, v: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => humantime::parse_duration(s.trim()).map_err(|e| {
+                self.err(key, format!("{s:?} is not a duration like \"30s\" or \"5m\": {e}"))
+            }),
+        }
+    }
+
+    fn poll(&self, p: RawPoll) -> Result<Poll, ConfigError> {
+        let d = Poll::default();
+        let interval = self.duration("poll.interval", p.interval, d.interval)?;
+        if interval < Duration::from_secs(1) {
+            return Err(self.err("poll.interval", "must be at least 1s"));
+        }
+        let jitter = self.duration("poll.jitter", p.jitter, d.jitter)?;
+        let request_timeout = self.duration("poll.request_timeout", p.request_timeout, d.request_timeout)?;
+        if request_timeout.is_zero() {
+            return Err(self.err("poll.request_timeout", "must be greater than 0"));
+        }
+        let int = |k: &str, v: Option<i64>, default: i64, lo: i64, hi: i64| -> Result<i64, ConfigError> {
+            let n = v.unwrap_or(default);
+            if (lo..=hi).contains(&n) {
+                Ok(n)
+            } else {
+                Err(self.err(format!("poll.{k}"), format!("{n} is not between {lo} and {hi}")))
+            }
+        };
+        Ok(Poll {
+            interval,
+            jitter,
+            request_timeout,
+            max_in_flight: int("max_in_flight", p.max_in_flight, 8, 1, 1024)? as usize,
+            max_requests_per_second: int(
+                "max_requests_per_second",
+                p.max_requests_per_second,
+                10,
+                0,
+                100_000,
+            )? as u32,
+            max_retries: int("max_retries", p.max_retries, 4, 0, 20)? as u32,
+        })
+    }
+
+    fn policy(&self, p: RawPolicy) -> Result<PolicyConfig, ConfigError> {
+        let on_no_match = match p.on_no_match.as_deref() {
+            None | Some("leave-pending") => OnNoMatch::LeavePending,
+            Some("reject") => OnNoMatch::Reject,
+            Some(o) => {
+                return Err(self.err(
+                    "policy.on_no_match",
+                    format!("{o:?} is not one of \"leave-pending\", \"reject\""),
+                ));
+            }
+        };
+        let dir = p.dir.unwrap_or_else(|| "policies".into());
+        if dir.trim().is_empty() {
+            return Err(self.err("policy.dir", "empty path"));
+        }
+        Ok(PolicyConfig {
+            dir: self.resolve(&dir),
+            on_no_match,
+        })
+    }
+
+    fn audit(&self, a: RawAudit) -> Result<AuditConfig, ConfigError> {
+        let path = match a.path.as_deref() {
+            Some("-") => AuditPath::Stdout,
+            Some(p) if p.trim().is_empty() => return Err(self.err("audit.path", "empty path")),
+            Some(p) => AuditPath::File(self.resolve(p)),
+            None => AuditPath::File(PathBuf::from("/var/lib/vpcep-approver/audit.jsonl")),
+        };
+        Ok(AuditConfig {
+            path,
+            fsync: a.fsync.unwrap_or(true),
+        })
+    }
+
+    fn http(&self, h: RawHttp) -> Result<HttpConfig, ConfigError> {
+        let listen = h.listen.parse::<SocketAddr>().map_err(|_| {
+            self.err(
+                "http.listen",
+                format!("{:?} is not an address like \"127.0.0.1:9464\"", h.listen),
+            )
+        })?;
+        Ok(HttpConfig { listen })
+    }
+
+    fn log(&self, l: RawLog) -> Result<LogConfig, ConfigError> {
+        let format = match l.format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(o) => {
+                return Err(self.err(
+                    "log.format",
+                    format!("{o:?} is not one of \"text\", \"json\""),
+                ));
+            }
+        };
+        let level = l.level.unwrap_or_else(|| "info".into());
+        tracing_subscriber::EnvFilter::try_new(&level)
+            .map_err(|e| self.err("log.level", format!("{level:?}: {e}")))?;
+        Ok(LogConfig { format, level })
+    }
+}
+
+/// Whether an IP is loopback (for listeners and tests).
+pub fn is_loopback_ip(ip: IpAddr) -> bool {
+    ip.is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "[[target]]\nregion = \"cn-north-4\"\nproject_id = \"0605767a3300d5762fb7c0186d8bfc2b\"\n";
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!("{MIN}{extra}"), Path::new("/etc/x/config.toml"))
+    }
+
+    fn err(extra: &str) -> String {
+        match parse(extra) {
+            Ok(_) => panic!("expected an error for {extra:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("").expect("valid");
+        let t = &c.targets[0];
+        assert_eq!(t.name, "cn-north-4");
+        assert_eq!(t.vpcep_endpoint, "https://vpcep.cn-north-4.myhuaweicloud.com");
+        assert_eq!(t.iam_endpoint, "https://iam.cn-north-4.myhuaweicloud.com");
+        assert_eq!(c.poll, Poll::default());
+        assert_eq!(c.policy.dir, PathBuf::from("/etc/x/policies"));
+        assert_eq!(c.policy.on_no_match, OnNoMatch::LeavePending);
+        assert!(c.audit.fsync);
+        assert!(c.http.is_none());
+        assert_eq!(c.auth.method(), "aksk");
+    }
+
+    #[test]
+    fn eu_west_101_uses_the_eu_domain() {
+        assert_eq!(
+            default_vpcep_endpoint("eu-west-101"),
+            "https://vpcep.eu-west-101.myhuaweicloud.eu"
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_dir() {
+        let c = parse("[policy]\ndir = \"../pol\"\n[audit]\npath = \"a.jsonl\"\n").expect("valid");
+        assert_eq!(c.policy.dir, PathBuf::from("/etc/x/../pol"));
+        assert_eq!(c.audit.path, AuditPath::File(PathBuf::from("/etc/x/a.jsonl")));
+        let c = parse("[audit]\npath = \"-\"\n").expect("valid");
+        assert_eq!(c.audit.path, AuditPath::Stdout);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err("[poll]\nintervall = \"30s\"\n");
+        assert!(e.contains("/etc/x/config.toml") && e.contains("intervall"), "{e}");
+        let e = Config::parse(&format!("{MIN}bogus = 1\n"), Path::new("c.toml"))
+            .expect_err("unknown top-level key")
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let e = err("[poll]\ninterval = \"soon\"\n");
+        assert!(e.contains("poll.interval") && e.contains("soon"), "{e}");
+        let e = err("[poll]\ninterval = \"100ms\"\n");
+        assert!(e.contains("poll.interval") && e.contains("at least 1s"), "{e}");
+        let e = err("[poll]\nrequest_timeout = \"0s\"\n");
+        assert!(e.contains("poll.request_timeout"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_named() {
+        assert!(err("[poll]\nmax_in_flight = 0\n").contains("poll.max_in_flight"));
+        assert!(err("[poll]\nmax_retries = -1\n").contains("poll.max_retries"));
+        assert!(err("[poll]\nmax_requests_per_second = -5\n").contains("poll.max_requests_per_second"));
+    }
+
+    #[test]
+    fn bad_url_is_named() {
+        let base = "[[target]]\nregion = \"r-1\"\nproject_id = \"p\"\n";
+        let e = Config::parse(&format!("{base}vpcep_endpoint = \"not a url\"\n"), Path::new("c.toml"))
+            .expect_err("bad url")
+            .to_string();
+        assert!(e.contains("target[0].vpcep_endpoint") && e.contains("not a URL"), "{e}");
+        let e = Config::parse(&format!("{base}iam_endpoint = \"ftp://iam.example.com\"\n"), Path::new("c.toml"))
+            .expect_err("bad scheme")
+            .to_string();
+        assert!(e.contains("target[0].iam_endpoint") && e.contains("scheme"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback() {
+        let base = "[[target]]\nregion = \"r-1\"\nproject_id = \"p\"\n";
+        let e = Config::parse(
+            &format!("{base}vpcep_endpoint = \"http://vpcep.example.com\"\n"),
+            Path::new("c.toml"),
+        )
+        .expect_err("plain http")
+        .to_string();
+        assert!(e.contains("target[0].vpcep_endpoint") && e.contains("loopback"), "{e}");
+        for ok in ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9", "https://x.example.com/"] {
+            let c = Config::parse(&format!("{base}vpcep_endpoint = \"{ok}\"\n"), Path::new("c.toml"))
+                .unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert!(!c.targets[0].vpcep_endpoint.ends_with('/'));
+        }
+    }
+
+    #[test]
+    fn bad_ids_and_duplicates_are_named() {
+        let e = Config::parse(
+            "[[target]]\nregion = \"cn-north-4\"\nproject_id = \"../etc\"\n",
+            Path::new("c.toml"),
+        )
+        .expect_err("bad project")
+        .to_string();
+        assert!(e.contains("target[0].project_id"), "{e}");
+        assert!(err("services = [\"a/b\"]\n").contains("target[0].services[0]"));
+        assert!(err("services = [\"a\", \"a\"]\n").contains("duplicate service id"));
+        assert!(err("services = []\n").contains("target[0].services"));
+        let e = Config::parse(&format!("{MIN}{MIN}"), Path::new("c.toml"))
+            .expect_err("dup target")
+            .to_string();
+        assert!(e.contains("target[1].name") && e.contains("duplicate"), "{e}");
+        assert!(Config::parse("", Path::new("c.toml")).expect_err("no target").to_string().contains("target"));
+        let e = Config::parse("[[target]]\nregion = \"CN North\"\nproject_id = \"p\"\n", Path::new("c.toml"))
+            .expect_err("bad region")
+            .to_string();
+        assert!(e.contains("target[0].region"), "{e}");
+    }
+
+    #[test]
+    fn on_no_match_values() {
+        assert_eq!(parse("[policy]\non_no_match = \"reject\"\n").expect("ok").policy.on_no_match, OnNoMatch::Reject);
+        let e = err("[policy]\non_no_match = \"accept\"\n");
+        assert!(e.contains("policy.on_no_match") && e.contains("accept"), "{e}");
+    }
+
+    #[test]
+    fn auth_method_and_keys_are_checked() {
+        assert!(err("[auth]\nmethod = \"magic\"\n").contains("auth.method"));
+        assert!(err("[auth]\nmethod = \"password\"\nuser_name = \"u\"\n").contains("auth.domain_name"));
+        assert!(err("[auth]\nmethod = \"aksk\"\ntoken_file = \"t\"\n").contains("auth.token_file"));
+        assert!(err("[auth]\nmethod = \"token\"\nuser_name = \"u\"\n").contains("auth.user_name"));
+        assert!(err("[auth]\nsecret_key_file = \"${UNCLOSED\"\n").contains("auth.secret_key_file"));
+        assert!(err("[auth]\nsecret_key_file = \"\"\n").contains("auth.secret_key_file"));
+        let c = parse("[auth]\nmethod = \"password\"\nuser_name = \"u\"\ndomain_name = \"d\"\n").expect("ok");
+        assert_eq!(c.auth.method(), "password");
+    }
+
+    #[test]
+    fn bad_listen_format_and_level_are_named() {
+        assert!(err("[http]\nlisten = \"localhost\"\n").contains("http.listen"));
+        assert!(err("[log]\nformat = \"xml\"\n").contains("log.format"));
+        assert!(err("[log]\nlevel = \"info,[\"\n").contains("log.level"));
+        assert!(err("[audit]\npath = \"\"\n").contains("audit.path"));
+        assert!(err("[audit]\nfsync = \"yes\"\n").contains("fsync"));
+    }
+
+    #[test]
+    fn secrets_expand_and_name_their_source_never_the_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("sk"), "s3cr3t-value\n").expect("write");
+        let src = SecretSource::File {
+            template: "${VPCEP_TEST_CRED_DIR_X}/sk".into(),
+            base: PathBuf::from("/nonexistent"),
+        };
+        let e = src.load().expect_err("unset var").to_string();
+        assert!(e.contains("VPCEP_TEST_CRED_DIR_X"), "{e}");
+        let path = expand_vars("${A}/sk", |_| Some(dir.path().display().to_string())).expect("expand");
+        let src = SecretSource::File { template: path, base: PathBuf::from("/") };
+        use secrecy::ExposeSecret;
+        assert_eq!(src.load().expect("read").expose_secret(), "s3cr3t-value");
+        let dbg = format!("{:?}", src.load().expect("read"));
+        assert!(!dbg.contains("s3cr3t"), "{dbg}");
+        let missing = SecretSource::Env("VPCEP_TEST_SURELY_UNSET_VAR".into());
+        let e = missing.load().expect_err("unset").to_string();
+        assert!(e.contains("VPCEP_TEST_SURELY_UNSET_VAR") && e.contains("not set"), "{e}");
+        let missing_file = SecretSource::File { template: "nope".into(), base: dir.path().into() };
+        assert!(missing_file.load().expect_err("missing").to_string().contains("nope"));
+    }
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/vpcep-approver.toml");
+        Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

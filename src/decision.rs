@@ -1,0 +1,172 @@
+//! The vocabulary every other module shares: verdicts, actions, outcomes and the
+//! decision a policy evaluation produces. Pure data, no I/O.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// How the policies judged one connection (SPEC §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Allow with no evaluation errors.
+    Permit,
+    /// Deny with at least one determining `forbid` policy and no errors.
+    Forbid,
+    /// Deny with no determining policy and no errors.
+    NoMatch,
+    /// Any evaluation or validation error: never act.
+    Error,
+}
+
+impl Verdict {
+    /// The spelling used in audit records, metrics and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Permit => "permit",
+            Verdict::Forbid => "forbid",
+            Verdict::NoMatch => "no-match",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the daemon does about a connection. `None` leaves it pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Accept the connection (API action `receive`).
+    Receive,
+    /// Reject the connection (API action `reject`).
+    Reject,
+    /// Send nothing; the connection stays pending.
+    None,
+}
+
+impl Action {
+    /// The spelling used by the API, audit records and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Receive => "receive",
+            Action::Reject => "reject",
+            Action::None => "none",
+        }
+    }
+
+    /// The connection status a successful action produces.
+    pub fn resulting_status(self) -> Option<&'static str> {
+        match self {
+            Action::Receive => Some("accepted"),
+            Action::Reject => Some("rejected"),
+            Action::None => None,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What `on_no_match` says to do when no policy decided (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnNoMatch {
+    /// Leave the connection pending (the default).
+    #[default]
+    LeavePending,
+    /// Reject the connection.
+    Reject,
+}
+
+impl OnNoMatch {
+    /// The action a `no-match` verdict maps to.
+    pub fn action(self) -> Action {
+        match self {
+            OnNoMatch::LeavePending => Action::None,
+            OnNoMatch::Reject => Action::Reject,
+        }
+    }
+}
+
+/// How a sent action ended (SPEC §6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The connection now has the status the action produces.
+    Applied,
+    /// Someone else decided first: the connection is no longer pending.
+    NotPending,
+    /// The action did not take effect.
+    Failed,
+}
+
+impl Outcome {
+    /// The spelling used in audit records and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::NotPending => "not-pending",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of evaluating the policies for one connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The verdict (SPEC §5.3).
+    pub verdict: Verdict,
+    /// The action the verdict maps to.
+    pub action: Action,
+    /// Ids of the determining policies, sorted.
+    pub policies: Vec<String>,
+    /// `@reason` annotations of the determining policies, in the order of `policies`.
+    pub reasons: Vec<String>,
+    /// Evaluation and validation errors, each naming the policy it came from.
+    pub errors: Vec<String>,
+}
+
+/// Everything a policy decision may look at for one connection (SPEC §5.2).
+/// Owned strings so that callers can build it from wire data or from flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionFacts {
+    /// Target label (`[[target]] name`).
+    pub target: String,
+    /// Region of the target.
+    pub region: String,
+    /// Project id of the target.
+    pub project_id: String,
+    /// Endpoint service id.
+    pub service_id: String,
+    /// Endpoint service name.
+    pub service_name: String,
+    /// VPC endpoint id (the connection `id`).
+    pub endpoint_id: String,
+    /// Consumer account id.
+    pub domain_id: String,
+    /// Consumer-controlled description; untrusted.
+    pub description: String,
+    /// The endpoint's marker (packet) id.
+    pub marker_id: i64,
+    /// When the connection was created.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Decision time.
+    pub now: chrono::DateTime<chrono::Utc>,
+    /// Accepted connections of this domain on this service.
+    pub accepted_from_domain: i64,
+    /// Pending connections of this domain on this service, this one included.
+    pub pending_from_domain: i64,
+}

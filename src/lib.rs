@@ -1,0 +1,40 @@
+//! vpcep-approver: approves or rejects Huawei Cloud VPC endpoint connections by Cedar
+//! policy and writes a hash-chained audit record for every decision.
+//!
+//! Modules, one concern each:
+//! - [`cli`]: the command-line interface (clap definitions).
+//! - [`commands`]: one function per subcommand, returning an exit code.
+//! - [`config`]: TOML configuration validated into a typed [`config::Config`]; secrets.
+//! - [`decision`]: verdicts, actions, outcomes and the facts a decision looks at.
+//! - [`policy`]: loading the policy directory, building Cedar requests, verdicts, tests.
+//! - [`audit`]: the JSON Lines audit writer (hash chain, fsync, reopen) and its verifier.
+//! - [`cloud`]: AK/SK signing, IAM tokens, the VPCEP client, retries and rate limits.
+//! - [`engine`]: one poll cycle: list, decide, record, act, record.
+//! - [`daemon`]: the long-running loop, signals, reload, shutdown, systemd notify.
+//! - [`http`]: `/healthz`, `/readyz` and `/metrics`.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`sim`]: the built-in VPCEP and IAM simulator used by `simulate`, `demo` and tests.
+//! - [`demo`]: the self-contained demonstration.
+//! - [`clock`]: wall-clock time behind a trait.
+
+pub mod audit;
+pub mod cli;
+pub mod clock;
+pub mod cloud;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod decision;
+pub mod demo;
+pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod policy;
+pub mod sim;
+
+/// Exit code for invalid configuration or policies (EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+/// Exit code for runtime failures.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for usage errors.
+pub const EXIT_USAGE: u8 = 2;
