@@ -1,0 +1,94 @@
+//! The audit log (SPEC §6): JSON Lines, one decision or outcome record per line, each
+//! carrying the SHA-256 of the line before it, so that any edit, deletion, insertion or
+//! reordering breaks the chain and `audit verify` finds it.
+//!
+//! - [`record`]: the record types, their exact line format and the strict parser.
+//! - [`writer`]: [`AuditWriter`], appending with one write per line, group fsync,
+//!   continuing an existing file's chain and reopening for logrotate.
+//! - [`verify`]: [`verify_files`], the streaming checker behind `audit verify`.
+//!
+//! The audit log is its own writer, not a tracing layer: no log filter can drop it.
+
+pub mod record;
+pub mod verify;
+pub mod writer;
+
+pub use record::{
+    AuditLine, AuditRecord, DecisionRecord, GENESIS_HASH, InvalidLine, MAX_LINE_BYTES,
+    OutcomeRecord, line_hash, new_decision_id, parse_line,
+};
+pub use verify::{BadLine, VerifyReport, verify_files};
+pub use writer::{AuditTarget, AuditWriter};
+
+/// Errors of the audit writer and verifier; each names the file (or `stdout`).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The audit file could not be opened or created.
+    #[error("failed to open audit log {path}")]
+    Open {
+        /// The path.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading an audit file failed.
+    #[error("failed to read audit log {path}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing a record failed; no action may be sent for it.
+    #[error("failed to write audit log {path}")]
+    Write {
+        /// The path, or `stdout`.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `fsync` of the file (or of its directory, after creating it) failed.
+    #[error("failed to fsync {path}")]
+    Sync {
+        /// The file or directory.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record could not be rendered as JSON.
+    #[error("failed to render an audit record for {path}")]
+    Serialize {
+        /// The path, or `stdout`.
+        path: String,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record would exceed [`MAX_LINE_BYTES`], which `audit verify` would reject.
+    #[error("audit record for {path} is {size} bytes, over the {MAX_LINE_BYTES}-byte line limit")]
+    TooLarge {
+        /// The path, or `stdout`.
+        path: String,
+        /// The rendered line's length.
+        size: usize,
+    },
+    /// The last write or fsync failed and none has succeeded since (`/readyz`).
+    #[error("audit log {path} is not writable: {reason}")]
+    NotWritable {
+        /// The path, or `stdout`.
+        path: String,
+        /// The last failure, with its causes.
+        reason: String,
+    },
+    /// Writing the verification result to the output failed.
+    #[error("failed to write the audit verify result")]
+    Report {
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}

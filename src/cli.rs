@@ -1,0 +1,138 @@
+//! The command-line interface (SPEC §2). Parsing only; [`crate::commands`] runs them.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Approves or rejects Huawei Cloud VPC endpoint connections by Cedar policy.
+#[derive(Debug, Parser)]
+#[command(name = "vpcep-approver", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file [default: $VPCEP_APPROVER_CONFIG, else /etc/vpcep-approver/config.toml]
+    #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Run {
+        /// One poll cycle over all targets, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Decide and audit, never send an action.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Validate the config and the policy directory without contacting the cloud.
+    Check,
+    /// Decide one hypothetical connection with the configured policies.
+    Eval(EvalArgs),
+    /// Run policy test cases (default: every *.toml under <policy dir>/tests/).
+    Test {
+        /// Test files.
+        files: Vec<PathBuf>,
+    },
+    /// Audit log tools.
+    Audit {
+        /// The audit subcommand.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Serve the built-in VPCEP and IAM simulator until stopped.
+    Simulate(SimulateArgs),
+    /// Decide sample connections on an in-process simulator; needs no config.
+    Demo {
+        /// Use this policy directory instead of the embedded examples.
+        #[arg(long, value_name = "DIR")]
+        policies: Option<PathBuf>,
+    },
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify that every line parses and the hash chain is unbroken across the files.
+    Verify {
+        /// Audit files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `eval` flags.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Consumer account (domain) id.
+    #[arg(long)]
+    pub domain_id: String,
+    /// Endpoint description.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Endpoint service id.
+    #[arg(long, default_value = "00000000-0000-0000-0000-000000000000")]
+    pub service_id: String,
+    /// Endpoint service name.
+    #[arg(long, default_value = "")]
+    pub service_name: String,
+    /// VPC endpoint id.
+    #[arg(long, default_value = "00000000-0000-0000-0000-000000000000")]
+    pub endpoint_id: String,
+    /// Marker (packet) id.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub marker_id: i64,
+    /// Creation time, RFC 3339 [default: now].
+    #[arg(long, value_name = "RFC3339")]
+    pub created_at: Option<String>,
+    /// Accepted connections of this account on this service.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub accepted_from_domain: i64,
+    /// Pending connections of this account on this service, this one included.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub pending_from_domain: i64,
+    /// Target whose region, project and name go into the request [default: the first].
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Print a decision record as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `simulate` flags.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Address to listen on (port 0 = any free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Seed file: services and connections as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub seed: Option<PathBuf>,
+    /// Latency added to every request.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub latency: std::time::Duration,
+    /// Share of requests answered 429/500/503 (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate: f64,
+    /// Access key the simulator accepts.
+    #[arg(long, requires = "sk", env = "VPCEP_SIM_AK")]
+    pub ak: Option<String>,
+    /// Secret key of --ak.
+    #[arg(long, requires = "ak", env = "VPCEP_SIM_SK", hide_env_values = true)]
+    pub sk: Option<String>,
+    /// IAM user the simulator accepts for password tokens, as DOMAIN/USER.
+    #[arg(long, requires = "password", value_name = "DOMAIN/USER")]
+    pub user: Option<String>,
+    /// Password of --user.
+    #[arg(long, requires = "user", env = "VPCEP_SIM_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Lifetime of issued IAM tokens.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+    pub token_lifetime: std::time::Duration,
+    /// Answer only for this project id.
+    #[arg(long)]
+    pub project_id: Option<String>,
+}

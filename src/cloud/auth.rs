@@ -1,0 +1,340 @@
+//! Credentials and IAM tokens.
+//!
+//! [`Credentials`] are the secrets of `[auth]`, loaded once at startup (a missing one is a
+//! [`ConfigError`] naming the variable or file). Every secret is a [`SecretString`] and
+//! `Debug` shows none of them.
+//!
+//! For `method = "password"` the client exchanges the password for a project-scoped IAM
+//! token per target (reference §5): the request body is built by
+//! [`password_token_body`], the answer read by [`parse_token_response`]. Tokens are
+//! refreshed a margin before they expire ([`refresh_margin`]); the lifetime is measured
+//! from the token's own `issued_at`/`expires_at`, so a skewed local clock does not matter.
+
+use crate::config::{Auth, ConfigError, SecretSource};
+use secrecy::{ExposeSecret, SecretString};
+use std::fmt;
+use std::time::Duration;
+
+/// The loaded secrets of `[auth]`.
+pub enum Credentials {
+    /// Access key / secret key (`SDK-HMAC-SHA256` signing).
+    AkSk {
+        /// Access key id.
+        ak: SecretString,
+        /// Secret access key.
+        sk: SecretString,
+        /// Security token of temporary keys, sent as `X-Security-Token`.
+        security_token: Option<SecretString>,
+    },
+    /// IAM user password, exchanged for a project-scoped token per target.
+    Password {
+        /// IAM user name.
+        user_name: String,
+        /// Account (domain) name.
+        domain_name: String,
+        /// The password.
+        password: SecretString,
+    },
+    /// A ready-made token, re-read from its source when the API answers 401.
+    Token {
+        /// Where it is read from.
+        source: SecretSource,
+        /// The value read at startup.
+        current: SecretString,
+    },
+}
+
+impl Credentials {
+    /// Reads every secret `auth` names. A missing one is an error naming the environment
+    /// variable or file (never the value).
+    pub fn load(auth: &Auth) -> Result<Credentials, ConfigError> {
+        Ok(match auth {
+            Auth::AkSk {
+                access_key,
+                secret_key,
+                security_token,
+            } => Credentials::AkSk {
+                ak: access_key.load()?,
+                sk: secret_key.load()?,
+                security_token: security_token.load_optional()?,
+            },
+            Auth::Password {
+                user_name,
+                domain_name,
+                password,
+            } => Credentials::Password {
+                user_name: user_name.clone(),
+                domain_name: domain_name.clone(),
+                password: password.load()?,
+            },
+            Auth::Token { token } => Credentials::Token {
+                source: token.clone(),
+                current: token.load()?,
+            },
+        })
+    }
+
+    /// `aksk`, `password` or `token`.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Credentials::AkSk { .. } => "aksk",
+            Credentials::Password { .. } => "password",
+            Credentials::Token { .. } => "token",
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const R: &str = "[redacted]";
+        match self {
+            Credentials::AkSk { security_token, .. } => f
+                .debug_struct("AkSk")
+                .field("ak", &R)
+                .field("sk", &R)
+                .field("security_token", &security_token.as_ref().map(|_| R))
+                .finish(),
+            Credentials::Password {
+                user_name,
+                domain_name,
+                ..
+            } => f
+                .debug_struct("Password")
+                .field("user_name", user_name)
+                .field("domain_name", domain_name)
+                .field("password", &R)
+                .finish(),
+            Credentials::Token { source, .. } => f
+                .debug_struct("Token")
+                .field("source", source)
+                .field("current", &R)
+                .finish(),
+        }
+    }
+}
+
+/// The body of `POST /v3/auth/tokens` for a project-scoped password token. It holds the
+/// password: send it and drop it, never log it.
+pub fn password_token_body(
+    user_name: &str,
+    domain_name: &str,
+    password: &SecretString,
+    project_id: &str,
+) -> Vec<u8> {
+    let v = serde_json::json!({
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {
+                        "name": user_name,
+                        "password": password.expose_secret(),
+                        "domain": {"name": domain_name}
+                    }
+                }
+            },
+            "scope": {"project": {"id": project_id}}
+        }
+    });
+    v.to_string().into_bytes()
+}
+
+/// A token as IAM issued it.
+pub struct IssuedToken {
+    /// The `X-Subject-Token` value.
+    pub token: SecretString,
+    /// How long it is valid, by the token's own `issued_at`/`expires_at` (or by the local
+    /// clock when `issued_at` is absent).
+    pub lifetime: Duration,
+    /// `expires_at` as IAM wrote it, for logs.
+    pub expires_at: String,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &"[redacted]")
+            .field("lifetime", &self.lifetime)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Reads the token from an IAM answer: `X-Subject-Token` header and
+/// `{"token":{"expires_at":…,"issued_at":…}}`. The error says what is missing.
+pub fn parse_token_response(
+    subject_token: Option<&str>,
+    body: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<IssuedToken, String> {
+    let token = subject_token
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or("no X-Subject-Token header")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let t = v.get("token").ok_or("no \"token\" object in the body")?;
+    let expires_raw = t
+        .get("expires_at")
+        .and_then(|x| x.as_str())
+        .ok_or("no token.expires_at string in the body")?;
+    let expires = parse_time(expires_raw)
+        .ok_or_else(|| format!("token.expires_at {expires_raw:?} is not an RFC 3339 time"))?;
+    let issued = t
+        .get("issued_at")
+        .and_then(|x| x.as_str())
+        .and_then(parse_time)
+        .unwrap_or(now);
+    let lifetime = (expires - issued)
+        .to_std()
+        .map_err(|_| format!("token.expires_at {expires_raw:?} is not after issued_at"))?;
+    if lifetime.is_zero() {
+        return Err(format!("token.expires_at {expires_raw:?} is not after issued_at"));
+    }
+    Ok(IssuedToken {
+        token: SecretString::from(token.to_owned()),
+        lifetime,
+        expires_at: expires_raw.to_owned(),
+    })
+}
+
+fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.with_timezone(&chrono::Utc))
+}
+
+/// Largest refresh margin: a 24 h token is refreshed 30 min before it expires.
+pub const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(30 * 60);
+
+/// How long before expiry a token is refreshed: a fifth of its lifetime, at most
+/// [`MAX_REFRESH_MARGIN`]. Short-lived tokens (tests, private clouds) are still used for
+/// most of their life; long ones get a margin that covers a slow IAM and clock drift.
+pub fn refresh_margin(lifetime: Duration) -> Duration {
+    (lifetime / 5).min(MAX_REFRESH_MARGIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
+            .single()
+            .expect("valid date")
+    }
+
+    #[test]
+    fn debug_of_credentials_redacts_secrets() {
+        let c = Credentials::AkSk {
+            ak: "AKVISIBLE123".into(),
+            sk: "SKSECRETVALUE".into(),
+            security_token: Some("STSTOKENVALUE".into()),
+        };
+        let d = format!("{c:?}");
+        for s in ["AKVISIBLE123", "SKSECRETVALUE", "STSTOKENVALUE"] {
+            assert!(!d.contains(s), "{d}");
+        }
+        let c = Credentials::Password {
+            user_name: "ops".into(),
+            domain_name: "acme".into(),
+            password: "hunter2-pw".into(),
+        };
+        let d = format!("{c:?}");
+        assert!(!d.contains("hunter2-pw") && d.contains("ops"), "{d}");
+        let c = Credentials::Token {
+            source: SecretSource::Env("VPCEP_APPROVER_TOKEN".into()),
+            current: "MIItokenvalue".into(),
+        };
+        let d = format!("{c:?}");
+        assert!(!d.contains("MIItokenvalue") && d.contains("VPCEP_APPROVER_TOKEN"), "{d}");
+    }
+
+    #[test]
+    fn load_names_the_missing_variable() {
+        let auth = Auth::AkSk {
+            access_key: SecretSource::Env("VPCEP_TEST_AUTH_UNSET_AK_1".into()),
+            secret_key: SecretSource::Env("VPCEP_TEST_AUTH_UNSET_SK_1".into()),
+            security_token: SecretSource::Env("VPCEP_TEST_AUTH_UNSET_ST_1".into()),
+        };
+        let e = Credentials::load(&auth).expect_err("missing").to_string();
+        assert!(e.contains("VPCEP_TEST_AUTH_UNSET_AK_1"), "{e}");
+    }
+
+    #[test]
+    fn load_reads_files_and_optional_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ak"), "AK1\n").expect("write");
+        std::fs::write(dir.path().join("sk"), "SK1\n").expect("write");
+        let file = |n: &str| SecretSource::File {
+            template: n.into(),
+            base: dir.path().into(),
+        };
+        let auth = Auth::AkSk {
+            access_key: file("ak"),
+            secret_key: file("sk"),
+            security_token: SecretSource::Env("VPCEP_TEST_AUTH_UNSET_ST_2".into()),
+        };
+        match Credentials::load(&auth).expect("loads") {
+            Credentials::AkSk {
+                ak,
+                sk,
+                security_token,
+            } => {
+                assert_eq!(ak.expose_secret(), "AK1");
+                assert_eq!(sk.expose_secret(), "SK1");
+                assert!(security_token.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = Credentials::load(&Auth::Token { token: file("nope") })
+            .expect_err("missing file")
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn password_body_is_project_scoped() {
+        let body = password_token_body("ops", "acme", &"pw".into(), "proj1");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["auth"]["identity"]["methods"][0], "password");
+        assert_eq!(v["auth"]["identity"]["password"]["user"]["name"], "ops");
+        assert_eq!(v["auth"]["identity"]["password"]["user"]["domain"]["name"], "acme");
+        assert_eq!(v["auth"]["identity"]["password"]["user"]["password"], "pw");
+        assert_eq!(v["auth"]["scope"]["project"]["id"], "proj1");
+    }
+
+    #[test]
+    fn token_response_lifetime_uses_the_tokens_own_clock() {
+        let body = br#"{"token":{"expires_at":"2020-01-05T09:08:49.965000Z","issued_at":"2020-01-04T09:08:49.965000Z","methods":["password"]}}"#;
+        let t = parse_token_response(Some("MIIabc"), body, now()).expect("parse");
+        assert_eq!(t.lifetime, Duration::from_secs(86_400));
+        assert_eq!(t.token.expose_secret(), "MIIabc");
+        assert!(!format!("{t:?}").contains("MIIabc"));
+        // Without issued_at, the local clock is used.
+        let body = br#"{"token":{"expires_at":"2026-11-27T12:10:00Z"}}"#;
+        let t = parse_token_response(Some("x"), body, now()).expect("parse");
+        assert_eq!(t.lifetime, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn token_response_errors_say_what_is_missing() {
+        let ok = br#"{"token":{"expires_at":"2026-11-27T13:00:00Z"}}"#;
+        assert!(parse_token_response(None, ok, now()).expect_err("x").contains("X-Subject-Token"));
+        assert!(parse_token_response(Some("t"), b"{}", now()).expect_err("x").contains("token"));
+        assert!(parse_token_response(Some("t"), b"nope", now()).expect_err("x").contains("JSON"));
+        let past = br#"{"token":{"expires_at":"2026-11-27T11:00:00Z"}}"#;
+        assert!(parse_token_response(Some("t"), past, now()).is_err());
+        let bad = br#"{"token":{"expires_at":"tomorrow"}}"#;
+        assert!(parse_token_response(Some("t"), bad, now()).expect_err("x").contains("tomorrow"));
+    }
+
+    #[test]
+    fn refresh_margin_is_a_capped_fraction() {
+        assert_eq!(refresh_margin(Duration::from_secs(86_400)), MAX_REFRESH_MARGIN);
+        assert_eq!(refresh_margin(Duration::from_secs(60)), Duration::from_secs(12));
+        assert_eq!(refresh_margin(Duration::ZERO), Duration::ZERO);
+    }
+}

@@ -1,0 +1,313 @@
+//! One function per subcommand. Each returns the process exit code, or a [`Failure`]
+//! carrying the code (78 for bad configuration or policies, 1 for runtime failures) and
+//! an error that names the file, key, policy or URL it is about.
+
+use crate::cli::{AuditCommand, Cli, Command, EvalArgs, SimulateArgs};
+use crate::config::{Config, DEFAULT_PATH, LogFormat};
+use crate::decision::ConnectionFacts;
+use crate::policy::Policies;
+use crate::{EXIT_CONFIG, EXIT_FAILURE, EXIT_USAGE};
+use anyhow::{Context, anyhow};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A command that could not complete.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code.
+    pub code: u8,
+    /// What went wrong.
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// Invalid configuration or policies: exit 78.
+    pub fn config(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: EXIT_CONFIG,
+            error: error.into(),
+        }
+    }
+
+    /// A runtime failure: exit 1.
+    pub fn runtime(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: EXIT_FAILURE,
+            error: error.into(),
+        }
+    }
+
+    /// A usage error: exit 2.
+    pub fn usage(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: EXIT_USAGE,
+            error: error.into(),
+        }
+    }
+}
+
+/// Result of a command: an exit code.
+pub type CmdResult = Result<u8, Failure>;
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> CmdResult {
+    let config_path = config_path(cli.config.as_deref());
+    match cli.command {
+        Command::Check => check(&config_path),
+        Command::Eval(args) => eval(&config_path, &args),
+        Command::Test { files } => test(&config_path, &files),
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => audit_verify(&files),
+        Command::Run { once, dry_run } => run_daemon(&config_path, once, dry_run),
+        Command::Simulate(args) => simulate(args),
+        Command::Demo { policies } => demo(policies),
+    }
+}
+
+/// `-c`, else `$VPCEP_APPROVER_CONFIG`, else the default path.
+pub fn config_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_owned();
+    }
+    match std::env::var_os("VPCEP_APPROVER_CONFIG") {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+/// Sets up logging to stderr. `RUST_LOG` overrides `level`.
+pub fn init_logging(format: LogFormat, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests calling twice) is harmless: keep the first.
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
+}
+
+fn load_config(path: &Path) -> Result<Config, Failure> {
+    Config::load(path).map_err(Failure::config)
+}
+
+fn load_policies(cfg: &Config) -> Result<Policies, Failure> {
+    Policies::load(&cfg.policy.dir)
+        .map_err(|e| Failure::config(anyhow!(e).context(format!("loading policies from {}", cfg.policy.dir.display()))))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(Failure::runtime)
+}
+
+fn check(path: &Path) -> CmdResult {
+    let cfg = load_config(path)?;
+    let policies = load_policies(&cfg)?;
+    for t in &cfg.targets {
+        if let Some(ca) = &t.ca_file {
+            std::fs::metadata(ca)
+                .with_context(|| format!("target {}: ca_file {}", t.name, ca.display()))
+                .map_err(Failure::config)?;
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "config {}: ok", cfg.path.display());
+    for t in &cfg.targets {
+        let services = match &t.services {
+            Some(s) => s.join(", "),
+            None => "every available service with approval enabled".into(),
+        };
+        let _ = writeln!(
+            out,
+            "target {}: region {}, project {}, vpcep {}, iam {}, services: {}",
+            t.name, t.region, t.project_id, t.vpcep_endpoint, t.iam_endpoint, services
+        );
+    }
+    let _ = writeln!(out, "auth: {} (secrets are read by `run` only)", cfg.auth.method());
+    let _ = writeln!(
+        out,
+        "policy dir {}: {} policies{}",
+        cfg.policy.dir.display(),
+        policies.policy_ids().len(),
+        if policies.has_schema() { ", strictly validated against schema.cedarschema" } else { ", no schema" }
+    );
+    for id in policies.policy_ids() {
+        let _ = writeln!(out, "  policy {id}");
+    }
+    let _ = writeln!(out, "policy version: {}", policies.version());
+    Ok(0)
+}
+
+fn eval_facts(cfg: &Config, a: &EvalArgs) -> Result<ConnectionFacts, Failure> {
+    let target = match &a.target {
+        Some(name) => cfg
+            .targets
+            .iter()
+            .find(|t| &t.name == name)
+            .ok_or_else(|| Failure::usage(anyhow!("--target {name:?}: no such target in {}", cfg.path.display())))?,
+        None => &cfg.targets[0],
+    };
+    let now = chrono::Utc::now();
+    let created_at = match &a.created_at {
+        None => now,
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map_err(|e| Failure::usage(anyhow!("--created-at {s:?} is not an RFC 3339 time: {e}")))?
+            .with_timezone(&chrono::Utc),
+    };
+    Ok(ConnectionFacts {
+        target: target.name.clone(),
+        region: target.region.clone(),
+        project_id: target.project_id.clone(),
+        service_id: a.service_id.clone(),
+        service_name: a.service_name.clone(),
+        endpoint_id: a.endpoint_id.clone(),
+        domain_id: a.domain_id.clone(),
+        description: a.description.clone(),
+        marker_id: a.marker_id,
+        created_at,
+        now,
+        accepted_from_domain: a.accepted_from_domain,
+        pending_from_domain: a.pending_from_domain,
+    })
+}
+
+fn eval(path: &Path, a: &EvalArgs) -> CmdResult {
+    let cfg = load_config(path)?;
+    let policies = load_policies(&cfg)?;
+    let facts = eval_facts(&cfg, a)?;
+    let d = policies.decide(&facts, cfg.policy.on_no_match);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let rec = crate::audit::DecisionRecord {
+            decision_id: uuid::Uuid::now_v7().to_string(),
+            target: facts.target,
+            project_id: facts.project_id,
+            service_id: facts.service_id,
+            service_name: facts.service_name,
+            endpoint_id: facts.endpoint_id,
+            domain_id: facts.domain_id,
+            description: facts.description,
+            marker_id: facts.marker_id,
+            created_at: crate::clock::format_secs(facts.created_at),
+            verdict: d.verdict,
+            action: d.action,
+            policies: d.policies,
+            reasons: d.reasons,
+            errors: d.errors,
+            policy_version: policies.version().to_owned(),
+            dry_run: true,
+        };
+        #[derive(serde::Serialize)]
+        struct EvalJson<'a> {
+            kind: &'static str,
+            #[serde(flatten)]
+            rec: &'a crate::audit::DecisionRecord,
+        }
+        let line = serde_json::to_string(&EvalJson { kind: "decision", rec: &rec })
+            .context("encoding the decision")
+            .map_err(Failure::runtime)?;
+        let _ = writeln!(out, "{line}");
+    } else {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                v.iter()
+                    .map(|s| serde_json::to_string(s).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        let _ = writeln!(out, "verdict: {}", d.verdict);
+        let _ = writeln!(out, "action: {}", d.action);
+        let _ = writeln!(out, "policies: {}", if d.policies.is_empty() { "-".into() } else { d.policies.join(", ") });
+        let _ = writeln!(out, "reasons: {}", list(&d.reasons));
+        let _ = writeln!(out, "errors: {}", list(&d.errors));
+    }
+    Ok(0)
+}
+
+fn test(path: &Path, files: &[PathBuf]) -> CmdResult {
+    let cfg = load_config(path)?;
+    let policies = load_policies(&cfg)?;
+    let files = if files.is_empty() {
+        crate::policy::default_test_files(&cfg.policy.dir)
+    } else {
+        files.to_vec()
+    };
+    if files.is_empty() {
+        return Err(Failure::config(anyhow!(
+            "no test files: none given and no *.toml under {}",
+            cfg.policy.dir.join("tests").display()
+        )));
+    }
+    let mut out = std::io::stdout().lock();
+    let summary = crate::policy::run_tests(&policies, &files, cfg.policy.on_no_match, chrono::Utc::now(), &mut out)
+        .map_err(Failure::config)?;
+    Ok(if summary.failed == 0 { 0 } else { EXIT_FAILURE })
+}
+
+fn audit_verify(files: &[PathBuf]) -> CmdResult {
+    let mut out = std::io::stdout().lock();
+    let report = crate::audit::verify_files(files, &mut out).map_err(Failure::runtime)?;
+    Ok(if report.first_bad.is_none() { 0 } else { EXIT_FAILURE })
+}
+
+fn run_daemon(path: &Path, once: bool, dry_run: bool) -> CmdResult {
+    let cfg = load_config(path)?;
+    init_logging(cfg.log.format, &cfg.log.level);
+    let rt = runtime()?;
+    rt.block_on(crate::daemon::run(cfg, crate::daemon::RunOptions { once, dry_run }))
+}
+
+fn simulate(a: SimulateArgs) -> CmdResult {
+    init_logging(LogFormat::Text, "warn");
+    if !(0.0..=1.0).contains(&a.fault_rate) {
+        return Err(Failure::usage(anyhow!("--fault-rate {} is not between 0 and 1", a.fault_rate)));
+    }
+    let mut cfg = crate::sim::SimConfig {
+        latency: a.latency,
+        fault_rate: a.fault_rate,
+        project_id: a.project_id,
+        token_lifetime: a.token_lifetime,
+        ..crate::sim::SimConfig::default()
+    };
+    if let Some(seed) = &a.seed {
+        cfg.seed = crate::sim::Seed::from_file(seed)
+            .with_context(|| format!("reading seed file {}", seed.display()))
+            .map_err(Failure::config)?;
+    }
+    if let (Some(ak), Some(sk)) = (a.ak, a.sk) {
+        cfg.credentials = vec![(ak, sk)];
+    }
+    if let (Some(user), Some(password)) = (a.user, a.password) {
+        let (domain, name) = user
+            .split_once('/')
+            .ok_or_else(|| Failure::usage(anyhow!("--user {user:?} must be DOMAIN/USER")))?;
+        cfg.users = vec![crate::sim::SimUser {
+            domain_name: domain.to_owned(),
+            user_name: name.to_owned(),
+            password,
+        }];
+    }
+    let rt = runtime()?;
+    rt.block_on(crate::sim::run_simulate(a.listen, cfg))
+        .map_err(Failure::runtime)?;
+    Ok(0)
+}
+
+fn demo(policies: Option<PathBuf>) -> CmdResult {
+    init_logging(LogFormat::Text, "warn");
+    let rt = runtime()?;
+    rt.block_on(crate::demo::run(policies.as_deref()))
+}

@@ -1,0 +1,565 @@
+//! The policy directory (SPEC §5): loading and validating `*.cedar`, `schema.cedarschema`
+//! and `entities.json` into an immutable [`Policies`] set, turning [`ConnectionFacts`] into
+//! a Cedar request, mapping Cedar's answer to a [`Decision`], and running policy test
+//! cases (§5.5). No I/O happens after loading; [`Policies::decide`] is pure.
+//!
+//! Loading rules:
+//! - every `*.cedar` file, in file-name order; templates are not supported;
+//! - policy id: the `@id("…")` annotation, else `<file name>#<n>` with `n` counting the
+//!   policies of that file from 0; ids are unique across all files;
+//! - with `schema.cedarschema`, every policy must pass strict validation, requests are
+//!   validated, `entities.json` must conform, and the schema must accept the request
+//!   this module builds (so a schema that drifted from §5.2 fails at load, not per call);
+//! - `entities.json` (optional) supplies groups: the parents of accounts and services.
+//!   Service entries there contribute parents only; the service's attributes always come
+//!   from the connection facts, so they may be left out of `entities.json` even when the
+//!   schema requires them;
+//! - any problem fails the whole load, and [`PolicyError`] lists all of them.
+//!
+//! Decisions: `@reason("…")` of each determining policy is returned in
+//! [`Decision::reasons`], index for index with [`Decision::policies`]; a policy without
+//! `@reason` contributes an empty string so the two lists always line up.
+
+mod error;
+mod request;
+mod testcases;
+
+pub use error::{PolicyError, PolicyProblem};
+pub use testcases::{TestFileError, TestSummary, default_test_files, run_tests};
+
+use crate::decision::{Action, ConnectionFacts, Decision, OnNoMatch, Verdict};
+use cedar_policy::{
+    Authorizer, Entities, PolicyId, PolicySet, Response, Schema, ValidationMode, Validator,
+};
+use request::{EntityIndex, RequestModel};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+
+/// File name of the optional schema.
+pub const SCHEMA_FILE: &str = "schema.cedarschema";
+/// File name of the optional entities (groups of accounts and services).
+pub const ENTITIES_FILE: &str = "entities.json";
+/// Extension of policy files.
+pub const POLICY_EXTENSION: &str = "cedar";
+
+/// The shipped `policies/` files, compiled into the binary for `demo`.
+const EMBEDDED: &[(&str, &[u8])] = &[
+    ("age.cedar", include_bytes!("../../policies/age.cedar")),
+    ("allow.cedar", include_bytes!("../../policies/allow.cedar")),
+    ("entities.json", include_bytes!("../../policies/entities.json")),
+    ("forbid.cedar", include_bytes!("../../policies/forbid.cedar")),
+    ("quota.cedar", include_bytes!("../../policies/quota.cedar")),
+    (
+        "schema.cedarschema",
+        include_bytes!("../../policies/schema.cedarschema"),
+    ),
+];
+
+/// An immutable, validated policy set with its schema and entities. `Send + Sync`;
+/// share it in an `Arc` and swap the `Arc` on reload.
+#[derive(Debug)]
+pub struct Policies {
+    set: PolicySet,
+    schema: Option<Schema>,
+    index: EntityIndex,
+    model: RequestModel,
+    authorizer: Authorizer,
+    ids: Vec<String>,
+    version: String,
+}
+
+/// What a file in the policy directory is for, decided by its name.
+enum Role {
+    Policy,
+    Schema,
+    Entities,
+}
+
+fn role(name: &str) -> Option<Role> {
+    if name == SCHEMA_FILE {
+        Some(Role::Schema)
+    } else if name == ENTITIES_FILE {
+        Some(Role::Entities)
+    } else if Path::new(name)
+        .extension()
+        .is_some_and(|e| e == POLICY_EXTENSION)
+    {
+        Some(Role::Policy)
+    } else {
+        None
+    }
+}
+
+impl Policies {
+    /// Loads `dir`: every `*.cedar`, plus `schema.cedarschema` and `entities.json` when
+    /// present. Other files and subdirectories (such as `tests/`) are ignored. Problems
+    /// name files as `<dir>/<file name>`.
+    pub fn load(dir: &Path) -> Result<Policies, PolicyError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            PolicyError::new(vec![PolicyProblem::file(
+                &dir.display().to_string(),
+                format!("cannot read policy directory: {e}"),
+            )])
+        })?;
+        let mut files = Vec::new();
+        let mut problems = Vec::new();
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    problems.push(PolicyProblem::file(
+                        &dir.display().to_string(),
+                        format!("cannot read policy directory: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let path = entry.path();
+            // `metadata` follows symlinks (ConfigMap mounts are symlinks to files).
+            if role(&name).is_none() || !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                continue;
+            }
+            match std::fs::read(&path) {
+                Ok(bytes) => files.push((name, bytes)),
+                Err(e) => problems.push(PolicyProblem::file(
+                    &path.display().to_string(),
+                    format!("cannot read file: {e}"),
+                )),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(PolicyError::new(problems));
+        }
+        Self::build(files, |name| dir.join(name).display().to_string())
+    }
+
+    /// Builds a policy set from `(file name, bytes)` pairs with the same rules as
+    /// [`Policies::load`]. Names are bare file names (`allow.cedar`); a name that is
+    /// neither `*.cedar`, `schema.cedarschema` nor `entities.json` is an error.
+    pub fn from_files(files: Vec<(String, Vec<u8>)>) -> Result<Policies, PolicyError> {
+        Self::build(files, str::to_owned)
+    }
+
+    /// The example policies shipped in `policies/`, compiled into the binary. Their
+    /// version equals that of `Policies::load("policies")` on an unmodified checkout.
+    pub fn embedded_examples() -> Result<Policies, PolicyError> {
+        Self::from_files(
+            EMBEDDED
+                .iter()
+                .map(|(name, bytes)| ((*name).to_owned(), bytes.to_vec()))
+                .collect(),
+        )
+    }
+
+    fn build(
+        mut files: Vec<(String, Vec<u8>)>,
+        display: impl Fn(&str) -> String,
+    ) -> Result<Policies, PolicyError> {
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        let version = version_of(&files);
+        let mut problems = Vec::new();
+
+        let mut schema_src = None;
+        let mut entities_src = None;
+        let mut policy_files = Vec::new();
+        for (i, (name, bytes)) in files.iter().enumerate() {
+            if i > 0 && files[i - 1].0 == *name {
+                problems.push(PolicyProblem::file(&display(name), "file given twice"));
+                continue;
+            }
+            let shown = display(name);
+            let text = match std::str::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(e) => {
+                    problems.push(PolicyProblem::file(&shown, format!("not UTF-8: {e}")));
+                    continue;
+                }
+            };
+            match role(name) {
+                Some(Role::Schema) => schema_src = Some((shown, text)),
+                Some(Role::Entities) => entities_src = Some((shown, text)),
+                Some(Role::Policy) => policy_files.push((name.as_str(), shown, text)),
+                None => problems.push(PolicyProblem::file(
+                    &shown,
+                    "unexpected file: expected *.cedar, schema.cedarschema or entities.json",
+                )),
+            }
+        }
+
+        let schema = schema_src.and_then(|(shown, text)| match Schema::from_cedarschema_str(text)
+        {
+            Ok((schema, _warnings)) => Some(schema),
+            Err(e) => {
+                problems.push(PolicyProblem::file(&shown, format!("invalid schema: {e}")));
+                None
+            }
+        });
+
+        if policy_files.is_empty() {
+            problems.push(PolicyProblem::general(
+                "no *.cedar policy files: a policy set needs at least one",
+            ));
+        }
+        let mut set = PolicySet::new();
+        // policy id → shown file name, for duplicate ids and validation errors
+        let mut origin: HashMap<String, String> = HashMap::new();
+        let mut ids = Vec::new();
+        for (name, shown, text) in &policy_files {
+            parse_policy_file(name, shown, text, &mut set, &mut origin, &mut ids, &mut problems);
+        }
+
+        let parsed_cleanly = problems.is_empty();
+        if let (Some(schema), true) = (&schema, parsed_cleanly) {
+            let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+            for e in result.validation_errors() {
+                let id = e.policy_id().to_string();
+                let file = origin.get(&id).cloned().unwrap_or_default();
+                problems.push(PolicyProblem::policy(
+                    &file,
+                    &id,
+                    format!("fails strict validation: {e}"),
+                ));
+            }
+        }
+
+        let model = RequestModel::new();
+        let index = match &entities_src {
+            Some((shown, text)) => {
+                match EntityIndex::from_json(text, schema.as_ref(), &model) {
+                    Ok(index) => Some(index),
+                    Err(message) => {
+                        problems.push(PolicyProblem::file(shown, message));
+                        None
+                    }
+                }
+            }
+            None => match EntityIndex::empty(schema.as_ref(), &model) {
+                Ok(index) => Some(index),
+                Err(message) => {
+                    problems.push(PolicyProblem::general(message));
+                    None
+                }
+            },
+        };
+        if let Some(schema) = &schema {
+            if let Err(message) = model.check_schema(schema) {
+                problems.push(PolicyProblem::file(&display(SCHEMA_FILE), message));
+            }
+        }
+
+        match index {
+            Some(index) if problems.is_empty() => {
+                ids.sort();
+                Ok(Policies {
+                    set,
+                    schema,
+                    index,
+                    model,
+                    authorizer: Authorizer::new(),
+                    ids,
+                    version,
+                })
+            }
+            _ => Err(PolicyError::new(problems)),
+        }
+    }
+
+    /// `sha256:` + lowercase hex SHA-256 over every loaded file, in file-name order, each
+    /// framed as: name length (u64 big-endian), name (UTF-8), content length (u64
+    /// big-endian), content. Names are bare file names, so the version does not depend
+    /// on where the directory is.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Every policy id, sorted.
+    pub fn policy_ids(&self) -> Vec<String> {
+        self.ids.clone()
+    }
+
+    /// Whether a schema was loaded (and so policies were strictly validated and requests
+    /// are validated).
+    pub fn has_schema(&self) -> bool {
+        self.schema.is_some()
+    }
+
+    /// Decides one connection (SPEC §5.3). Never fails: anything that goes wrong while
+    /// building or evaluating the request is an `error` verdict with action `none`.
+    pub fn decide(&self, facts: &ConnectionFacts, on_no_match: OnNoMatch) -> Decision {
+        match self
+            .model
+            .request(facts, &self.index, self.schema.as_ref())
+        {
+            Ok((request, entities)) => {
+                let response = self.authorizer.is_authorized(&request, &self.set, &entities);
+                self.classify(&response, on_no_match)
+            }
+            Err(message) => Decision {
+                verdict: Verdict::Error,
+                action: Action::None,
+                policies: Vec::new(),
+                reasons: Vec::new(),
+                errors: vec![message],
+            },
+        }
+    }
+
+    /// Maps Cedar's answer to a verdict. Cedar skips a policy whose evaluation errors and
+    /// may still answer Allow (an erroring `forbid` is ignored), so any error at all is
+    /// an `error` verdict: fail closed.
+    fn classify(&self, response: &Response, on_no_match: OnNoMatch) -> Decision {
+        let mut policies: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        policies.sort();
+        let reasons = policies
+            .iter()
+            .map(|id| {
+                self.set
+                    .annotation(&PolicyId::new(id), "reason")
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => {
+                    format!("policy {}: {}", e.policy_id(), e.inner())
+                }
+            })
+            .collect();
+        let (verdict, action) = if !errors.is_empty() {
+            (Verdict::Error, Action::None)
+        } else if response.decision() == cedar_policy::Decision::Allow {
+            (Verdict::Permit, Action::Receive)
+        } else if !policies.is_empty() {
+            (Verdict::Forbid, Action::Reject)
+        } else {
+            (Verdict::NoMatch, on_no_match.action())
+        };
+        Decision {
+            verdict,
+            action,
+            policies,
+            reasons,
+            errors,
+        }
+    }
+
+    /// Cedar's authorizer on a prepared request, for the benchmark floor.
+    #[doc(hidden)]
+    pub fn bench_is_authorized(
+        &self,
+        request: &cedar_policy::Request,
+        entities: &Entities,
+    ) -> cedar_policy::Decision {
+        self.authorizer
+            .is_authorized(request, &self.set, entities)
+            .decision()
+    }
+}
+
+/// Parses one policy file into `set`, renaming each policy to its id.
+fn parse_policy_file(
+    name: &str,
+    shown: &str,
+    text: &str,
+    set: &mut PolicySet,
+    origin: &mut HashMap<String, String>,
+    ids: &mut Vec<String>,
+    problems: &mut Vec<PolicyProblem>,
+) {
+    let parsed = match PolicySet::from_str(text) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            problems.push(PolicyProblem::file(shown, format!("syntax error: {e}")));
+            return;
+        }
+    };
+    if parsed.templates().next().is_some() {
+        problems.push(PolicyProblem::file(
+            shown,
+            "templates (policies with ?principal or ?resource) are not supported",
+        ));
+        return;
+    }
+    // Cedar names the policies of one parse `policy0`, `policy1`, … in source order.
+    let mut in_order: Vec<(usize, &cedar_policy::Policy)> = parsed
+        .policies()
+        .map(|p| {
+            let n = p
+                .id()
+                .to_string()
+                .strip_prefix("policy")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(usize::MAX);
+            (n, p)
+        })
+        .collect();
+    in_order.sort_by_key(|(n, _)| *n);
+    for (n, policy) in in_order {
+        let id = match policy.annotation("id") {
+            Some("") => {
+                problems.push(PolicyProblem::file(
+                    shown,
+                    format!("policy #{n} has an empty @id"),
+                ));
+                continue;
+            }
+            Some(id) => id.to_owned(),
+            None => format!("{name}#{n}"),
+        };
+        if let Some(first) = origin.get(&id) {
+            problems.push(PolicyProblem::policy(
+                shown,
+                &id,
+                format!("duplicate policy id: also defined in {first}"),
+            ));
+            continue;
+        }
+        if let Err(e) = set.add(policy.new_id(PolicyId::new(&id))) {
+            problems.push(PolicyProblem::policy(shown, &id, e.to_string()));
+            continue;
+        }
+        origin.insert(id.clone(), shown.to_owned());
+        ids.push(id);
+    }
+}
+
+/// The policy version over sorted `(name, bytes)`; see [`Policies::version`].
+fn version_of(files: &[(String, Vec<u8>)]) -> String {
+    let mut hash = Sha256::new();
+    for (name, bytes) in files {
+        hash.update((name.len() as u64).to_be_bytes());
+        hash.update(name.as_bytes());
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(bytes);
+    }
+    format!("sha256:{}", hex::encode(hash.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    const PARTNER: &str = "6e9dfd51d1124e8d8498dce894923a0d";
+    const PAYMENTS: &str = "4189d3c2-8882-4871-a3c2-d380272eed88";
+
+    fn facts(domain_id: &str, description: &str) -> ConnectionFacts {
+        let now = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();
+        ConnectionFacts {
+            target: "cn-north-4".into(),
+            region: "cn-north-4".into(),
+            project_id: "0605767a3300d5762fb7c0186d8bfc2b".into(),
+            service_id: PAYMENTS.into(),
+            service_name: "payments".into(),
+            endpoint_id: "705290f3-0d2e-4b7a-9d0c-6f1e2a3b4c5d".into(),
+            domain_id: domain_id.into(),
+            description: description.into(),
+            marker_id: 16_777_510,
+            created_at: now,
+            now,
+            accepted_from_domain: 0,
+            pending_from_domain: 1,
+        }
+    }
+
+    fn files(list: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        list.iter()
+            .map(|(n, t)| ((*n).to_owned(), t.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn policies_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Policies>();
+    }
+
+    #[test]
+    fn embedded_examples_load_with_schema() {
+        let p = Policies::embedded_examples().unwrap();
+        assert!(p.has_schema());
+        assert!(p.policy_ids().contains(&"allow-partners".to_owned()));
+        assert!(p.version().starts_with("sha256:"));
+        assert_eq!(p.version().len(), "sha256:".len() + 64);
+    }
+
+    #[test]
+    fn embedded_examples_match_the_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let loaded = Policies::load(&dir).unwrap();
+        let embedded = Policies::embedded_examples().unwrap();
+        assert_eq!(loaded.version(), embedded.version());
+        assert_eq!(loaded.policy_ids(), embedded.policy_ids());
+    }
+
+    #[test]
+    fn partner_with_ticket_is_permitted_with_reason() {
+        let p = Policies::embedded_examples().unwrap();
+        let d = p.decide(&facts(PARTNER, "CHG-1234 payments"), OnNoMatch::LeavePending);
+        assert_eq!(d.verdict, Verdict::Permit, "{d:?}");
+        assert_eq!(d.action, Action::Receive);
+        assert_eq!(d.policies, ["allow-partners"]);
+        assert_eq!(
+            d.reasons,
+            ["partner account with a change ticket in the description"]
+        );
+    }
+
+    #[test]
+    fn unnamed_policies_get_file_and_index_ids() {
+        let p = Policies::from_files(files(&[(
+            "a.cedar",
+            "permit(principal, action, resource);\nforbid(principal, action, resource) when { false };",
+        )]))
+        .unwrap();
+        assert_eq!(p.policy_ids(), ["a.cedar#0", "a.cedar#1"]);
+        let d = p.decide(&facts(PARTNER, ""), OnNoMatch::LeavePending);
+        assert_eq!(d.policies, ["a.cedar#0"]);
+        assert_eq!(d.reasons, [""]);
+    }
+
+    #[test]
+    fn version_framing_is_unambiguous() {
+        let a = version_of(&[("ab".into(), b"c".to_vec())]);
+        let b = version_of(&[("a".into(), b"bc".to_vec())]);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn unexpected_file_name_is_rejected() {
+        let e = Policies::from_files(files(&[
+            ("a.cedar", "permit(principal, action, resource);"),
+            ("notes.txt", "hello"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("notes.txt: unexpected file"), "{e}");
+    }
+
+    #[test]
+    fn empty_set_is_rejected() {
+        let e = Policies::from_files(Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("no *.cedar policy files"), "{e}");
+    }
+
+    #[test]
+    fn templates_are_rejected() {
+        let e = Policies::from_files(files(&[(
+            "t.cedar",
+            "permit(principal == ?principal, action, resource);",
+        )]))
+        .unwrap_err();
+        assert!(e.to_string().contains("t.cedar: templates"), "{e}");
+    }
+}

@@ -1,0 +1,350 @@
+//! Building the Cedar request for one connection (SPEC §5.2) from typed values only:
+//! entity ids, strings and datetimes are constructed, never spliced into Cedar source,
+//! so a description can hold any text at all.
+//!
+//! Speed: `entities.json` is parsed, validated and closed transitively once, at load.
+//! [`EntityIndex`] then keeps, per listed account and per listed service, the few
+//! entities a request needs (the account and its groups; the service's groups and
+//! their ancestors). A request gets a small entity set of its own built from those, so
+//! no decision ever copies the whole store.
+
+use crate::decision::ConnectionFacts;
+use cedar_policy::{
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request,
+    RestrictedExpression, Schema,
+};
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+/// Entity type of consumer accounts.
+pub(crate) const ACCOUNT_TYPE: &str = "Vpcep::Account";
+/// Entity type of endpoint services.
+pub(crate) const SERVICE_TYPE: &str = "Vpcep::EndpointService";
+/// Entity type of actions.
+const ACTION_TYPE: &str = "Vpcep::Action";
+/// The only action.
+const ACTION_ID: &str = "connect";
+/// Attributes of the resource, all strings, all from the facts.
+const SERVICE_ATTRS: [&str; 4] = ["name", "project_id", "region", "target"];
+
+/// Parsed type names and the action uid, made once per policy set.
+#[derive(Debug)]
+pub(crate) struct RequestModel {
+    account: EntityTypeName,
+    service: EntityTypeName,
+    action: EntityUid,
+}
+
+/// What a request needs from `entities.json` about one service.
+#[derive(Debug, Default)]
+struct ServiceEntry {
+    /// Every ancestor of the service (closed transitively): the resource's parents.
+    parents: HashSet<EntityUid>,
+    /// The ancestor entities themselves, so policies can read group attributes.
+    ancestors: Vec<Entity>,
+}
+
+/// Per-account and per-service slices of `entities.json`, plus the action entities.
+#[derive(Debug, Default)]
+pub(crate) struct EntityIndex {
+    /// domain id → the account entity followed by its ancestor entities.
+    accounts: HashMap<String, Vec<Entity>>,
+    /// service id → its parents and ancestor entities.
+    services: HashMap<String, ServiceEntry>,
+    /// The `connect` action and its ancestors (from the schema; empty without one).
+    actions: Vec<Entity>,
+}
+
+/// Formats a time the way Cedar's `datetime("…")` accepts it, to the millisecond.
+fn cedar_datetime(t: DateTime<Utc>) -> RestrictedExpression {
+    RestrictedExpression::new_datetime(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+}
+
+impl RequestModel {
+    pub(crate) fn new() -> Self {
+        RequestModel {
+            account: EntityTypeName::from_str(ACCOUNT_TYPE).expect("a valid entity type name"),
+            service: EntityTypeName::from_str(SERVICE_TYPE).expect("a valid entity type name"),
+            action: EntityUid::from_type_name_and_id(
+                EntityTypeName::from_str(ACTION_TYPE).expect("a valid entity type name"),
+                EntityId::new(ACTION_ID),
+            ),
+        }
+    }
+
+    fn account_uid(&self, domain_id: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.account.clone(), EntityId::new(domain_id))
+    }
+
+    fn service_uid(&self, service_id: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.service.clone(), EntityId::new(service_id))
+    }
+
+    fn context(&self, facts: &ConnectionFacts) -> Result<Context, String> {
+        Context::from_pairs([
+            (
+                "endpoint_id".to_owned(),
+                RestrictedExpression::new_string(facts.endpoint_id.clone()),
+            ),
+            (
+                "description".to_owned(),
+                RestrictedExpression::new_string(facts.description.clone()),
+            ),
+            (
+                "marker_id".to_owned(),
+                RestrictedExpression::new_long(facts.marker_id),
+            ),
+            ("created_at".to_owned(), cedar_datetime(facts.created_at)),
+            ("now".to_owned(), cedar_datetime(facts.now)),
+            (
+                "accepted_from_domain".to_owned(),
+                RestrictedExpression::new_long(facts.accepted_from_domain),
+            ),
+            (
+                "pending_from_domain".to_owned(),
+                RestrictedExpression::new_long(facts.pending_from_domain),
+            ),
+        ])
+        .map_err(|e| format!("cannot build the request context: {e}"))
+    }
+
+    fn resource(&self, facts: &ConnectionFacts, parents: HashSet<EntityUid>) -> Result<Entity, String> {
+        let values = [
+            &facts.service_name,
+            &facts.project_id,
+            &facts.region,
+            &facts.target,
+        ];
+        let attrs = SERVICE_ATTRS
+            .iter()
+            .zip(values)
+            .map(|(k, v)| ((*k).to_owned(), RestrictedExpression::new_string(v.clone())))
+            .collect();
+        Entity::new(self.service_uid(&facts.service_id), attrs, parents)
+            .map_err(|e| format!("cannot build the resource entity: {e}"))
+    }
+
+    /// The request and its entity set for one connection. With a schema the request is
+    /// validated against it; any failure is a message for the `errors` of the decision.
+    pub(crate) fn request(
+        &self,
+        facts: &ConnectionFacts,
+        index: &EntityIndex,
+        schema: Option<&Schema>,
+    ) -> Result<(Request, Entities), String> {
+        let principal = self.account_uid(&facts.domain_id);
+        let resource_uid = self.service_uid(&facts.service_id);
+        let service = index.services.get(&facts.service_id);
+        let account = index.accounts.get(&facts.domain_id);
+
+        let mut entities = Vec::with_capacity(
+            1 + account.map_or(1, Vec::len)
+                + service.map_or(0, |s| s.ancestors.len())
+                + index.actions.len(),
+        );
+        match account {
+            Some(listed) => entities.extend(listed.iter().cloned()),
+            None => entities.push(Entity::new_no_attrs(principal.clone(), HashSet::new())),
+        }
+        let parents = service.map(|s| s.parents.clone()).unwrap_or_default();
+        entities.push(self.resource(facts, parents)?);
+        if let Some(service) = service {
+            entities.extend(service.ancestors.iter().cloned());
+        }
+        entities.extend(index.actions.iter().cloned());
+        let entities = small_store(entities)?;
+
+        let context = self.context(facts)?;
+        let request = Request::new(principal, self.action.clone(), resource_uid, context, schema)
+            .map_err(|e| format!("request fails schema validation: {e}"))?;
+        Ok((request, entities))
+    }
+
+    /// Checks once, at load, that `schema` accepts the request and resource entity this
+    /// module builds, so a schema that drifted from SPEC §5.2 is a load error.
+    pub(crate) fn check_schema(&self, schema: &Schema) -> Result<(), String> {
+        let sample = ConnectionFacts {
+            target: "t".into(),
+            region: "r".into(),
+            project_id: "p".into(),
+            service_id: "s".into(),
+            service_name: "n".into(),
+            endpoint_id: "e".into(),
+            domain_id: "d".into(),
+            description: String::new(),
+            marker_id: 0,
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            now: DateTime::<Utc>::UNIX_EPOCH,
+            accepted_from_domain: 0,
+            pending_from_domain: 1,
+        };
+        let mismatch = |e: String| format!("schema does not match the request model: {e}");
+        Request::new(
+            self.account_uid(&sample.domain_id),
+            self.action.clone(),
+            self.service_uid(&sample.service_id),
+            self.context(&sample).map_err(mismatch)?,
+            Some(schema),
+        )
+        .map_err(|e| mismatch(e.to_string()))?;
+        let principal = Entity::new_no_attrs(self.account_uid(&sample.domain_id), HashSet::new());
+        let resource = self.resource(&sample, HashSet::new()).map_err(mismatch)?;
+        Entities::from_entities([principal, resource], Some(schema))
+            .map_err(|e| mismatch(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Builds a request's entity store; an entity reachable both from the principal and from
+/// the resource (possible only without a schema) is kept once.
+fn small_store(entities: Vec<Entity>) -> Result<Entities, String> {
+    match Entities::from_entities(entities.iter().cloned(), None) {
+        Ok(store) => Ok(store),
+        Err(cedar_policy::entities_errors::EntitiesError::Duplicate(_)) => {
+            let mut seen = HashSet::new();
+            let unique = entities.into_iter().filter(|e| seen.insert(e.uid()));
+            Entities::from_entities(unique, None)
+                .map_err(|e| format!("cannot build the request entities: {e}"))
+        }
+        Err(e) => Err(format!("cannot build the request entities: {e}")),
+    }
+}
+
+impl EntityIndex {
+    /// The index without `entities.json`: only the action entities of the schema.
+    pub(crate) fn empty(schema: Option<&Schema>, model: &RequestModel) -> Result<Self, String> {
+        let store = match schema {
+            Some(schema) => schema
+                .action_entities()
+                .map_err(|e| format!("cannot read the actions of the schema: {e}"))?,
+            None => Entities::empty(),
+        };
+        Ok(Self::from_store(&store, model))
+    }
+
+    /// Parses `entities.json` (Cedar's JSON entity format), validates it against the
+    /// schema when there is one, and indexes it.
+    pub(crate) fn from_json(
+        text: &str,
+        schema: Option<&Schema>,
+        model: &RequestModel,
+    ) -> Result<Self, String> {
+        let mut json: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        if schema.is_some() {
+            fill_service_attrs(&mut json);
+        }
+        let store = Entities::from_json_value(json, schema)
+            .map_err(|e| format!("invalid entities: {e}"))?;
+        Ok(Self::from_store(&store, model))
+    }
+
+    fn from_store(store: &Entities, model: &RequestModel) -> Self {
+        let with_ancestors = |entity: &Entity| -> (HashSet<EntityUid>, Vec<Entity>) {
+            let uid = entity.uid();
+            let parents: HashSet<EntityUid> = store
+                .ancestors(&uid)
+                .map(|a| a.cloned().collect())
+                .unwrap_or_default();
+            // Sorted so the per-request store is built the same way every time.
+            let mut sorted: Vec<&EntityUid> = parents.iter().collect();
+            sorted.sort_by_key(|u| u.to_string());
+            let ancestors = sorted
+                .into_iter()
+                .filter_map(|a| store.get(a).cloned())
+                .collect();
+            (parents, ancestors)
+        };
+        let mut index = EntityIndex::default();
+        for entity in store.iter() {
+            let uid = entity.uid();
+            if *uid.type_name() == model.account {
+                let (_, ancestors) = with_ancestors(entity);
+                let mut slice = vec![entity.clone()];
+                slice.extend(ancestors);
+                index.accounts.insert(uid.id().unescaped().to_owned(), slice);
+            } else if *uid.type_name() == model.service {
+                let (parents, ancestors) = with_ancestors(entity);
+                index.services.insert(
+                    uid.id().unescaped().to_owned(),
+                    ServiceEntry { parents, ancestors },
+                );
+            } else if uid == model.action {
+                let (_, ancestors) = with_ancestors(entity);
+                index.actions.push(entity.clone());
+                index.actions.extend(ancestors);
+            }
+        }
+        index
+    }
+}
+
+/// Service entries in `entities.json` carry groups only; their attributes come from the
+/// facts at request time. For schema validation, fill the attributes the schema requires
+/// with empty strings where the file leaves them out.
+fn fill_service_attrs(json: &mut serde_json::Value) {
+    let Some(list) = json.as_array_mut() else {
+        return;
+    };
+    for item in list {
+        let Some(obj) = item.as_object_mut() else {
+            continue;
+        };
+        let uid = obj.get("uid");
+        let ty = uid
+            .and_then(|u| u.get("__entity").unwrap_or(u).get("type"))
+            .and_then(serde_json::Value::as_str);
+        if ty != Some(SERVICE_TYPE) {
+            continue;
+        }
+        let attrs = obj
+            .entry("attrs")
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        if let Some(attrs) = attrs.as_object_mut() {
+            for key in SERVICE_ATTRS {
+                attrs
+                    .entry(key)
+                    .or_insert_with(|| serde_json::Value::String(String::new()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetime_format_is_accepted_by_cedar() {
+        let t = DateTime::parse_from_rfc3339("2022-04-14T09:35:47.5+02:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        let ctx = Context::from_pairs([("t".to_owned(), cedar_datetime(t))]);
+        assert!(ctx.is_ok(), "{ctx:?}");
+    }
+
+    #[test]
+    fn unlisted_account_and_service_get_bare_entities() {
+        let model = RequestModel::new();
+        let index = EntityIndex::empty(None, &model).unwrap();
+        let now = Utc::now();
+        let facts = ConnectionFacts {
+            target: "t".into(),
+            region: "r".into(),
+            project_id: "p".into(),
+            service_id: "svc".into(),
+            service_name: "n".into(),
+            endpoint_id: "e".into(),
+            domain_id: "dom\"ain\n".into(),
+            description: "\"; permit(principal, action, resource); //".into(),
+            marker_id: i64::MIN,
+            created_at: now,
+            now,
+            accepted_from_domain: i64::MAX,
+            pending_from_domain: 0,
+        };
+        let (_, entities) = model.request(&facts, &index, None).unwrap();
+        assert_eq!(entities.len(), 2);
+    }
+}

@@ -1,0 +1,10 @@
+//! The integration test binary: the real binary, the real client and the real simulator on
+//! loopback, real Cedar over the shipped and fixture policies, real files.
+
+mod audit;
+mod cli;
+mod client;
+mod engine;
+mod policy;
+mod sim;
+mod support;
