@@ -127,7 +127,12 @@ pub struct SimulateArgs {
     #[arg(long, requires = "password", value_name = "DOMAIN/USER")]
     pub user: Option<String>,
     /// Password of --user.
-    #[arg(long, requires = "user", env = "VPCEP_SIM_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        requires = "user",
+        env = "VPCEP_SIM_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
     /// Lifetime of issued IAM tokens.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]

@@ -97,8 +97,12 @@ fn load_config(path: &Path) -> Result<Config, Failure> {
 }
 
 fn load_policies(cfg: &Config) -> Result<Policies, Failure> {
-    Policies::load(&cfg.policy.dir)
-        .map_err(|e| Failure::config(anyhow!(e).context(format!("loading policies from {}", cfg.policy.dir.display()))))
+    Policies::load(&cfg.policy.dir).map_err(|e| {
+        Failure::config(anyhow!(e).context(format!(
+            "loading policies from {}",
+            cfg.policy.dir.display()
+        )))
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -133,13 +137,21 @@ fn check(path: &Path) -> CmdResult {
             t.name, t.region, t.project_id, t.vpcep_endpoint, t.iam_endpoint, services
         );
     }
-    let _ = writeln!(out, "auth: {} (secrets are read by `run` only)", cfg.auth.method());
+    let _ = writeln!(
+        out,
+        "auth: {} (secrets are read by `run` only)",
+        cfg.auth.method()
+    );
     let _ = writeln!(
         out,
         "policy dir {}: {} policies{}",
         cfg.policy.dir.display(),
         policies.policy_ids().len(),
-        if policies.has_schema() { ", strictly validated against schema.cedarschema" } else { ", no schema" }
+        if policies.has_schema() {
+            ", strictly validated against schema.cedarschema"
+        } else {
+            ", no schema"
+        }
     );
     for id in policies.policy_ids() {
         let _ = writeln!(out, "  policy {id}");
@@ -154,14 +166,21 @@ fn eval_facts(cfg: &Config, a: &EvalArgs) -> Result<ConnectionFacts, Failure> {
             .targets
             .iter()
             .find(|t| &t.name == name)
-            .ok_or_else(|| Failure::usage(anyhow!("--target {name:?}: no such target in {}", cfg.path.display())))?,
+            .ok_or_else(|| {
+                Failure::usage(anyhow!(
+                    "--target {name:?}: no such target in {}",
+                    cfg.path.display()
+                ))
+            })?,
         None => &cfg.targets[0],
     };
     let now = chrono::Utc::now();
     let created_at = match &a.created_at {
         None => now,
         Some(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .map_err(|e| Failure::usage(anyhow!("--created-at {s:?} is not an RFC 3339 time: {e}")))?
+            .map_err(|e| {
+                Failure::usage(anyhow!("--created-at {s:?} is not an RFC 3339 time: {e}"))
+            })?
             .with_timezone(&chrono::Utc),
     };
     Ok(ConnectionFacts {
@@ -213,9 +232,12 @@ fn eval(path: &Path, a: &EvalArgs) -> CmdResult {
             #[serde(flatten)]
             rec: &'a crate::audit::DecisionRecord,
         }
-        let line = serde_json::to_string(&EvalJson { kind: "decision", rec: &rec })
-            .context("encoding the decision")
-            .map_err(Failure::runtime)?;
+        let line = serde_json::to_string(&EvalJson {
+            kind: "decision",
+            rec: &rec,
+        })
+        .context("encoding the decision")
+        .map_err(Failure::runtime)?;
         let _ = writeln!(out, "{line}");
     } else {
         let list = |v: &[String]| {
@@ -230,7 +252,15 @@ fn eval(path: &Path, a: &EvalArgs) -> CmdResult {
         };
         let _ = writeln!(out, "verdict: {}", d.verdict);
         let _ = writeln!(out, "action: {}", d.action);
-        let _ = writeln!(out, "policies: {}", if d.policies.is_empty() { "-".into() } else { d.policies.join(", ") });
+        let _ = writeln!(
+            out,
+            "policies: {}",
+            if d.policies.is_empty() {
+                "-".into()
+            } else {
+                d.policies.join(", ")
+            }
+        );
         let _ = writeln!(out, "reasons: {}", list(&d.reasons));
         let _ = writeln!(out, "errors: {}", list(&d.errors));
     }
@@ -252,28 +282,44 @@ fn test(path: &Path, files: &[PathBuf]) -> CmdResult {
         )));
     }
     let mut out = std::io::stdout().lock();
-    let summary = crate::policy::run_tests(&policies, &files, cfg.policy.on_no_match, chrono::Utc::now(), &mut out)
-        .map_err(Failure::config)?;
+    let summary = crate::policy::run_tests(
+        &policies,
+        &files,
+        cfg.policy.on_no_match,
+        chrono::Utc::now(),
+        &mut out,
+    )
+    .map_err(Failure::config)?;
     Ok(if summary.failed == 0 { 0 } else { EXIT_FAILURE })
 }
 
 fn audit_verify(files: &[PathBuf]) -> CmdResult {
     let mut out = std::io::stdout().lock();
     let report = crate::audit::verify_files(files, &mut out).map_err(Failure::runtime)?;
-    Ok(if report.first_bad.is_none() { 0 } else { EXIT_FAILURE })
+    Ok(if report.first_bad.is_none() {
+        0
+    } else {
+        EXIT_FAILURE
+    })
 }
 
 fn run_daemon(path: &Path, once: bool, dry_run: bool) -> CmdResult {
     let cfg = load_config(path)?;
     init_logging(cfg.log.format, &cfg.log.level);
     let rt = runtime()?;
-    rt.block_on(crate::daemon::run(cfg, crate::daemon::RunOptions { once, dry_run }))
+    rt.block_on(crate::daemon::run(
+        cfg,
+        crate::daemon::RunOptions { once, dry_run },
+    ))
 }
 
 fn simulate(a: SimulateArgs) -> CmdResult {
     init_logging(LogFormat::Text, "warn");
     if !(0.0..=1.0).contains(&a.fault_rate) {
-        return Err(Failure::usage(anyhow!("--fault-rate {} is not between 0 and 1", a.fault_rate)));
+        return Err(Failure::usage(anyhow!(
+            "--fault-rate {} is not between 0 and 1",
+            a.fault_rate
+        )));
     }
     let mut cfg = crate::sim::SimConfig {
         latency: a.latency,

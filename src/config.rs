@@ -529,8 +529,7 @@ impl Validator<'_> {
         let key = |k: &str| format!("target[{i}].{k}");
         let region_ok = !t.region.is_empty()
             && t.region.len() <= 64
-            && t
-                .region
+            && t.region
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !region_ok {
@@ -700,11 +699,19 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&self, key: &str, v: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        key: &str,
+        v: Option<String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match v {
             None => Ok(default),
             Some(s) => humantime::parse_duration(s.trim()).map_err(|e| {
-                self.err(key, format!("{s:?} is not a duration like \"30s\" or \"5m\": {e}"))
+                self.err(
+                    key,
+                    format!("{s:?} is not a duration like \"30s\" or \"5m\": {e}"),
+                )
             }),
         }
     }
@@ -716,18 +723,23 @@ impl Validator<'_> {
             return Err(self.err("poll.interval", "must be at least 1s"));
         }
         let jitter = self.duration("poll.jitter", p.jitter, d.jitter)?;
-        let request_timeout = self.duration("poll.request_timeout", p.request_timeout, d.request_timeout)?;
+        let request_timeout =
+            self.duration("poll.request_timeout", p.request_timeout, d.request_timeout)?;
         if request_timeout.is_zero() {
             return Err(self.err("poll.request_timeout", "must be greater than 0"));
         }
-        let int = |k: &str, v: Option<i64>, default: i64, lo: i64, hi: i64| -> Result<i64, ConfigError> {
-            let n = v.unwrap_or(default);
-            if (lo..=hi).contains(&n) {
-                Ok(n)
-            } else {
-                Err(self.err(format!("poll.{k}"), format!("{n} is not between {lo} and {hi}")))
-            }
-        };
+        let int =
+            |k: &str, v: Option<i64>, default: i64, lo: i64, hi: i64| -> Result<i64, ConfigError> {
+                let n = v.unwrap_or(default);
+                if (lo..=hi).contains(&n) {
+                    Ok(n)
+                } else {
+                    Err(self.err(
+                        format!("poll.{k}"),
+                        format!("{n} is not between {lo} and {hi}"),
+                    ))
+                }
+            };
         Ok(Poll {
             interval,
             jitter,
@@ -815,7 +827,8 @@ pub fn is_loopback_ip(ip: IpAddr) -> bool {
 mod tests {
     use super::*;
 
-    const MIN: &str = "[[target]]\nregion = \"cn-north-4\"\nproject_id = \"0605767a3300d5762fb7c0186d8bfc2b\"\n";
+    const MIN: &str =
+        "[[target]]\nregion = \"cn-north-4\"\nproject_id = \"0605767a3300d5762fb7c0186d8bfc2b\"\n";
 
     fn parse(extra: &str) -> Result<Config, ConfigError> {
         Config::parse(&format!("{MIN}{extra}"), Path::new("/etc/x/config.toml"))
@@ -833,7 +846,10 @@ mod tests {
         let c = parse("").expect("valid");
         let t = &c.targets[0];
         assert_eq!(t.name, "cn-north-4");
-        assert_eq!(t.vpcep_endpoint, "https://vpcep.cn-north-4.myhuaweicloud.com");
+        assert_eq!(
+            t.vpcep_endpoint,
+            "https://vpcep.cn-north-4.myhuaweicloud.com"
+        );
         assert_eq!(t.iam_endpoint, "https://iam.cn-north-4.myhuaweicloud.com");
         assert_eq!(c.poll, Poll::default());
         assert_eq!(c.policy.dir, PathBuf::from("/etc/x/policies"));
@@ -855,7 +871,10 @@ mod tests {
     fn relative_paths_resolve_against_the_config_dir() {
         let c = parse("[policy]\ndir = \"../pol\"\n[audit]\npath = \"a.jsonl\"\n").expect("valid");
         assert_eq!(c.policy.dir, PathBuf::from("/etc/x/../pol"));
-        assert_eq!(c.audit.path, AuditPath::File(PathBuf::from("/etc/x/a.jsonl")));
+        assert_eq!(
+            c.audit.path,
+            AuditPath::File(PathBuf::from("/etc/x/a.jsonl"))
+        );
         let c = parse("[audit]\npath = \"-\"\n").expect("valid");
         assert_eq!(c.audit.path, AuditPath::Stdout);
     }
@@ -863,7 +882,10 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let e = err("[poll]\nintervall = \"30s\"\n");
-        assert!(e.contains("/etc/x/config.toml") && e.contains("intervall"), "{e}");
+        assert!(
+            e.contains("/etc/x/config.toml") && e.contains("intervall"),
+            "{e}"
+        );
         let e = Config::parse(&format!("{MIN}bogus = 1\n"), Path::new("c.toml"))
             .expect_err("unknown top-level key")
             .to_string();
@@ -875,7 +897,10 @@ mod tests {
         let e = err("[poll]\ninterval = \"soon\"\n");
         assert!(e.contains("poll.interval") && e.contains("soon"), "{e}");
         let e = err("[poll]\ninterval = \"100ms\"\n");
-        assert!(e.contains("poll.interval") && e.contains("at least 1s"), "{e}");
+        assert!(
+            e.contains("poll.interval") && e.contains("at least 1s"),
+            "{e}"
+        );
         let e = err("[poll]\nrequest_timeout = \"0s\"\n");
         assert!(e.contains("poll.request_timeout"), "{e}");
     }
@@ -884,20 +909,34 @@ mod tests {
     fn out_of_range_numbers_are_named() {
         assert!(err("[poll]\nmax_in_flight = 0\n").contains("poll.max_in_flight"));
         assert!(err("[poll]\nmax_retries = -1\n").contains("poll.max_retries"));
-        assert!(err("[poll]\nmax_requests_per_second = -5\n").contains("poll.max_requests_per_second"));
+        assert!(
+            err("[poll]\nmax_requests_per_second = -5\n").contains("poll.max_requests_per_second")
+        );
     }
 
     #[test]
     fn bad_url_is_named() {
         let base = "[[target]]\nregion = \"r-1\"\nproject_id = \"p\"\n";
-        let e = Config::parse(&format!("{base}vpcep_endpoint = \"not a url\"\n"), Path::new("c.toml"))
-            .expect_err("bad url")
-            .to_string();
-        assert!(e.contains("target[0].vpcep_endpoint") && e.contains("not a URL"), "{e}");
-        let e = Config::parse(&format!("{base}iam_endpoint = \"ftp://iam.example.com\"\n"), Path::new("c.toml"))
-            .expect_err("bad scheme")
-            .to_string();
-        assert!(e.contains("target[0].iam_endpoint") && e.contains("scheme"), "{e}");
+        let e = Config::parse(
+            &format!("{base}vpcep_endpoint = \"not a url\"\n"),
+            Path::new("c.toml"),
+        )
+        .expect_err("bad url")
+        .to_string();
+        assert!(
+            e.contains("target[0].vpcep_endpoint") && e.contains("not a URL"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &format!("{base}iam_endpoint = \"ftp://iam.example.com\"\n"),
+            Path::new("c.toml"),
+        )
+        .expect_err("bad scheme")
+        .to_string();
+        assert!(
+            e.contains("target[0].iam_endpoint") && e.contains("scheme"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -909,10 +948,21 @@ mod tests {
         )
         .expect_err("plain http")
         .to_string();
-        assert!(e.contains("target[0].vpcep_endpoint") && e.contains("loopback"), "{e}");
-        for ok in ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9", "https://x.example.com/"] {
-            let c = Config::parse(&format!("{base}vpcep_endpoint = \"{ok}\"\n"), Path::new("c.toml"))
-                .unwrap_or_else(|e| panic!("{ok}: {e}"));
+        assert!(
+            e.contains("target[0].vpcep_endpoint") && e.contains("loopback"),
+            "{e}"
+        );
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:9",
+            "https://x.example.com/",
+        ] {
+            let c = Config::parse(
+                &format!("{base}vpcep_endpoint = \"{ok}\"\n"),
+                Path::new("c.toml"),
+            )
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
             assert!(!c.targets[0].vpcep_endpoint.ends_with('/'));
         }
     }
@@ -932,30 +982,53 @@ mod tests {
         let e = Config::parse(&format!("{MIN}{MIN}"), Path::new("c.toml"))
             .expect_err("dup target")
             .to_string();
-        assert!(e.contains("target[1].name") && e.contains("duplicate"), "{e}");
-        assert!(Config::parse("", Path::new("c.toml")).expect_err("no target").to_string().contains("target"));
-        let e = Config::parse("[[target]]\nregion = \"CN North\"\nproject_id = \"p\"\n", Path::new("c.toml"))
-            .expect_err("bad region")
-            .to_string();
+        assert!(
+            e.contains("target[1].name") && e.contains("duplicate"),
+            "{e}"
+        );
+        assert!(
+            Config::parse("", Path::new("c.toml"))
+                .expect_err("no target")
+                .to_string()
+                .contains("target")
+        );
+        let e = Config::parse(
+            "[[target]]\nregion = \"CN North\"\nproject_id = \"p\"\n",
+            Path::new("c.toml"),
+        )
+        .expect_err("bad region")
+        .to_string();
         assert!(e.contains("target[0].region"), "{e}");
     }
 
     #[test]
     fn on_no_match_values() {
-        assert_eq!(parse("[policy]\non_no_match = \"reject\"\n").expect("ok").policy.on_no_match, OnNoMatch::Reject);
+        assert_eq!(
+            parse("[policy]\non_no_match = \"reject\"\n")
+                .expect("ok")
+                .policy
+                .on_no_match,
+            OnNoMatch::Reject
+        );
         let e = err("[policy]\non_no_match = \"accept\"\n");
-        assert!(e.contains("policy.on_no_match") && e.contains("accept"), "{e}");
+        assert!(
+            e.contains("policy.on_no_match") && e.contains("accept"),
+            "{e}"
+        );
     }
 
     #[test]
     fn auth_method_and_keys_are_checked() {
         assert!(err("[auth]\nmethod = \"magic\"\n").contains("auth.method"));
-        assert!(err("[auth]\nmethod = \"password\"\nuser_name = \"u\"\n").contains("auth.domain_name"));
+        assert!(
+            err("[auth]\nmethod = \"password\"\nuser_name = \"u\"\n").contains("auth.domain_name")
+        );
         assert!(err("[auth]\nmethod = \"aksk\"\ntoken_file = \"t\"\n").contains("auth.token_file"));
         assert!(err("[auth]\nmethod = \"token\"\nuser_name = \"u\"\n").contains("auth.user_name"));
         assert!(err("[auth]\nsecret_key_file = \"${UNCLOSED\"\n").contains("auth.secret_key_file"));
         assert!(err("[auth]\nsecret_key_file = \"\"\n").contains("auth.secret_key_file"));
-        let c = parse("[auth]\nmethod = \"password\"\nuser_name = \"u\"\ndomain_name = \"d\"\n").expect("ok");
+        let c = parse("[auth]\nmethod = \"password\"\nuser_name = \"u\"\ndomain_name = \"d\"\n")
+            .expect("ok");
         assert_eq!(c.auth.method(), "password");
     }
 
@@ -978,17 +1051,33 @@ mod tests {
         };
         let e = src.load().expect_err("unset var").to_string();
         assert!(e.contains("VPCEP_TEST_CRED_DIR_X"), "{e}");
-        let path = expand_vars("${A}/sk", |_| Some(dir.path().display().to_string())).expect("expand");
-        let src = SecretSource::File { template: path, base: PathBuf::from("/") };
+        let path =
+            expand_vars("${A}/sk", |_| Some(dir.path().display().to_string())).expect("expand");
+        let src = SecretSource::File {
+            template: path,
+            base: PathBuf::from("/"),
+        };
         use secrecy::ExposeSecret;
         assert_eq!(src.load().expect("read").expose_secret(), "s3cr3t-value");
         let dbg = format!("{:?}", src.load().expect("read"));
         assert!(!dbg.contains("s3cr3t"), "{dbg}");
         let missing = SecretSource::Env("VPCEP_TEST_SURELY_UNSET_VAR".into());
         let e = missing.load().expect_err("unset").to_string();
-        assert!(e.contains("VPCEP_TEST_SURELY_UNSET_VAR") && e.contains("not set"), "{e}");
-        let missing_file = SecretSource::File { template: "nope".into(), base: dir.path().into() };
-        assert!(missing_file.load().expect_err("missing").to_string().contains("nope"));
+        assert!(
+            e.contains("VPCEP_TEST_SURELY_UNSET_VAR") && e.contains("not set"),
+            "{e}"
+        );
+        let missing_file = SecretSource::File {
+            template: "nope".into(),
+            base: dir.path().into(),
+        };
+        assert!(
+            missing_file
+                .load()
+                .expect_err("missing")
+                .to_string()
+                .contains("nope")
+        );
     }
 
     #[test]

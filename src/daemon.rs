@@ -107,7 +107,11 @@ impl Health {
                 why.push(format!("target {name}: {r}"));
             }
         }
-        if why.is_empty() { Ok(()) } else { Err(why.join("; ")) }
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why.join("; "))
+        }
     }
 
     /// The metrics registry.
@@ -154,7 +158,10 @@ fn audit_target(cfg: &Config) -> AuditTarget {
 pub async fn run(cfg: Config, opts: RunOptions) -> CmdResult {
     crate::cloud::client::init_tls();
     let policies = Policies::load(&cfg.policy.dir).map_err(|e| {
-        Failure::config(anyhow!(e).context(format!("loading policies from {}", cfg.policy.dir.display())))
+        Failure::config(anyhow!(e).context(format!(
+            "loading policies from {}",
+            cfg.policy.dir.display()
+        )))
     })?;
     let creds = Credentials::load(&cfg.auth).map_err(Failure::config)?;
     let clock = crate::clock::system();
@@ -194,14 +201,21 @@ pub async fn run(cfg: Config, opts: RunOptions) -> CmdResult {
                     eprintln!("vpcep-approver: target {}: {f}", t.target);
                 }
                 if t.failed > 0 {
-                    eprintln!("vpcep-approver: target {}: {} action(s) failed", t.target, t.failed);
+                    eprintln!(
+                        "vpcep-approver: target {}: {} action(s) failed",
+                        t.target, t.failed
+                    );
                 }
             }
             crate::EXIT_FAILURE
         });
     }
 
-    let health = Arc::new(Health::new(engine.clone(), cloud.clone(), cfg.poll.interval));
+    let health = Arc::new(Health::new(
+        engine.clone(),
+        cloud.clone(),
+        cfg.poll.interval,
+    ));
     health.beat();
     if let Some(h) = cfg.http {
         let listener = tokio::net::TcpListener::bind(h.listen)
@@ -225,7 +239,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> CmdResult {
     spawn_signal_task(reload.clone(), shutdown.clone()).map_err(Failure::runtime)?;
 
     let watchdog = sd_notify::watchdog_enabled().map(|d| (d / 2).max(Duration::from_millis(100)));
-    let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(5)).min(Duration::from_secs(5)));
+    let mut tick = tokio::time::interval(
+        watchdog
+            .unwrap_or(Duration::from_secs(5))
+            .min(Duration::from_secs(5)),
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
     let mut rng = rand::rng();
@@ -287,7 +305,12 @@ pub async fn run(cfg: Config, opts: RunOptions) -> CmdResult {
             break;
         }
     }
-    if let Err(e) = engine.audit().lock().unwrap_or_else(|p| p.into_inner()).sync() {
+    if let Err(e) = engine
+        .audit()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .sync()
+    {
         error!(error = %e, "final audit sync failed");
     }
     info!("vpcep-approver stopped");
@@ -378,7 +401,10 @@ mod tests {
             seen_low |= w < i + Duration::from_millis(300);
             seen_high |= w > i + Duration::from_millis(2700);
         }
-        assert!(seen_low && seen_high, "jitter should spread over the whole range");
+        assert!(
+            seen_low && seen_high,
+            "jitter should spread over the whole range"
+        );
         assert_eq!(next_wait(i, Duration::ZERO, &mut rng), i);
     }
 }

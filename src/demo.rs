@@ -7,7 +7,9 @@ use crate::audit::{AuditTarget, AuditWriter};
 use crate::cloud::auth::Credentials;
 use crate::cloud::client::Cloud;
 use crate::commands::{CmdResult, Failure};
-use crate::config::{AuditConfig, AuditPath, Auth, Config, LogConfig, Poll, PolicyConfig, SecretSource, Target};
+use crate::config::{
+    AuditConfig, AuditPath, Auth, Config, LogConfig, PolicyConfig, Poll, SecretSource, Target,
+};
 use crate::decision::OnNoMatch;
 use crate::engine::{Engine, EngineOptions, Row};
 use crate::metrics::Metrics;
@@ -31,17 +33,37 @@ const STRANGER: &str = "1f2e3d4c5b6a49788796a5b4c3d2e1f0";
 /// The sample services and connections: one of each verdict, a quota and an age rule, a
 /// hostile description, and a service without approval that must be left alone.
 pub fn sample_seed(now: chrono::DateTime<chrono::Utc>) -> Seed {
-    let ts = |days: i64| crate::clock::format_secs(now - chrono::Duration::days(days) - chrono::Duration::minutes(5));
+    let ts = |days: i64| {
+        crate::clock::format_secs(now - chrono::Duration::days(days) - chrono::Duration::minutes(5))
+    };
     let conn = |id: &str, domain: &str, desc: &str, marker: i64, age_days: i64| {
         serde_json::json!({"id": id, "domain_id": domain, "description": desc,
                            "marker_id": marker, "created_at": ts(age_days)})
     };
     let mut internal = vec![
-        conn("8a1f0c52-6d0e-4c21-9b7a-1e2f3a4b5c6d", PROJECT_ID, "build agents", 16777511, 0),
-        conn("9b2e1d63-7e1f-4d32-8c6b-2f3a4b5c6d7e", PARTNER, "CHG-3000 sixth link", 16777512, 0),
+        conn(
+            "8a1f0c52-6d0e-4c21-9b7a-1e2f3a4b5c6d",
+            PROJECT_ID,
+            "build agents",
+            16777511,
+            0,
+        ),
+        conn(
+            "9b2e1d63-7e1f-4d32-8c6b-2f3a4b5c6d7e",
+            PARTNER,
+            "CHG-3000 sixth link",
+            16777512,
+            0,
+        ),
     ];
     for i in 0..5 {
-        let mut c = conn(&format!("0c3d2e74-8f20-4e43-9d5c-3a4b5c6d7e{i:02}"), PARTNER, "CHG-1000 earlier link", 16777400 + i, 30);
+        let mut c = conn(
+            &format!("0c3d2e74-8f20-4e43-9d5c-3a4b5c6d7e{i:02}"),
+            PARTNER,
+            "CHG-1000 earlier link",
+            16777400 + i,
+            30,
+        );
         c["status"] = "accepted".into();
         internal.push(c);
     }
@@ -69,7 +91,10 @@ fn demo_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    let clean: String = s.chars().map(|c| if c.is_control() { '␤' } else { c }).collect();
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { '␤' } else { c })
+        .collect();
     if clean.chars().count() <= n {
         clean
     } else {
@@ -86,7 +111,11 @@ fn print_table(rows: &[Row]) {
     );
     for r in rows {
         let policies = if r.decision.policies.is_empty() {
-            if r.decision.errors.is_empty() { "-".to_owned() } else { format!("error: {}", r.decision.errors.join("; ")) }
+            if r.decision.errors.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("error: {}", r.decision.errors.join("; "))
+            }
         } else {
             r.decision.policies.join(", ")
         };
@@ -94,7 +123,14 @@ fn print_table(rows: &[Row]) {
             "{:<34} {:<12} {:<12} {:<30} {:<9} {:<8} {:<12} {}",
             truncate(&r.service, 34),
             truncate(&r.endpoint_id, 12),
-            truncate(if r.domain_id.is_empty() { "(none)" } else { &r.domain_id }, 12),
+            truncate(
+                if r.domain_id.is_empty() {
+                    "(none)"
+                } else {
+                    &r.domain_id
+                },
+                12
+            ),
             truncate(&r.description, 30),
             r.decision.verdict.as_str(),
             r.decision.action.as_str(),
@@ -108,15 +144,19 @@ fn print_table(rows: &[Row]) {
 pub async fn run(policies: Option<&Path>) -> CmdResult {
     crate::cloud::client::init_tls();
     let policies = match policies {
-        Some(dir) => Policies::load(dir)
-            .map_err(|e| Failure::config(anyhow!(e).context(format!("loading policies from {}", dir.display()))))?,
-        None => Policies::embedded_examples()
-            .map_err(|e| Failure::config(anyhow!(e).context("loading the embedded example policies")))?,
+        Some(dir) => Policies::load(dir).map_err(|e| {
+            Failure::config(anyhow!(e).context(format!("loading policies from {}", dir.display())))
+        })?,
+        None => Policies::embedded_examples().map_err(|e| {
+            Failure::config(anyhow!(e).context("loading the embedded example policies"))
+        })?,
     };
     let ak = format!("DEMO{}", random_hex(16)).to_uppercase();
     let sk = random_hex(40);
     let sim = Simulator::start(
-        "127.0.0.1:0".parse().map_err(|e| Failure::runtime(anyhow!("{e}")))?,
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|e| Failure::runtime(anyhow!("{e}")))?,
         SimConfig {
             seed: sample_seed(chrono::Utc::now()),
             credentials: vec![(ak.clone(), sk.clone())],
@@ -183,8 +223,14 @@ pub async fn run(policies: Option<&Path>) -> CmdResult {
             max_in_flight: 8,
         },
     );
-    println!("simulated Huawei Cloud VPCEP + IAM at {} (AK/SK-signed requests)", sim.base_url());
-    println!("policies: embedded examples, version {}", engine.policies().version());
+    println!(
+        "simulated Huawei Cloud VPCEP + IAM at {} (AK/SK-signed requests)",
+        sim.base_url()
+    );
+    println!(
+        "policies: embedded examples, version {}",
+        engine.policies().version()
+    );
     println!();
     let report = engine
         .run_cycle(&cloud, &tokio_util::sync::CancellationToken::new())
@@ -203,7 +249,10 @@ pub async fn run(policies: Option<&Path>) -> CmdResult {
         }
     }
     let state = sim.state();
-    println!("the simulator received {} action calls", state.actions.len());
+    println!(
+        "the simulator received {} action calls",
+        state.actions.len()
+    );
     println!("audit log: {}", audit_path.display());
     let mut out = std::io::stdout().lock();
     let verified = crate::audit::verify_files(std::slice::from_ref(&audit_path), &mut out)
@@ -211,7 +260,9 @@ pub async fn run(policies: Option<&Path>) -> CmdResult {
     drop(out);
     sim.shutdown().await;
     if verified.first_bad.is_some() || !report.fully_ok() {
-        return Err(Failure::runtime(anyhow!("the demo cycle did not complete cleanly")));
+        return Err(Failure::runtime(anyhow!(
+            "the demo cycle did not complete cleanly"
+        )));
     }
     Ok(0)
 }
@@ -219,5 +270,7 @@ pub async fn run(policies: Option<&Path>) -> CmdResult {
 fn random_hex(n: usize) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..n).map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0')).collect()
+    (0..n)
+        .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
+        .collect()
 }

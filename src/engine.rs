@@ -111,7 +111,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("opts", &self.opts).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -209,7 +211,11 @@ impl Engine {
     }
 
     /// Runs one cycle over one target.
-    pub async fn run_target(&self, tc: &TargetClient, shutdown: &CancellationToken) -> TargetReport {
+    pub async fn run_target(
+        &self,
+        tc: &TargetClient,
+        shutdown: &CancellationToken,
+    ) -> TargetReport {
         let target = tc.target();
         let mut report = TargetReport {
             target: target.name.clone(),
@@ -389,22 +395,23 @@ impl Engine {
         let now = self.clock.now();
         let mut decided = Vec::with_capacity(pending.len());
         for conn in pending {
-            let (facts, decision) = match self.facts(tc, &svc, &conn, now, &accepted_by, &pending_by) {
-                Ok(f) => {
-                    let d = policies.decide(&f, self.opts.on_no_match);
-                    (Some(f), d)
-                }
-                Err(why) => (
-                    None,
-                    Decision {
-                        verdict: Verdict::Error,
-                        action: Action::None,
-                        policies: vec![],
-                        reasons: vec![],
-                        errors: vec![why],
-                    },
-                ),
-            };
+            let (facts, decision) =
+                match self.facts(tc, &svc, &conn, now, &accepted_by, &pending_by) {
+                    Ok(f) => {
+                        let d = policies.decide(&f, self.opts.on_no_match);
+                        (Some(f), d)
+                    }
+                    Err(why) => (
+                        None,
+                        Decision {
+                            verdict: Verdict::Error,
+                            action: Action::None,
+                            policies: vec![],
+                            reasons: vec![],
+                            errors: vec![why],
+                        },
+                    ),
+                };
             decided.push(Pending {
                 conn,
                 facts,
@@ -420,7 +427,12 @@ impl Engine {
             .into_iter()
             .filter(|p| {
                 let acts = p.decision.action != Action::None && !self.opts.dry_run;
-                acts || self.first_record(&target.name, &svc.id, p.conn.id.as_deref().unwrap_or_default(), &version)
+                acts || self.first_record(
+                    &target.name,
+                    &svc.id,
+                    p.conn.id.as_deref().unwrap_or_default(),
+                    &version,
+                )
             })
             .collect();
         let mut recorded = Vec::with_capacity(to_record.len());
@@ -480,9 +492,12 @@ impl Engine {
             vec![]
         } else {
             let svc = &svc;
-            futures_util::stream::iter(act_on.iter().enumerate().map(|(i, p)| async move {
-                (i, self.act(tc, svc, p).await)
-            }))
+            futures_util::stream::iter(
+                act_on
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| async move { (i, self.act(tc, svc, p).await) }),
+            )
             .buffer_unordered(self.opts.max_in_flight.max(1))
             .collect()
             .await
@@ -513,7 +528,11 @@ impl Engine {
                 };
                 rep.rows.push(Row {
                     target: target.name.clone(),
-                    service: if svc.name.is_empty() { svc.id.clone() } else { svc.name.clone() },
+                    service: if svc.name.is_empty() {
+                        svc.id.clone()
+                    } else {
+                        svc.name.clone()
+                    },
                     endpoint_id: p.conn.id.clone().unwrap_or_default(),
                     domain_id: p.conn.domain_id.clone().unwrap_or_default(),
                     description: p.conn.description.clone().unwrap_or_default(),
@@ -583,7 +602,10 @@ impl Engine {
             endpoint_id: c.id.clone().unwrap_or_default(),
             domain_id: c.domain_id.clone().unwrap_or_default(),
             description: c.description.clone().unwrap_or_default(),
-            marker_id: p.facts.as_ref().map_or(c.marker_id.unwrap_or(0), |f| f.marker_id),
+            marker_id: p
+                .facts
+                .as_ref()
+                .map_or(c.marker_id.unwrap_or(0), |f| f.marker_id),
             created_at: c.created_at.clone().unwrap_or_default(),
             verdict: p.decision.verdict,
             action: p.decision.action,
@@ -694,7 +716,9 @@ impl Engine {
     /// True the first time a connection is recorded under a policy version.
     fn first_record(&self, target: &str, service: &str, endpoint: &str, version: &str) -> bool {
         let mut m = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
-        let per = m.entry((target.to_owned(), service.to_owned())).or_default();
+        let per = m
+            .entry((target.to_owned(), service.to_owned()))
+            .or_default();
         match per.get(endpoint) {
             Some(v) if v == version => false,
             _ => {

@@ -111,25 +111,57 @@ impl Metrics {
             policy_version: Arc::new(Mutex::new(None)),
             audit_failures: Counter::default(),
         };
-        r.register("vpcep_approver_decisions", "Decisions by target, verdict and action", m.decisions.clone());
-        r.register("vpcep_approver_actions", "Actions sent by target, action and outcome", m.actions.clone());
-        r.register("vpcep_approver_api_requests", "API requests by target, operation and HTTP status or error class", m.api_requests.clone());
+        r.register(
+            "vpcep_approver_decisions",
+            "Decisions by target, verdict and action",
+            m.decisions.clone(),
+        );
+        r.register(
+            "vpcep_approver_actions",
+            "Actions sent by target, action and outcome",
+            m.actions.clone(),
+        );
+        r.register(
+            "vpcep_approver_api_requests",
+            "API requests by target, operation and HTTP status or error class",
+            m.api_requests.clone(),
+        );
         r.register_with_unit(
             "vpcep_approver_api_request_duration",
             "API request duration by operation",
             prometheus_client::registry::Unit::Seconds,
             m.api_duration.clone(),
         );
-        r.register("vpcep_approver_poll_cycles", "Poll cycles by target and result", m.cycles.clone());
+        r.register(
+            "vpcep_approver_poll_cycles",
+            "Poll cycles by target and result",
+            m.cycles.clone(),
+        );
         r.register(
             "vpcep_approver_last_successful_cycle_timestamp_seconds",
             "Unix time of the last successful cycle per target",
             m.last_success.clone(),
         );
-        r.register("vpcep_approver_pending_connections", "Pending connections seen in the last cycle per target", m.pending.clone());
-        r.register("vpcep_approver_policy_reloads", "Policy reloads by result", m.reloads.clone());
-        r.register("vpcep_approver_policy_info", "The loaded policy version", m.policy_info.clone());
-        r.register("vpcep_approver_audit_write_failures", "Failed audit writes", m.audit_failures.clone());
+        r.register(
+            "vpcep_approver_pending_connections",
+            "Pending connections seen in the last cycle per target",
+            m.pending.clone(),
+        );
+        r.register(
+            "vpcep_approver_policy_reloads",
+            "Policy reloads by result",
+            m.reloads.clone(),
+        );
+        r.register(
+            "vpcep_approver_policy_info",
+            "The loaded policy version",
+            m.policy_info.clone(),
+        );
+        r.register(
+            "vpcep_approver_audit_write_failures",
+            "Failed audit writes",
+            m.audit_failures.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
             ..m
@@ -212,7 +244,10 @@ impl Metrics {
 
     /// Marks `version` as the loaded policy version.
     pub fn policy_version(&self, version: &str) {
-        let mut cur = self.policy_version.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cur = self
+            .policy_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(old) = cur.take() {
             self.policy_info.remove(&VersionLabels { version: old });
         }

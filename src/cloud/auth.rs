@@ -189,7 +189,9 @@ pub fn parse_token_response(
         .to_std()
         .map_err(|_| format!("token.expires_at {expires_raw:?} is not after issued_at"))?;
     if lifetime.is_zero() {
-        return Err(format!("token.expires_at {expires_raw:?} is not after issued_at"));
+        return Err(format!(
+            "token.expires_at {expires_raw:?} is not after issued_at"
+        ));
     }
     Ok(IssuedToken {
         token: SecretString::from(token.to_owned()),
@@ -249,7 +251,10 @@ mod tests {
             current: "MIItokenvalue".into(),
         };
         let d = format!("{c:?}");
-        assert!(!d.contains("MIItokenvalue") && d.contains("VPCEP_APPROVER_TOKEN"), "{d}");
+        assert!(
+            !d.contains("MIItokenvalue") && d.contains("VPCEP_APPROVER_TOKEN"),
+            "{d}"
+        );
     }
 
     #[test]
@@ -289,9 +294,11 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let e = Credentials::load(&Auth::Token { token: file("nope") })
-            .expect_err("missing file")
-            .to_string();
+        let e = Credentials::load(&Auth::Token {
+            token: file("nope"),
+        })
+        .expect_err("missing file")
+        .to_string();
         assert!(e.contains("nope"), "{e}");
     }
 
@@ -301,7 +308,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(v["auth"]["identity"]["methods"][0], "password");
         assert_eq!(v["auth"]["identity"]["password"]["user"]["name"], "ops");
-        assert_eq!(v["auth"]["identity"]["password"]["user"]["domain"]["name"], "acme");
+        assert_eq!(
+            v["auth"]["identity"]["password"]["user"]["domain"]["name"],
+            "acme"
+        );
         assert_eq!(v["auth"]["identity"]["password"]["user"]["password"], "pw");
         assert_eq!(v["auth"]["scope"]["project"]["id"], "proj1");
     }
@@ -322,19 +332,41 @@ mod tests {
     #[test]
     fn token_response_errors_say_what_is_missing() {
         let ok = br#"{"token":{"expires_at":"2026-11-27T13:00:00Z"}}"#;
-        assert!(parse_token_response(None, ok, now()).expect_err("x").contains("X-Subject-Token"));
-        assert!(parse_token_response(Some("t"), b"{}", now()).expect_err("x").contains("token"));
-        assert!(parse_token_response(Some("t"), b"nope", now()).expect_err("x").contains("JSON"));
+        assert!(
+            parse_token_response(None, ok, now())
+                .expect_err("x")
+                .contains("X-Subject-Token")
+        );
+        assert!(
+            parse_token_response(Some("t"), b"{}", now())
+                .expect_err("x")
+                .contains("token")
+        );
+        assert!(
+            parse_token_response(Some("t"), b"nope", now())
+                .expect_err("x")
+                .contains("JSON")
+        );
         let past = br#"{"token":{"expires_at":"2026-11-27T11:00:00Z"}}"#;
         assert!(parse_token_response(Some("t"), past, now()).is_err());
         let bad = br#"{"token":{"expires_at":"tomorrow"}}"#;
-        assert!(parse_token_response(Some("t"), bad, now()).expect_err("x").contains("tomorrow"));
+        assert!(
+            parse_token_response(Some("t"), bad, now())
+                .expect_err("x")
+                .contains("tomorrow")
+        );
     }
 
     #[test]
     fn refresh_margin_is_a_capped_fraction() {
-        assert_eq!(refresh_margin(Duration::from_secs(86_400)), MAX_REFRESH_MARGIN);
-        assert_eq!(refresh_margin(Duration::from_secs(60)), Duration::from_secs(12));
+        assert_eq!(
+            refresh_margin(Duration::from_secs(86_400)),
+            MAX_REFRESH_MARGIN
+        );
+        assert_eq!(
+            refresh_margin(Duration::from_secs(60)),
+            Duration::from_secs(12)
+        );
         assert_eq!(refresh_margin(Duration::ZERO), Duration::ZERO);
     }
 }

@@ -21,12 +21,19 @@
 //!
 //! Secrets never leave this module except as header values marked sensitive.
 
+// `ApiError` is the public error type and carries everything a person needs (URL, status,
+// code, message, request id); its size is nothing next to an HTTP round trip, and boxing
+// it would only make every caller's matching clumsier.
+#![allow(clippy::result_large_err)]
+
 use super::auth::{self, Credentials};
 use super::error::{ApiError, ApiErrorKind, CloudError, parse_error_body, sanitize};
 use super::ratelimit::RateLimiter;
 use super::retry::{Backoff, parse_retry_after};
 use super::signer;
-use super::types::{ActionRequest, ActionResponse, ConnectionList, EndpointService, ServiceList, WireConnection};
+use super::types::{
+    ActionRequest, ActionResponse, ConnectionList, EndpointService, ServiceList, WireConnection,
+};
 use crate::config::{Config, SecretSource, Target};
 use crate::decision::Action;
 use crate::metrics::Metrics;
@@ -185,7 +192,8 @@ fn build_http(t: &Target, request_timeout: Duration) -> Result<reqwest::Client, 
             path: path.clone(),
             message,
         };
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| invalid(e.to_string()))?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| invalid(e.to_string()))?;
         if certs.is_empty() {
             return Err(invalid("no PEM certificate in it".into()));
         }
@@ -395,7 +403,10 @@ impl TargetClient {
     /// `total_count` or an empty page). Filtering by `approval_enabled`/`status` is the
     /// caller's business.
     pub async fn list_services(&self) -> Result<Vec<EndpointService>, ApiError> {
-        let path = format!("/v1/{}/vpc-endpoint-services", signer::encode(&self.inner.target.project_id));
+        let path = format!(
+            "/v1/{}/vpc-endpoint-services",
+            signer::encode(&self.inner.target.project_id)
+        );
         let mut out: Vec<EndpointService> = Vec::new();
         let mut seen = HashSet::new();
         let mut offset = 0u64;
@@ -415,12 +426,20 @@ impl TargetClient {
                 .await?;
             let page: ServiceList = decode(OP_LIST_SERVICES, &reply)?;
             let (Some(items), Some(total)) = (page.endpoint_services, page.total_count) else {
-                return Err(malformed(OP_LIST_SERVICES, &reply, "missing endpoint_services or total_count"));
+                return Err(malformed(
+                    OP_LIST_SERVICES,
+                    &reply,
+                    "missing endpoint_services or total_count",
+                ));
             };
             let n = items.len() as u64;
             for s in items {
                 let Some(id) = s.id.clone().filter(|i| !i.is_empty()) else {
-                    return Err(malformed(OP_LIST_SERVICES, &reply, "an endpoint service has no id"));
+                    return Err(malformed(
+                        OP_LIST_SERVICES,
+                        &reply,
+                        "an endpoint service has no id",
+                    ));
                 };
                 // Pages can shift while we read them; keep the first copy.
                 if seen.insert(id) {
@@ -439,7 +458,11 @@ impl TargetClient {
     /// paged until `offset >= total_count` or an empty page. A page without
     /// `connections` or `total_count`, or a body that is not the documented JSON, fails
     /// the whole call: never partial data.
-    pub async fn list_connections(&self, service_id: &str, status: &str) -> Result<Vec<WireConnection>, ApiError> {
+    pub async fn list_connections(
+        &self,
+        service_id: &str,
+        status: &str,
+    ) -> Result<Vec<WireConnection>, ApiError> {
         let path = self.connections_path(service_id);
         let mut out: Vec<WireConnection> = Vec::new();
         let mut seen = HashSet::new();
@@ -479,7 +502,11 @@ impl TargetClient {
 
     /// Reads one connection back by endpoint id (`GET …/connections?id=`). `None` when the
     /// API does not know it (empty list, or 404 as the terraform provider treats it).
-    pub async fn get_connection(&self, service_id: &str, endpoint_id: &str) -> Result<Option<WireConnection>, ApiError> {
+    pub async fn get_connection(
+        &self,
+        service_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<WireConnection>, ApiError> {
         let call = Call {
             op: OP_GET_CONNECTION,
             method: Method::GET,
@@ -497,25 +524,40 @@ impl TargetClient {
         let Some(items) = list.connections else {
             return Err(malformed(OP_GET_CONNECTION, &reply, "missing connections"));
         };
-        Ok(items.into_iter().find(|c| c.id.as_deref() == Some(endpoint_id)))
+        Ok(items
+            .into_iter()
+            .find(|c| c.id.as_deref() == Some(endpoint_id)))
     }
 
     /// Accepts (`receive`) or rejects one endpoint. `Action::None` is refused without a
     /// request. A non-2xx answer is an error carrying the status and `error_code`; the
     /// caller reads the connection back (SPEC §4).
-    pub async fn act(&self, service_id: &str, endpoint_id: &str, action: Action) -> Result<ActResponse, ApiError> {
+    pub async fn act(
+        &self,
+        service_id: &str,
+        endpoint_id: &str,
+        action: Action,
+    ) -> Result<ActResponse, ApiError> {
         let path = format!("{}/action", self.connections_path(service_id));
         if action == Action::None {
-            return Err(ApiError::new(OP_ACTION, format!("{}{path}", self.inner.vpcep_base), ApiErrorKind::Client)
-                .with_message("action none is never sent"));
+            return Err(ApiError::new(
+                OP_ACTION,
+                format!("{}{path}", self.inner.vpcep_base),
+                ApiErrorKind::Client,
+            )
+            .with_message("action none is never sent"));
         }
         let body = serde_json::to_vec(&ActionRequest {
             action: action.as_str().to_owned(),
             endpoints: vec![endpoint_id.to_owned()],
         })
         .map_err(|e| {
-            ApiError::new(OP_ACTION, format!("{}{path}", self.inner.vpcep_base), ApiErrorKind::Client)
-                .with_message(format!("cannot serialise the action body: {e}"))
+            ApiError::new(
+                OP_ACTION,
+                format!("{}{path}", self.inner.vpcep_base),
+                ApiErrorKind::Client,
+            )
+            .with_message(format!("cannot serialise the action body: {e}"))
         })?;
         let reply = self
             .execute(&Call {
@@ -532,7 +574,9 @@ impl TargetClient {
         } else {
             let r: ActionResponse = decode(OP_ACTION, &reply)?;
             let list = r.connections.unwrap_or_default();
-            let pos = list.iter().position(|c| c.id.as_deref() == Some(endpoint_id));
+            let pos = list
+                .iter()
+                .position(|c| c.id.as_deref() == Some(endpoint_id));
             match pos {
                 Some(i) => list.into_iter().nth(i),
                 None => list.into_iter().next(),
@@ -571,17 +615,33 @@ impl TargetClient {
     }
 
     fn too_many_pages(&self, op: &'static str, path: &str) -> ApiError {
-        ApiError::new(op, format!("{}{path}", self.inner.vpcep_base), ApiErrorKind::Malformed)
-            .with_message(format!("more than {MAX_PAGES} pages: total_count keeps growing"))
+        ApiError::new(
+            op,
+            format!("{}{path}", self.inner.vpcep_base),
+            ApiErrorKind::Malformed,
+        )
+        .with_message(format!(
+            "more than {MAX_PAGES} pages: total_count keeps growing"
+        ))
     }
 
     /// The request loop: auth backoff, credentials, attempts, retries, 401 handling.
     async fn execute(&self, call: &Call<'_>) -> Result<Reply, ApiError> {
         let shared = &self.inner.shared;
-        let base = if call.iam { &self.inner.iam_base } else { &self.inner.vpcep_base };
+        let base = if call.iam {
+            &self.inner.iam_base
+        } else {
+            &self.inner.vpcep_base
+        };
         let query = signer::canonical_query(&call.query);
-        let url = build_url(base, &call.path, &query)
-            .map_err(|m| ApiError::new(call.op, format!("{base}{}", call.path), ApiErrorKind::Client).with_message(m))?;
+        let url = build_url(base, &call.path, &query).map_err(|m| {
+            ApiError::new(
+                call.op,
+                format!("{base}{}", call.path),
+                ApiErrorKind::Client,
+            )
+            .with_message(m)
+        })?;
         let url_text = url.to_string();
         let mut attempts = 0u32;
         let mut retries = 0u32;
@@ -611,7 +671,7 @@ impl TargetClient {
                                 reauthenticated = true;
                                 if self.invalidate_token(*generation, &err)? {
                                     tracing::warn!(
-                                        target_name = %self.inner.target.name,
+                                        target = %self.inner.target.name,
                                         operation = call.op,
                                         http_status = reply.status,
                                         error_code = err.error_code.as_deref(),
@@ -622,7 +682,9 @@ impl TargetClient {
                                     continue;
                                 }
                             }
-                            (AuthUse::AkSk, _) | (AuthUse::None, _) => self.enter_auth_backoff(&err),
+                            (AuthUse::AkSk, _) | (AuthUse::None, _) => {
+                                self.enter_auth_backoff(&err)
+                            }
                             (AuthUse::Token(..), true) => {}
                         }
                     }
@@ -635,7 +697,7 @@ impl TargetClient {
                 let delay = shared.backoff.delay(retries, retry_after, &mut rand::rng());
                 retries += 1;
                 tracing::warn!(
-                    target_name = %self.inner.target.name,
+                    target = %self.inner.target.name,
                     operation = call.op,
                     http_status = err.http_status,
                     error_code = err.error_code.as_deref(),
@@ -656,7 +718,12 @@ impl TargetClient {
 
     /// One attempt: permit, rate slot, credentials on the request, send, read the body,
     /// all within `request_timeout`; counted in the metrics.
-    async fn attempt(&self, call: &Call<'_>, url: &Url, auth_use: &AuthUse) -> Result<Reply, Failure> {
+    async fn attempt(
+        &self,
+        call: &Call<'_>,
+        url: &Url,
+        auth_use: &AuthUse,
+    ) -> Result<Reply, Failure> {
         let shared = &self.inner.shared;
         let _permit = shared
             .in_flight
@@ -667,7 +734,8 @@ impl TargetClient {
             l.acquire().await;
         }
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(shared.request_timeout, self.send(call, url, auth_use)).await;
+        let result =
+            tokio::time::timeout(shared.request_timeout, self.send(call, url, auth_use)).await;
         let result = match result {
             Ok(r) => r,
             Err(_) => Err(Failure::Timeout),
@@ -678,9 +746,12 @@ impl TargetClient {
             Err(Failure::Connect(_)) => "connect".into(),
             Err(_) => "error".into(),
         };
-        shared
-            .metrics
-            .api_request(&self.inner.target.name, call.op, &code, started.elapsed().as_secs_f64());
+        shared.metrics.api_request(
+            &self.inner.target.name,
+            call.op,
+            &code,
+            started.elapsed().as_secs_f64(),
+        );
         result
     }
 
@@ -688,7 +759,11 @@ impl TargetClient {
         let shared = &self.inner.shared;
         let mut url = url.clone();
         let headers = self.headers(call, &mut url, auth_use)?;
-        let mut req = self.inner.http.request(call.method.clone(), url.clone()).headers(headers);
+        let mut req = self
+            .inner
+            .http
+            .request(call.method.clone(), url.clone())
+            .headers(headers);
         if !call.body.is_empty() || call.method == Method::POST {
             req = req.body(call.body.to_vec());
         }
@@ -700,7 +775,9 @@ impl TargetClient {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let request_id = header("x-request-id").map(|s| sanitize(&s)).filter(|s| !s.is_empty());
+        let request_id = header("x-request-id")
+            .map(|s| sanitize(&s))
+            .filter(|s| !s.is_empty());
         let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v, Utc::now()));
         let subject_token = if call.iam {
             header("x-subject-token").map(SecretString::from)
@@ -709,7 +786,9 @@ impl TargetClient {
         };
         let cap = shared.max_body_bytes.load(Ordering::Relaxed);
         if resp.content_length().is_some_and(|n| n > cap as u64) {
-            return Err(Failure::TooLarge(format!("content-length exceeds {cap} bytes")));
+            return Err(Failure::TooLarge(format!(
+                "content-length exceeds {cap} bytes"
+            )));
         }
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(transport_failure)? {
@@ -731,19 +810,37 @@ impl TargetClient {
 
     /// The headers of one attempt; for AK/SK also signs, and sets the URL's query to the
     /// signer's canonical query.
-    fn headers(&self, call: &Call<'_>, url: &mut Url, auth_use: &AuthUse) -> Result<HeaderMap, Failure> {
+    fn headers(
+        &self,
+        call: &Call<'_>,
+        url: &mut Url,
+        auth_use: &AuthUse,
+    ) -> Result<HeaderMap, Failure> {
         let mut h = HeaderMap::new();
-        let put = |h: &mut HeaderMap, name: &str, value: &str, sensitive: bool| -> Result<(), Failure> {
-            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|e| Failure::Build(e.to_string()))?;
-            let mut v = HeaderValue::from_str(value)
-                .map_err(|_| Failure::Build(format!("header {name} has a value that is not valid in http")))?;
-            v.set_sensitive(sensitive);
-            h.insert(n, v);
-            Ok(())
-        };
+        let put =
+            |h: &mut HeaderMap, name: &str, value: &str, sensitive: bool| -> Result<(), Failure> {
+                let n = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|e| Failure::Build(e.to_string()))?;
+                let mut v = HeaderValue::from_str(value).map_err(|_| {
+                    Failure::Build(format!(
+                        "header {name} has a value that is not valid in http"
+                    ))
+                })?;
+                v.set_sensitive(sensitive);
+                h.insert(n, v);
+                Ok(())
+            };
         match (auth_use, &self.inner.shared.auth) {
-            (AuthUse::AkSk, SharedAuth::AkSk { ak, sk, security_token }) => {
-                let host = host_header(url).ok_or_else(|| Failure::Build("url has no host".into()))?;
+            (
+                AuthUse::AkSk,
+                SharedAuth::AkSk {
+                    ak,
+                    sk,
+                    security_token,
+                },
+            ) => {
+                let host =
+                    host_header(url).ok_or_else(|| Failure::Build("url has no host".into()))?;
                 let mut signed: Vec<(String, String)> = vec![
                     ("Content-Type".into(), "application/json".into()),
                     ("Host".into(), host),
@@ -822,7 +919,7 @@ impl TargetClient {
                 let token = Arc::new(issued.token);
                 let generation = generation + 1;
                 tracing::info!(
-                    target_name = %self.inner.target.name,
+                    target = %self.inner.target.name,
                     expires_at = %issued.expires_at,
                     "obtained a project-scoped iam token"
                 );
@@ -837,7 +934,7 @@ impl TargetClient {
             Err(e) => match slot.as_ref() {
                 Some(c) if Instant::now() < c.expires_at => {
                     tracing::warn!(
-                        target_name = %self.inner.target.name,
+                        target = %self.inner.target.name,
                         error = %e,
                         "iam token refresh failed; using the current token until it expires"
                     );
@@ -855,10 +952,19 @@ impl TargetClient {
             password,
         } = &self.inner.shared.auth
         else {
-            return Err(ApiError::new(OP_IAM_TOKEN, self.inner.iam_base.clone(), ApiErrorKind::Client)
-                .with_message("not using password authentication"));
+            return Err(ApiError::new(
+                OP_IAM_TOKEN,
+                self.inner.iam_base.clone(),
+                ApiErrorKind::Client,
+            )
+            .with_message("not using password authentication"));
         };
-        let body = auth::password_token_body(user_name, domain_name, password, &self.inner.target.project_id);
+        let body = auth::password_token_body(
+            user_name,
+            domain_name,
+            password,
+            &self.inner.target.project_id,
+        );
         let call = Call {
             op: OP_IAM_TOKEN,
             method: Method::POST,
@@ -870,7 +976,8 @@ impl TargetClient {
         // Boxed: `execute` → credentials → IAM token → `execute` (without credentials).
         let reply = Box::pin(self.execute(&call)).await?;
         let subject = reply.subject_token.as_ref().map(|s| s.expose_secret());
-        auth::parse_token_response(subject, &reply.body, Utc::now()).map_err(|m| malformed(OP_IAM_TOKEN, &reply, &m))
+        auth::parse_token_response(subject, &reply.body, Utc::now())
+            .map_err(|m| malformed(OP_IAM_TOKEN, &reply, &m))
     }
 
     /// After a 401 with token `generation`: drop that token (password) or re-read the
@@ -916,7 +1023,12 @@ impl TargetClient {
     }
 
     /// Fails fast while the auth backoff lasts; after it, lets exactly one request probe.
-    fn check_auth_backoff(&self, op: &'static str, url: &str, attempts: u32) -> Result<ProbeGuard<'_>, ApiError> {
+    fn check_auth_backoff(
+        &self,
+        op: &'static str,
+        url: &str,
+        attempts: u32,
+    ) -> Result<ProbeGuard<'_>, ApiError> {
         let m = &self.inner.auth_backoff;
         let mut b = lock(m);
         let Some(reason) = b.failed.clone() else {
@@ -928,7 +1040,9 @@ impl TargetClient {
                 "{reason}; auth backoff until {}",
                 wall.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             )),
-            _ if b.probe_in_flight => Some(format!("{reason}; another request is probing the credentials")),
+            _ if b.probe_in_flight => Some(format!(
+                "{reason}; another request is probing the credentials"
+            )),
             _ => None,
         };
         if let Some(msg) = blocked {
@@ -947,18 +1061,27 @@ impl TargetClient {
             return; // a concurrent request already started it
         }
         let d = b.next;
-        let wall = Utc::now() + chrono::Duration::from_std(d).unwrap_or_else(|_| chrono::Duration::hours(1));
+        let wall = Utc::now()
+            + chrono::Duration::from_std(d).unwrap_or_else(|_| chrono::Duration::hours(1));
         b.until = Some((now + d, wall));
         b.next = (d * 2).min(AUTH_BACKOFF_MAX);
         b.failed = Some(format!(
             "{} authentication failed ({}{}{})",
             self.inner.shared.auth.method(),
-            err.http_status.map(|s| format!("http {s}")).unwrap_or_default(),
-            err.error_code.as_deref().map(|c| format!(", {c}")).unwrap_or_default(),
-            err.request_id.as_deref().map(|r| format!(", request_id {r}")).unwrap_or_default(),
+            err.http_status
+                .map(|s| format!("http {s}"))
+                .unwrap_or_default(),
+            err.error_code
+                .as_deref()
+                .map(|c| format!(", {c}"))
+                .unwrap_or_default(),
+            err.request_id
+                .as_deref()
+                .map(|r| format!(", request_id {r}"))
+                .unwrap_or_default(),
         ));
         tracing::error!(
-            target_name = %self.inner.target.name,
+            target = %self.inner.target.name,
             operation = err.operation,
             http_status = err.http_status,
             error_code = err.error_code.as_deref(),
@@ -972,7 +1095,7 @@ impl TargetClient {
     fn auth_succeeded(&self) {
         let mut b = lock(&self.inner.auth_backoff);
         if b.failed.is_some() {
-            tracing::info!(target_name = %self.inner.target.name, "authentication works again; backoff reset");
+            tracing::info!(target = %self.inner.target.name, "authentication works again; backoff reset");
         }
         *b = AuthBackoff::default();
     }
@@ -1015,7 +1138,10 @@ fn transport_failure(e: reqwest::Error) -> Failure {
 
 fn failure_error(op: &'static str, url: &str, f: Failure, attempts: u32) -> ApiError {
     let (kind, msg) = match f {
-        Failure::Timeout => (ApiErrorKind::Timeout, "no complete answer within request_timeout".to_owned()),
+        Failure::Timeout => (
+            ApiErrorKind::Timeout,
+            "no complete answer within request_timeout".to_owned(),
+        ),
         Failure::Connect(m) => (ApiErrorKind::Connect, m),
         Failure::TooLarge(m) => (ApiErrorKind::TooLarge, m),
         Failure::Build(m) => (ApiErrorKind::Client, m),
@@ -1050,7 +1176,7 @@ fn error_from_reply(op: &'static str, url: &str, reply: &Reply, attempts: u32) -
 fn log_failure(target: &str, e: &ApiError) {
     if e.kind == ApiErrorKind::Client {
         tracing::info!(
-            target_name = %target,
+            target = %target,
             operation = e.operation,
             http_status = e.http_status,
             error_code = e.error_code.as_deref(),
@@ -1061,7 +1187,7 @@ fn log_failure(target: &str, e: &ApiError) {
         );
     } else {
         tracing::warn!(
-            target_name = %target,
+            target = %target,
             operation = e.operation,
             http_status = e.http_status,
             error_code = e.error_code.as_deref(),
@@ -1091,12 +1217,18 @@ fn decode<T: DeserializeOwned>(op: &'static str, reply: &Reply) -> Result<T, Api
 
 /// One page of connections: both `connections` and `total_count` present, every
 /// connection with an id.
-fn connection_page(op: &'static str, reply: &Reply) -> Result<(Vec<WireConnection>, u64), ApiError> {
+fn connection_page(
+    op: &'static str,
+    reply: &Reply,
+) -> Result<(Vec<WireConnection>, u64), ApiError> {
     let list: ConnectionList = decode(op, reply)?;
     let (Some(items), Some(total)) = (list.connections, list.total_count) else {
         return Err(malformed(op, reply, "missing connections or total_count"));
     };
-    if items.iter().any(|c| c.id.as_deref().is_none_or(str::is_empty)) {
+    if items
+        .iter()
+        .any(|c| c.id.as_deref().is_none_or(str::is_empty))
+    {
         return Err(malformed(op, reply, "a connection has no id"));
     }
     Ok((items, total))

@@ -280,7 +280,8 @@ mod tests {
 
     #[test]
     fn flat_shape() {
-        let b = parse_error_body(br#"{"error_code":"EndPoint.0002","error_msg":"Parameter error."}"#);
+        let b =
+            parse_error_body(br#"{"error_code":"EndPoint.0002","error_msg":"Parameter error."}"#);
         assert_eq!(b.code.as_deref(), Some("EndPoint.0002"));
         assert_eq!(b.message.as_deref(), Some("Parameter error."));
         assert_eq!(b.request_id, None);
@@ -311,15 +312,23 @@ mod tests {
     #[test]
     fn camel_case_and_plain_code_message_shapes() {
         let b = parse_error_body(br#"{"errorCode":"IAM.0001","errorMsg":"bad"}"#);
-        assert_eq!((b.code.as_deref(), b.message.as_deref()), (Some("IAM.0001"), Some("bad")));
-        let b = parse_error_body(br#"{"code":401,"message":"The request you have made requires authentication."}"#);
+        assert_eq!(
+            (b.code.as_deref(), b.message.as_deref()),
+            (Some("IAM.0001"), Some("bad"))
+        );
+        let b = parse_error_body(
+            br#"{"code":401,"message":"The request you have made requires authentication."}"#,
+        );
         assert_eq!(b.code.as_deref(), Some("401"));
         assert!(b.message.is_some());
     }
 
     #[test]
     fn non_json_and_empty_bodies_give_nothing() {
-        assert_eq!(parse_error_body(b"<html>bad gateway</html>"), ErrorBody::default());
+        assert_eq!(
+            parse_error_body(b"<html>bad gateway</html>"),
+            ErrorBody::default()
+        );
         assert_eq!(parse_error_body(b""), ErrorBody::default());
         assert_eq!(parse_error_body(b"[1,2]"), ErrorBody::default());
     }
@@ -351,7 +360,11 @@ mod tests {
             "action https://vpcep.example.com/v1/p/vpc-endpoint-services/s/connections/action: request rejected, http 400, error_code EndPoint.2014, error_message \"already connected\", request_id req-1, 2 attempts"
         );
         assert!(!s.contains('\n'));
-        let e = ApiError::new("list_services", "http://127.0.0.1:1/x", ApiErrorKind::AuthBackoff);
+        let e = ApiError::new(
+            "list_services",
+            "http://127.0.0.1:1/x",
+            ApiErrorKind::AuthBackoff,
+        );
         assert_eq!(
             e.to_string(),
             "list_services http://127.0.0.1:1/x: authentication backoff in effect, not sent"

@@ -79,7 +79,10 @@ mod tests {
         times.sort();
         let mut best = 0;
         for (i, start) in times.iter().enumerate() {
-            let n = times[i..].iter().take_while(|t| **t < *start + WINDOW).count();
+            let n = times[i..]
+                .iter()
+                .take_while(|t| **t < *start + WINDOW)
+                .count();
             best = best.max(n);
         }
         best
@@ -115,7 +118,10 @@ mod tests {
             let m = sorted.len() as u32;
             let last = grants.iter().max().expect("some").duration_since(t0);
             let latest_arrival = sorted[sorted.len() - 1].duration_since(t0);
-            assert!(last <= WINDOW * ((m - 1) / n) + latest_arrival, "n = {n}: {last:?}");
+            assert!(
+                last <= WINDOW * ((m - 1) / n) + latest_arrival,
+                "n = {n}: {last:?}"
+            );
         }
     }
 

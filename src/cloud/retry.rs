@@ -43,7 +43,12 @@ impl Backoff {
 
     /// The wait before retry number `retry`: uniform in `[0, ceiling(retry)]`, but never
     /// shorter than `retry_after` (itself capped at [`MAX_RETRY_AFTER`]).
-    pub fn delay<R: Rng + ?Sized>(&self, retry: u32, retry_after: Option<Duration>, rng: &mut R) -> Duration {
+    pub fn delay<R: Rng + ?Sized>(
+        &self,
+        retry: u32,
+        retry_after: Option<Duration>,
+        rng: &mut R,
+    ) -> Duration {
         let ceiling = self.ceiling(retry);
         let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
         let jittered = Duration::from_nanos(rng.random_range(0..=nanos));
@@ -89,14 +94,19 @@ mod tests {
     use rand::SeedableRng;
 
     fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).single().expect("valid date")
+        Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
+            .single()
+            .expect("valid date")
     }
 
     #[test]
     fn retry_after_seconds() {
         assert_eq!(parse_retry_after("3", now()), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after(" 0 ", now()), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("1.5", now()), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_retry_after("1.5", now()),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(parse_retry_after("-1", now()), None);
         assert_eq!(parse_retry_after("soon", now()), None);
         assert_eq!(parse_retry_after("", now()), None);
@@ -156,6 +166,9 @@ mod tests {
             let d = b.delay(10, Some(Duration::from_secs(2)), &mut rng);
             assert!(d >= Duration::from_secs(2) && d <= CAP);
         }
-        assert_eq!(b.delay(0, Some(Duration::from_secs(86_400)), &mut rng), MAX_RETRY_AFTER);
+        assert_eq!(
+            b.delay(0, Some(Duration::from_secs(86_400)), &mut rng),
+            MAX_RETRY_AFTER
+        );
     }
 }

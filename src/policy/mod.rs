@@ -48,8 +48,14 @@ pub const POLICY_EXTENSION: &str = "cedar";
 const EMBEDDED: &[(&str, &[u8])] = &[
     ("age.cedar", include_bytes!("../../policies/age.cedar")),
     ("allow.cedar", include_bytes!("../../policies/allow.cedar")),
-    ("entities.json", include_bytes!("../../policies/entities.json")),
-    ("forbid.cedar", include_bytes!("../../policies/forbid.cedar")),
+    (
+        "entities.json",
+        include_bytes!("../../policies/entities.json"),
+    ),
+    (
+        "forbid.cedar",
+        include_bytes!("../../policies/forbid.cedar"),
+    ),
     ("quota.cedar", include_bytes!("../../policies/quota.cedar")),
     (
         "schema.cedarschema",
@@ -191,14 +197,14 @@ impl Policies {
             }
         }
 
-        let schema = schema_src.and_then(|(shown, text)| match Schema::from_cedarschema_str(text)
-        {
-            Ok((schema, _warnings)) => Some(schema),
-            Err(e) => {
-                problems.push(PolicyProblem::file(&shown, format!("invalid schema: {e}")));
-                None
-            }
-        });
+        let schema =
+            schema_src.and_then(|(shown, text)| match Schema::from_cedarschema_str(text) {
+                Ok((schema, _warnings)) => Some(schema),
+                Err(e) => {
+                    problems.push(PolicyProblem::file(&shown, format!("invalid schema: {e}")));
+                    None
+                }
+            });
 
         if policy_files.is_empty() {
             problems.push(PolicyProblem::general(
@@ -210,7 +216,15 @@ impl Policies {
         let mut origin: HashMap<String, String> = HashMap::new();
         let mut ids = Vec::new();
         for (name, shown, text) in &policy_files {
-            parse_policy_file(name, shown, text, &mut set, &mut origin, &mut ids, &mut problems);
+            parse_policy_file(
+                name,
+                shown,
+                text,
+                &mut set,
+                &mut origin,
+                &mut ids,
+                &mut problems,
+            );
         }
 
         let parsed_cleanly = problems.is_empty();
@@ -229,15 +243,13 @@ impl Policies {
 
         let model = RequestModel::new();
         let index = match &entities_src {
-            Some((shown, text)) => {
-                match EntityIndex::from_json(text, schema.as_ref(), &model) {
-                    Ok(index) => Some(index),
-                    Err(message) => {
-                        problems.push(PolicyProblem::file(shown, message));
-                        None
-                    }
+            Some((shown, text)) => match EntityIndex::from_json(text, schema.as_ref(), &model) {
+                Ok(index) => Some(index),
+                Err(message) => {
+                    problems.push(PolicyProblem::file(shown, message));
+                    None
                 }
-            }
+            },
             None => match EntityIndex::empty(schema.as_ref(), &model) {
                 Ok(index) => Some(index),
                 Err(message) => {
@@ -291,12 +303,11 @@ impl Policies {
     /// Decides one connection (SPEC §5.3). Never fails: anything that goes wrong while
     /// building or evaluating the request is an `error` verdict with action `none`.
     pub fn decide(&self, facts: &ConnectionFacts, on_no_match: OnNoMatch) -> Decision {
-        match self
-            .model
-            .request(facts, &self.index, self.schema.as_ref())
-        {
+        match self.model.request(facts, &self.index, self.schema.as_ref()) {
             Ok((request, entities)) => {
-                let response = self.authorizer.is_authorized(&request, &self.set, &entities);
+                let response = self
+                    .authorizer
+                    .is_authorized(&request, &self.set, &entities);
                 self.classify(&response, on_no_match)
             }
             Err(message) => Decision {
@@ -507,7 +518,10 @@ mod tests {
     #[test]
     fn partner_with_ticket_is_permitted_with_reason() {
         let p = Policies::embedded_examples().unwrap();
-        let d = p.decide(&facts(PARTNER, "CHG-1234 payments"), OnNoMatch::LeavePending);
+        let d = p.decide(
+            &facts(PARTNER, "CHG-1234 payments"),
+            OnNoMatch::LeavePending,
+        );
         assert_eq!(d.verdict, Verdict::Permit, "{d:?}");
         assert_eq!(d.action, Action::Receive);
         assert_eq!(d.policies, ["allow-partners"]);

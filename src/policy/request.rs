@@ -10,8 +10,8 @@
 
 use crate::decision::ConnectionFacts;
 use cedar_policy::{
-    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request,
-    RestrictedExpression, Schema,
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
+    Schema,
 };
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
@@ -109,7 +109,11 @@ impl RequestModel {
         .map_err(|e| format!("cannot build the request context: {e}"))
     }
 
-    fn resource(&self, facts: &ConnectionFacts, parents: HashSet<EntityUid>) -> Result<Entity, String> {
+    fn resource(
+        &self,
+        facts: &ConnectionFacts,
+        parents: HashSet<EntityUid>,
+    ) -> Result<Entity, String> {
         let values = [
             &facts.service_name,
             &facts.project_id,
@@ -156,8 +160,14 @@ impl RequestModel {
         let entities = small_store(entities)?;
 
         let context = self.context(facts)?;
-        let request = Request::new(principal, self.action.clone(), resource_uid, context, schema)
-            .map_err(|e| format!("request fails schema validation: {e}"))?;
+        let request = Request::new(
+            principal,
+            self.action.clone(),
+            resource_uid,
+            context,
+            schema,
+        )
+        .map_err(|e| format!("request fails schema validation: {e}"))?;
         Ok((request, entities))
     }
 
@@ -263,7 +273,9 @@ impl EntityIndex {
                 let (_, ancestors) = with_ancestors(entity);
                 let mut slice = vec![entity.clone()];
                 slice.extend(ancestors);
-                index.accounts.insert(uid.id().unescaped().to_owned(), slice);
+                index
+                    .accounts
+                    .insert(uid.id().unescaped().to_owned(), slice);
             } else if *uid.type_name() == model.service {
                 let (parents, ancestors) = with_ancestors(entity);
                 index.services.insert(

@@ -290,7 +290,13 @@ mod tests {
         let file = dir.path().join("t.toml");
         std::fs::write(&file, toml).unwrap();
         let mut out = Vec::new();
-        let r = run_tests(&policies(), &[file], OnNoMatch::LeavePending, Utc::now(), &mut out);
+        let r = run_tests(
+            &policies(),
+            &[file],
+            OnNoMatch::LeavePending,
+            Utc::now(),
+            &mut out,
+        );
         (r, String::from_utf8(out).unwrap())
     }
 
@@ -308,7 +314,13 @@ name = "y is wrongly expected"
 domain_id = "y"
 expect = "receive"
 "#);
-        assert_eq!(r.unwrap(), TestSummary { passed: 1, failed: 1 });
+        assert_eq!(
+            r.unwrap(),
+            TestSummary {
+                passed: 1,
+                failed: 1
+            }
+        );
         assert_eq!(
             out,
             "ok x is accepted\n\
@@ -319,7 +331,8 @@ expect = "receive"
 
     #[test]
     fn unknown_key_names_file_and_key() {
-        let (r, out) = run("[[case]]\nname = \"a\"\ndomain_id = \"x\"\nexpect = \"none\"\ncolour = 1\n");
+        let (r, out) =
+            run("[[case]]\nname = \"a\"\ndomain_id = \"x\"\nexpect = \"none\"\ncolour = 1\n");
         let e = r.unwrap_err().to_string();
         assert!(e.contains("t.toml") && e.contains("colour"), "{e}");
         assert!(out.is_empty());

@@ -19,12 +19,23 @@ use vpcep_approver::sim::{
 
 const SVC: &str = "4189d3c2-8882-4871-a3c2-d380272eed88";
 
+/// A config for one target on the simulator; `poll` lines override the test defaults
+/// (2 s timeout, 2 retries, no rate limit).
 fn config(sim: &Simulator, poll: &str) -> Config {
     let url = sim.base_url();
+    let mut poll = poll.to_owned();
+    for (key, value) in [
+        ("request_timeout", "\"2s\""),
+        ("max_retries", "2"),
+        ("max_requests_per_second", "0"),
+    ] {
+        if !poll.lines().any(|l| l.starts_with(key)) {
+            poll.push_str(&format!("{key} = {value}\n"));
+        }
+    }
     let text = format!(
         "[[target]]\nname = \"sim\"\nregion = \"cn-north-4\"\nproject_id = \"{PROJECT}\"\n\
-         vpcep_endpoint = \"{url}\"\niam_endpoint = \"{url}\"\n\
-         [poll]\nrequest_timeout = \"2s\"\nmax_retries = 2\nmax_requests_per_second = 0\n{poll}"
+         vpcep_endpoint = \"{url}\"\niam_endpoint = \"{url}\"\n[poll]\n{poll}"
     );
     Config::parse(&text, Path::new("/nonexistent/config.toml")).expect("test config is valid")
 }
@@ -69,13 +80,19 @@ fn count(sim: &Simulator, op: Operation) -> u64 {
 async fn client_pages_past_1000_connections_without_duplicates() {
     let sim = sim_with(2500, |_| {}).await;
     let (_c, t, _) = cloud(&sim, "", aksk());
-    let got = within(t.list_connections(SVC, "pendingAcceptance")).await.expect("list");
+    let got = within(t.list_connections(SVC, "pendingAcceptance"))
+        .await
+        .expect("list");
     assert_eq!(got.len(), 2500);
     let mut ids: Vec<_> = got.iter().filter_map(|c| c.id.clone()).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 2500);
-    assert_eq!(count(&sim, Operation::ListConnections), 3, "three pages of 1000");
+    assert_eq!(
+        count(&sim, Operation::ListConnections),
+        3,
+        "three pages of 1000"
+    );
     assert!(got.iter().any(|c| c.marker_id == Some(1000 + 2499)));
 }
 
@@ -87,10 +104,18 @@ async fn client_status_filter_and_services() {
     }
     let (_c, t, _) = cloud(&sim, "", aksk());
     assert_eq!(t.target().name, "sim");
-    let pending = within(t.list_connections(SVC, "pendingAcceptance")).await.expect("pending");
-    let accepted = within(t.list_connections(SVC, "accepted")).await.expect("accepted");
+    let pending = within(t.list_connections(SVC, "pendingAcceptance"))
+        .await
+        .expect("pending");
+    let accepted = within(t.list_connections(SVC, "accepted"))
+        .await
+        .expect("accepted");
     assert_eq!((pending.len(), accepted.len()), (23, 7));
-    assert!(accepted.iter().all(|c| c.status.as_deref() == Some("accepted")));
+    assert!(
+        accepted
+            .iter()
+            .all(|c| c.status.as_deref() == Some("accepted"))
+    );
     let services = within(t.list_services()).await.expect("services");
     assert_eq!(services.len(), 1);
     assert_eq!(services[0].id.as_deref(), Some(SVC));
@@ -102,14 +127,21 @@ async fn client_status_filter_and_services() {
 async fn client_acts_and_reads_back_by_id() {
     let sim = sim_with(3, |_| {}).await;
     let (_c, t, _) = cloud(&sim, "", aksk());
-    let r = within(t.act(SVC, "e00001", Action::Receive)).await.expect("receive");
+    let r = within(t.act(SVC, "e00001", Action::Receive))
+        .await
+        .expect("receive");
     assert_eq!(r.http_status, 200);
     assert_eq!(r.attempts, 1);
     let conn = r.connection.expect("connection in the answer");
     assert_eq!(conn.id.as_deref(), Some("e00001"));
     assert_eq!(conn.status.as_deref(), Some("accepted"));
-    let r = within(t.act(SVC, "e00002", Action::Reject)).await.expect("reject");
-    assert_eq!(r.connection.and_then(|c| c.status).as_deref(), Some("rejected"));
+    let r = within(t.act(SVC, "e00002", Action::Reject))
+        .await
+        .expect("reject");
+    assert_eq!(
+        r.connection.and_then(|c| c.status).as_deref(),
+        Some("rejected")
+    );
 
     let actions = sim.actions();
     assert_eq!(actions.len(), 2);
@@ -117,20 +149,34 @@ async fn client_acts_and_reads_back_by_id() {
     assert_eq!(actions[0].action.as_deref(), Some("receive"));
     assert_eq!(actions[1].action.as_deref(), Some("reject"));
 
-    let back = within(t.get_connection(SVC, "e00001")).await.expect("read back");
+    let back = within(t.get_connection(SVC, "e00001"))
+        .await
+        .expect("read back");
     assert_eq!(back.and_then(|c| c.status).as_deref(), Some("accepted"));
-    assert_eq!(within(t.get_connection(SVC, "nope")).await.expect("unknown"), None);
+    assert_eq!(
+        within(t.get_connection(SVC, "nope"))
+            .await
+            .expect("unknown"),
+        None
+    );
 
     // Acting again on a decided connection is a 4xx with the API's error code, not retried.
-    let e = within(t.act(SVC, "e00001", Action::Receive)).await.expect_err("already accepted");
+    let e = within(t.act(SVC, "e00001", Action::Receive))
+        .await
+        .expect_err("already accepted");
     assert_eq!(e.kind, ApiErrorKind::Client);
-    assert!(e.http_status.is_some_and(|s| (400..500).contains(&s)), "{e}");
+    assert!(
+        e.http_status.is_some_and(|s| (400..500).contains(&s)),
+        "{e}"
+    );
     assert!(e.error_code.is_some(), "{e}");
     assert!(e.request_id.is_some(), "{e}");
     assert_eq!(e.attempts, 1);
     assert_eq!(sim.actions().len(), 3);
 
-    let e = within(t.act(SVC, "e00000", Action::None)).await.expect_err("none is never sent");
+    let e = within(t.act(SVC, "e00000", Action::None))
+        .await
+        .expect_err("none is never sent");
     assert_eq!(e.attempts, 0);
     assert_eq!(sim.actions().len(), 3);
 }
@@ -145,13 +191,22 @@ async fn client_retries_429_honouring_retry_after() {
     );
     let (_c, t, metrics) = cloud(&sim, "", aksk());
     let start = Instant::now();
-    let got = within(t.list_connections(SVC, "pendingAcceptance")).await.expect("recovers");
+    let got = within(t.list_connections(SVC, "pendingAcceptance"))
+        .await
+        .expect("recovers");
     assert_eq!(got.len(), 5);
-    assert!(start.elapsed() >= Duration::from_secs(2), "waited {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "waited {:?}",
+        start.elapsed()
+    );
     assert_eq!(count(&sim, Operation::ListConnections), 3);
     let text = metrics.encode();
     assert!(
-        text.lines().any(|l| l.contains("operation=\"list_connections\"") && l.contains("code=\"429\"") && l.ends_with(" 2")),
+        text.lines()
+            .any(|l| l.contains("operation=\"list_connections\"")
+                && l.contains("code=\"429\"")
+                && l.ends_with(" 2")),
         "{text}"
     );
 }
@@ -165,11 +220,13 @@ async fn client_retries_500_503_and_endpoint_0022() {
     assert_eq!(within(t.list_services()).await.expect("recovers").len(), 1);
     assert_eq!(count(&sim, Operation::ListServices), 3);
 
-    sim.push_fault(
-        ScriptedFault::new(Operation::Action, 400)
-            .with_error("EndPoint.0022", "The number of requests exceeded the limit. Please try later."),
-    );
-    let r = within(t.act(SVC, "e00000", Action::Receive)).await.expect("recovers");
+    sim.push_fault(ScriptedFault::new(Operation::Action, 400).with_error(
+        "EndPoint.0022",
+        "The number of requests exceeded the limit. Please try later.",
+    ));
+    let r = within(t.act(SVC, "e00000", Action::Receive))
+        .await
+        .expect("recovers");
     assert_eq!(r.attempts, 2);
     assert_eq!(sim.actions().len(), 2);
 }
@@ -179,7 +236,9 @@ async fn client_gives_up_after_max_retries() {
     let sim = sim_with(5, |_| {}).await;
     sim.push_fault(ScriptedFault::new(Operation::ListConnections, 500).times(10));
     let (_c, t, _) = cloud(&sim, "", aksk());
-    let e = within(t.list_connections(SVC, "pendingAcceptance")).await.expect_err("gives up");
+    let e = within(t.list_connections(SVC, "pendingAcceptance"))
+        .await
+        .expect_err("gives up");
     assert_eq!(e.kind, ApiErrorKind::Server);
     assert_eq!(e.attempts, 3, "max_retries = 2");
     assert_eq!(e.http_status, Some(500));
@@ -187,7 +246,13 @@ async fn client_gives_up_after_max_retries() {
     assert!(e.request_id.is_some());
     assert_eq!(e.operation, "list_connections");
     let s = e.to_string();
-    assert!(s.contains("list_connections") && s.contains("http 500") && s.contains("EndPoint.0001") && s.contains(&sim.base_url()), "{s}");
+    assert!(
+        s.contains("list_connections")
+            && s.contains("http 500")
+            && s.contains("EndPoint.0001")
+            && s.contains(&sim.base_url()),
+        "{s}"
+    );
     assert_eq!(count(&sim, Operation::ListConnections), 3);
 }
 
@@ -206,7 +271,9 @@ async fn client_garbage_and_truncated_bodies_are_malformed() {
         "",
     ] {
         sim.push_fault(ScriptedFault::new(Operation::ListConnections, 200).with_body(body));
-        let e = within(t.list_connections(SVC, "pendingAcceptance")).await.expect_err(body);
+        let e = within(t.list_connections(SVC, "pendingAcceptance"))
+            .await
+            .expect_err(body);
         assert_eq!(e.kind, ApiErrorKind::Malformed, "{body}: {e}");
         assert_eq!(e.attempts, 1, "malformed answers are not retried");
     }
@@ -216,7 +283,9 @@ async fn client_garbage_and_truncated_bodies_are_malformed() {
             .with_body(r#"{"connections":[{"id":"x1"}],"total_count":5}"#),
     );
     sim.push_fault(ScriptedFault::new(Operation::ListConnections, 200).with_body("{\"conn"));
-    let e = within(t.list_connections(SVC, "pendingAcceptance")).await.expect_err("page 2");
+    let e = within(t.list_connections(SVC, "pendingAcceptance"))
+        .await
+        .expect_err("page 2");
     assert_eq!(e.kind, ApiErrorKind::Malformed);
     assert!(e.url.contains("offset=1"), "{e}");
 
@@ -230,7 +299,9 @@ async fn client_too_large_body() {
     let sim = sim_with(200, |_| {}).await;
     let (c, t, _) = cloud(&sim, "", aksk());
     c.set_max_body_bytes(4096);
-    let e = within(t.list_connections(SVC, "")).await.expect_err("too large");
+    let e = within(t.list_connections(SVC, ""))
+        .await
+        .expect_err("too large");
     assert_eq!(e.kind, ApiErrorKind::TooLarge);
     assert_eq!(e.attempts, 1);
 }
@@ -244,7 +315,13 @@ async fn client_timeouts_are_retried_then_reported() {
             .with_body("{}")
             .with_delay(Duration::from_secs(2)),
     );
-    assert_eq!(within(t.list_services()).await.expect("second attempt").len(), 1);
+    assert_eq!(
+        within(t.list_services())
+            .await
+            .expect("second attempt")
+            .len(),
+        1
+    );
     sim.push_fault(
         ScriptedFault::new(Operation::ListServices, 200)
             .with_body("{}")
@@ -263,7 +340,9 @@ async fn client_connection_refused_is_retried_then_reported() {
     let cfg = config(&sim, "");
     sim.shutdown().await;
     let c = Cloud::new(&cfg, aksk(), Metrics::new()).expect("cloud");
-    let e = within(c.targets()[0].list_services()).await.expect_err("refused");
+    let e = within(c.targets()[0].list_services())
+        .await
+        .expect_err("refused");
     assert_eq!(e.kind, ApiErrorKind::Connect, "{e}");
     assert_eq!(e.attempts, 3);
     assert!(e.error_message.is_some());
@@ -282,16 +361,27 @@ async fn client_aksk_401_backs_off_without_a_burst() {
     assert_eq!(e.kind, ApiErrorKind::Unauthorized);
     assert_eq!(e.http_status, Some(401));
     assert_eq!(e.attempts, 1, "never retried");
-    assert!(e.error_code.as_deref().is_some_and(|c| c.contains("0301")), "{e}");
+    assert!(
+        e.error_code.as_deref().is_some_and(|c| c.contains("0301")),
+        "{e}"
+    );
     assert!(!e.to_string().contains("WRONGSECRETKEY"));
     for _ in 0..5 {
-        let e = within(t.list_connections(SVC, "pendingAcceptance")).await.expect_err("backoff");
+        let e = within(t.list_connections(SVC, "pendingAcceptance"))
+            .await
+            .expect_err("backoff");
         assert_eq!(e.kind, ApiErrorKind::AuthBackoff);
         assert_eq!(e.attempts, 0);
     }
-    assert_eq!(count(&sim, Operation::ListServices) + count(&sim, Operation::ListConnections), 1);
+    assert_eq!(
+        count(&sim, Operation::ListServices) + count(&sim, Operation::ListConnections),
+        1
+    );
     let reason = t.unready_reason().expect("unready");
-    assert!(reason.contains("backoff") && reason.contains("aksk"), "{reason}");
+    assert!(
+        reason.contains("backoff") && reason.contains("aksk"),
+        "{reason}"
+    );
     assert!(!reason.contains("WRONGSECRETKEY"));
 }
 
@@ -304,7 +394,13 @@ async fn client_security_token_is_signed_and_accepted() {
         security_token: Some("TEMPORARYSECURITYTOKEN".into()),
     };
     let (_c, t, _) = cloud(&sim, "", creds);
-    assert_eq!(within(t.list_connections(SVC, "")).await.expect("signed").len(), 2);
+    assert_eq!(
+        within(t.list_connections(SVC, ""))
+            .await
+            .expect("signed")
+            .len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -312,7 +408,9 @@ async fn client_password_token_is_cached_and_reauthenticated_once() {
     let sim = sim_with(5, |_| {}).await;
     let (_c, t, _) = cloud(&sim, "", password(DEFAULT_PASSWORD));
     within(t.list_services()).await.expect("first");
-    within(t.list_connections(SVC, "pendingAcceptance")).await.expect("second");
+    within(t.list_connections(SVC, "pendingAcceptance"))
+        .await
+        .expect("second");
     assert_eq!(sim.state().tokens_issued, 1, "token cached");
 
     // The token dies early (e.g. password changed): one re-authentication, one retry.
@@ -326,7 +424,10 @@ async fn client_password_token_is_cached_and_reauthenticated_once() {
     assert_eq!(e.kind, ApiErrorKind::Unauthorized);
     assert_eq!(e.attempts, 2);
     assert_eq!(sim.state().tokens_issued, 3);
-    assert!(t.unready_reason().is_none(), "password 401s from VPCEP do not lock the target");
+    assert!(
+        t.unready_reason().is_none(),
+        "password 401s from VPCEP do not lock the target"
+    );
 }
 
 #[tokio::test]
@@ -367,7 +468,8 @@ async fn sim_token(sim: &Simulator) -> String {
     let r = within(
         http_client()
             .post(format!("{}/v3/auth/tokens?nocatalog=true", sim.base_url()))
-            .json(&body)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
             .send(),
     )
     .await
@@ -395,7 +497,9 @@ async fn client_token_method_rereads_its_source_once_on_401() {
         current: SecretString::from("MIIstale"),
     };
     let (_c, t, _) = cloud(&sim, "", creds);
-    let got = within(t.list_connections(SVC, "pendingAcceptance")).await.expect("re-read");
+    let got = within(t.list_connections(SVC, "pendingAcceptance"))
+        .await
+        .expect("re-read");
     assert_eq!(got.len(), 5);
     assert_eq!(count(&sim, Operation::ListConnections), 2);
 
@@ -407,14 +511,21 @@ async fn client_token_method_rereads_its_source_once_on_401() {
 
     // The operator drops a fresh token in: the next call picks it up.
     std::fs::write(&file, sim_token(&sim).await).expect("write token");
-    assert_eq!(within(t.list_services()).await.expect("fresh token").len(), 1);
+    assert_eq!(
+        within(t.list_services()).await.expect("fresh token").len(),
+        1
+    );
     assert!(t.unready_reason().is_none());
 }
 
 #[tokio::test]
 async fn client_rate_limit_spans_all_requests() {
     let sim = sim_with(5, |_| {}).await;
-    let (_c, t, _) = cloud(&sim, "max_requests_per_second = 4\nmax_in_flight = 2\n", aksk());
+    let (_c, t, _) = cloud(
+        &sim,
+        "max_requests_per_second = 4\nmax_in_flight = 2\n",
+        aksk(),
+    );
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..9 {

@@ -10,13 +10,13 @@ use vpcep_approver::audit::{AuditTarget, AuditWriter, verify_files};
 use vpcep_approver::cloud::auth::Credentials;
 use vpcep_approver::cloud::client::Cloud;
 use vpcep_approver::config::{
-    AuditConfig, AuditPath, Auth, Config, LogConfig, Poll, PolicyConfig, SecretSource, Target,
+    AuditConfig, AuditPath, Auth, Config, LogConfig, PolicyConfig, Poll, SecretSource, Target,
 };
 use vpcep_approver::decision::OnNoMatch;
 use vpcep_approver::engine::{CycleReport, Engine, EngineOptions};
 use vpcep_approver::metrics::Metrics;
 use vpcep_approver::policy::Policies;
-use vpcep_approver::sim::{Faults, ScriptedFault, Operation, SimConfig, Simulator};
+use vpcep_approver::sim::{Faults, Operation, ScriptedFault, SimConfig, Simulator};
 
 const AK: &str = "ENGINETESTAK";
 const SK: &str = "ENGINETESTSECRETKEY";
@@ -139,17 +139,47 @@ async fn every_pending_connection_is_decided_and_audited_before_its_action() {
     assert!(report.fully_ok(), "{report:?}");
     // The sample: partner with ticket, EMEA partner, blocked, stranger, hostile description,
     // stale request, missing account; internal build agents, partner over quota.
-    assert_eq!(status_of(&r.sim, "705290f3-0d00-41f2-aedc-71f09844e879"), "accepted");
-    assert_eq!(status_of(&r.sim, "1d4e5f60-7a8b-4c9d-8e0f-1a2b3c4d5e6f"), "accepted");
-    assert_eq!(status_of(&r.sim, "2e5f6071-8b9c-4dae-9f10-2b3c4d5e6f70"), "rejected");
-    assert_eq!(status_of(&r.sim, "3f607182-9cad-4ebf-a021-3c4d5e6f7081"), "pendingAcceptance");
-    assert_eq!(status_of(&r.sim, "40718293-adbe-4fc0-b132-4d5e6f708192"), "rejected");
-    assert_eq!(status_of(&r.sim, "518293a4-becf-40d1-8243-5e6f708192a3"), "rejected");
-    assert_eq!(status_of(&r.sim, "6293a4b5-cfd0-41e2-9354-6f708192a3b4"), "pendingAcceptance");
-    assert_eq!(status_of(&r.sim, "8a1f0c52-6d0e-4c21-9b7a-1e2f3a4b5c6d"), "accepted");
-    assert_eq!(status_of(&r.sim, "9b2e1d63-7e1f-4d32-8c6b-2f3a4b5c6d7e"), "rejected");
+    assert_eq!(
+        status_of(&r.sim, "705290f3-0d00-41f2-aedc-71f09844e879"),
+        "accepted"
+    );
+    assert_eq!(
+        status_of(&r.sim, "1d4e5f60-7a8b-4c9d-8e0f-1a2b3c4d5e6f"),
+        "accepted"
+    );
+    assert_eq!(
+        status_of(&r.sim, "2e5f6071-8b9c-4dae-9f10-2b3c4d5e6f70"),
+        "rejected"
+    );
+    assert_eq!(
+        status_of(&r.sim, "3f607182-9cad-4ebf-a021-3c4d5e6f7081"),
+        "pendingAcceptance"
+    );
+    assert_eq!(
+        status_of(&r.sim, "40718293-adbe-4fc0-b132-4d5e6f708192"),
+        "rejected"
+    );
+    assert_eq!(
+        status_of(&r.sim, "518293a4-becf-40d1-8243-5e6f708192a3"),
+        "rejected"
+    );
+    assert_eq!(
+        status_of(&r.sim, "6293a4b5-cfd0-41e2-9354-6f708192a3b4"),
+        "pendingAcceptance"
+    );
+    assert_eq!(
+        status_of(&r.sim, "8a1f0c52-6d0e-4c21-9b7a-1e2f3a4b5c6d"),
+        "accepted"
+    );
+    assert_eq!(
+        status_of(&r.sim, "9b2e1d63-7e1f-4d32-8c6b-2f3a4b5c6d7e"),
+        "rejected"
+    );
     // The service with approval off is never touched.
-    assert_eq!(status_of(&r.sim, "73a4b5c6-d0e1-42f3-a465-708192a3b4c5"), "pendingAcceptance");
+    assert_eq!(
+        status_of(&r.sim, "73a4b5c6-d0e1-42f3-a465-708192a3b4c5"),
+        "pendingAcceptance"
+    );
 
     let actions = r.sim.actions();
     assert_eq!(actions.len(), 7, "{actions:?}");
@@ -172,7 +202,10 @@ async fn every_pending_connection_is_decided_and_audited_before_its_action() {
         assert_eq!((decisions.len(), outcomes.len()), (1, 1), "{ep}");
         assert!(decisions[0] < outcomes[0]);
         assert_eq!(lines[outcomes[0]]["outcome"], "applied");
-        assert_eq!(lines[decisions[0]]["decision_id"], lines[outcomes[0]]["decision_id"]);
+        assert_eq!(
+            lines[decisions[0]]["decision_id"],
+            lines[outcomes[0]]["decision_id"]
+        );
     }
     let verdicts: Vec<&str> = lines
         .iter()
@@ -196,7 +229,8 @@ async fn every_pending_connection_is_decided_and_audited_before_its_action() {
         .find(|l| l["endpoint_id"] == "2e5f6071-8b9c-4dae-9f10-2b3c4d5e6f70")
         .expect("blocked record");
     assert_eq!(big["marker_id"].as_i64(), Some(422_321_321_312_321_321));
-    let report = verify_files(std::slice::from_ref(&r.audit), &mut std::io::sink()).expect("verify");
+    let report =
+        verify_files(std::slice::from_ref(&r.audit), &mut std::io::sink()).expect("verify");
     assert!(report.first_bad.is_none(), "{:?}", report.first_bad);
 }
 
@@ -207,7 +241,11 @@ async fn a_connection_left_pending_is_recorded_once_per_policy_version() {
     let first = audit_lines(&r.audit).len();
     let report = cycle(&r).await;
     assert!(report.fully_ok());
-    assert_eq!(audit_lines(&r.audit).len(), first, "second cycle re-recorded pending connections");
+    assert_eq!(
+        audit_lines(&r.audit).len(),
+        first,
+        "second cycle re-recorded pending connections"
+    );
     assert_eq!(r.sim.actions().len(), 7, "no action is sent twice");
     // A new policy version re-decides and re-records what is still pending.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policies/permit-all");
@@ -227,20 +265,35 @@ async fn dry_run_decides_and_audits_but_never_acts() {
     assert!(r.sim.actions().is_empty());
     let lines = audit_lines(&r.audit);
     assert_eq!(lines.len(), 9, "one decision per pending connection");
-    assert!(lines.iter().all(|l| l["kind"] == "decision" && l["dry_run"] == true));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["kind"] == "decision" && l["dry_run"] == true)
+    );
     cycle(&r).await;
     assert_eq!(audit_lines(&r.audit).len(), 9, "dry run records each once");
 }
 
 #[tokio::test]
 async fn audit_failure_blocks_every_action() {
-    let r = rig(sample(), false, Some(AuditTarget::File(PathBuf::from("/dev/full")))).await;
+    let r = rig(
+        sample(),
+        false,
+        Some(AuditTarget::File(PathBuf::from("/dev/full"))),
+    )
+    .await;
     let report = cycle(&r).await;
     assert!(!report.fully_ok());
-    assert!(r.sim.actions().is_empty(), "an action was sent without its audit record");
+    assert!(
+        r.sim.actions().is_empty(),
+        "an action was sent without its audit record"
+    );
     assert!(!r.engine.audit_ok());
     assert!(
-        report.targets[0].failures.iter().any(|f| f.contains("audit")),
+        report.targets[0]
+            .failures
+            .iter()
+            .any(|f| f.contains("audit")),
         "{report:?}"
     );
 }
@@ -249,7 +302,8 @@ async fn audit_failure_blocks_every_action() {
 async fn garbage_listing_decides_nothing_for_that_service_only() {
     let r = rig(sample(), false, None).await;
     r.sim.set_faults(Faults::script(vec![
-        ScriptedFault::new(Operation::ListConnections, 200).with_body("{\"connections\": [{\"id\": \"x\""),
+        ScriptedFault::new(Operation::ListConnections, 200)
+            .with_body("{\"connections\": [{\"id\": \"x\""),
     ]));
     let report = cycle(&r).await;
     let t = &report.targets[0];
@@ -257,7 +311,12 @@ async fn garbage_listing_decides_nothing_for_that_service_only() {
     assert!(t.failures[0].contains("connections"), "{:?}", t.failures);
     // The other service went ahead.
     assert!(t.services_ok >= 1);
-    let acted: Vec<String> = r.sim.actions().iter().filter_map(|a| a.service_id.clone().into()).collect();
+    let acted: Vec<String> = r
+        .sim
+        .actions()
+        .iter()
+        .filter_map(|a| a.service_id.clone().into())
+        .collect();
     let services: std::collections::BTreeSet<&String> = acted.iter().collect();
     assert_eq!(services.len(), 1, "only one service acted: {services:?}");
 }
@@ -267,10 +326,13 @@ async fn a_race_with_another_decider_ends_not_pending_or_applied_never_failed() 
     let r = rig(sample(), false, None).await;
     // Another instance or a person decides first: the action gets an error, the read-back
     // sees the connection is no longer pending.
-    r.sim.set_status("2e5f6071-8b9c-4dae-9f10-2b3c4d5e6f70", "accepted");
+    r.sim
+        .set_status("2e5f6071-8b9c-4dae-9f10-2b3c4d5e6f70", "accepted");
     // "Applied but the answer was lost": the read-back finds the status the action gives.
     r.sim.set_faults(Faults::script(vec![
-        ScriptedFault::new(Operation::Action, 500).applied().times(1),
+        ScriptedFault::new(Operation::Action, 500)
+            .applied()
+            .times(1),
     ]));
     let report = cycle(&r).await;
     let t = &report.targets[0];
@@ -281,7 +343,12 @@ async fn a_race_with_another_decider_ends_not_pending_or_applied_never_failed() 
         .filter(|l| l["kind"] == "outcome")
         .map(|l| l["outcome"].as_str().unwrap_or_default())
         .collect();
-    assert!(outcomes.iter().all(|o| *o == "applied" || *o == "not-pending"), "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| *o == "applied" || *o == "not-pending"),
+        "{outcomes:?}"
+    );
 }
 
 #[tokio::test]
@@ -303,8 +370,12 @@ async fn two_instances_on_the_same_services_never_double_change() {
     let engine_b = Engine::new(
         Arc::new(Policies::embedded_examples().expect("policies")),
         Arc::new(Mutex::new(
-            AuditWriter::open(AuditTarget::File(audit_b.clone()), false, vpcep_approver::clock::system())
-                .expect("audit"),
+            AuditWriter::open(
+                AuditTarget::File(audit_b.clone()),
+                false,
+                vpcep_approver::clock::system(),
+            )
+            .expect("audit"),
         )),
         Metrics::new(),
         vpcep_approver::clock::system(),
@@ -317,7 +388,10 @@ async fn two_instances_on_the_same_services_never_double_change() {
     );
     let stop = CancellationToken::new();
     let (ra, rb) = within(async {
-        tokio::join!(a.engine.run_cycle(&a.cloud, &stop), engine_b.run_cycle(&cloud_b, &stop))
+        tokio::join!(
+            a.engine.run_cycle(&a.cloud, &stop),
+            engine_b.run_cycle(&cloud_b, &stop)
+        )
     })
     .await;
     for t in ra.targets.iter().chain(rb.targets.iter()) {
@@ -335,8 +409,20 @@ async fn two_instances_on_the_same_services_never_double_change() {
             .insert(x.action.clone().unwrap_or_default());
     }
     assert_eq!(by_endpoint.len(), 7, "{by_endpoint:?}");
-    assert!(by_endpoint.values().all(|a| a.len() == 1), "{by_endpoint:?}");
-    assert_eq!(status_of(&a.sim, "705290f3-0d00-41f2-aedc-71f09844e879"), "accepted");
-    assert_eq!(status_of(&a.sim, "2e5f6071-8b9c-4dae-9f10-2b3c4d5e6f70"), "rejected");
-    assert_eq!(status_of(&a.sim, "3f607182-9cad-4ebf-a021-3c4d5e6f7081"), "pendingAcceptance");
+    assert!(
+        by_endpoint.values().all(|a| a.len() == 1),
+        "{by_endpoint:?}"
+    );
+    assert_eq!(
+        status_of(&a.sim, "705290f3-0d00-41f2-aedc-71f09844e879"),
+        "accepted"
+    );
+    assert_eq!(
+        status_of(&a.sim, "2e5f6071-8b9c-4dae-9f10-2b3c4d5e6f70"),
+        "rejected"
+    );
+    assert_eq!(
+        status_of(&a.sim, "3f607182-9cad-4ebf-a021-3c4d5e6f7081"),
+        "pendingAcceptance"
+    );
 }

@@ -4,6 +4,7 @@
 mod audit;
 mod cli;
 mod client;
+mod daemon;
 mod engine;
 mod policy;
 mod sim;
