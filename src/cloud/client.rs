@@ -1233,3 +1233,243 @@ fn connection_page(
     }
     Ok((items, total))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn cloud(endpoint: &str, creds: Credentials) -> Cloud {
+        let text = format!(
+            "[[target]]\nregion = \"cn-north-4\"\nproject_id = \"0605767a3300d5762fb7c0186d8bfc2b\"\nvpcep_endpoint = \"{endpoint}\"\n"
+        );
+        let cfg = Config::parse(&text, Path::new("/x/config.toml")).expect("valid config");
+        Cloud::new(&cfg, creds, Metrics::new()).expect("cloud")
+    }
+
+    fn aksk(token: Option<&str>) -> Credentials {
+        Credentials::AkSk {
+            ak: "AKTESTEXAMPLE".into(),
+            sk: "SKTESTEXAMPLESECRET".into(),
+            security_token: token.map(SecretString::from),
+        }
+    }
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            body: body.as_bytes().to_vec(),
+            request_id: Some("rid".into()),
+            retry_after: None,
+            subject_token: None,
+            url: String::new(),
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn host_header_matches_what_reqwest_sends() {
+        let h = |u: &str| host_header(&Url::parse(u).expect("url"));
+        assert_eq!(
+            h("https://vpcep.example.com/v1").as_deref(),
+            Some("vpcep.example.com")
+        );
+        assert_eq!(
+            h("https://vpcep.example.com:443/v1").as_deref(),
+            Some("vpcep.example.com")
+        );
+        assert_eq!(
+            h("https://vpcep.example.com:8443/v1").as_deref(),
+            Some("vpcep.example.com:8443")
+        );
+        assert_eq!(
+            h("http://127.0.0.1:8080").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(h("http://[::1]:9/").as_deref(), Some("[::1]:9"));
+    }
+
+    #[test]
+    fn aksk_headers_are_signed_over_the_exact_request() {
+        let c = cloud("https://vpcep.example.com:8443", aksk(Some("STSTOKEN")));
+        let t = &c.targets()[0];
+        let body = br#"{"action":"receive","endpoints":["e1"]}"#;
+        let call = Call {
+            op: OP_ACTION,
+            method: Method::POST,
+            iam: false,
+            path: t.connections_path("svc 1"),
+            query: vec![
+                ("status".into(), "a b".into()),
+                ("limit".into(), "1000".into()),
+            ],
+            body,
+        };
+        let mut url = build_url(
+            &t.inner.vpcep_base,
+            &call.path,
+            &signer::canonical_query(&call.query),
+        )
+        .expect("url");
+        let h = t
+            .headers(&call, &mut url, &AuthUse::AkSk)
+            .ok()
+            .expect("headers");
+        assert_eq!(url.query(), Some("limit=1000&status=a%20b"));
+        assert!(
+            url.path()
+                .ends_with("/vpc-endpoint-services/svc%201/connections")
+        );
+        let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(get("host").as_deref(), Some("vpcep.example.com:8443"));
+        assert_eq!(get("user-agent").as_deref(), Some(USER_AGENT));
+        assert_eq!(
+            get("x-project-id").as_deref(),
+            Some("0605767a3300d5762fb7c0186d8bfc2b")
+        );
+        assert!(h.get("authorization").is_some_and(|v| v.is_sensitive()));
+        assert!(h.get("x-security-token").is_some_and(|v| v.is_sensitive()));
+        let auth = get("authorization").expect("authorization");
+        assert!(
+            auth.contains("SignedHeaders=content-type;host;user-agent;x-project-id;x-sdk-date;x-security-token"),
+            "{auth}"
+        );
+        let access = signer::verify(
+            "POST",
+            url.path(),
+            url.query().unwrap_or(""),
+            |n| get(n),
+            body,
+            Utc::now(),
+            chrono::Duration::minutes(15),
+            |ak| (ak == "AKTESTEXAMPLE").then(|| b"SKTESTEXAMPLESECRET".to_vec()),
+        );
+        assert_eq!(access.as_deref(), Ok("AKTESTEXAMPLE"));
+        // Any other body fails verification: the hash covers the bytes sent.
+        let tampered = signer::verify(
+            "POST",
+            url.path(),
+            url.query().unwrap_or(""),
+            |n| get(n),
+            b"{}",
+            Utc::now(),
+            chrono::Duration::minutes(15),
+            |_| Some(b"SKTESTEXAMPLESECRET".to_vec()),
+        );
+        assert!(tampered.is_err());
+    }
+
+    #[test]
+    fn token_header_is_sensitive() {
+        let c = cloud(
+            "http://127.0.0.1:9",
+            Credentials::Token {
+                source: SecretSource::Env("VPCEP_TEST_CLIENT_UNSET".into()),
+                current: "MIItoken".into(),
+            },
+        );
+        let t = &c.targets()[0];
+        let call = Call {
+            op: OP_LIST_SERVICES,
+            method: Method::GET,
+            iam: false,
+            path: "/v1/p/vpc-endpoint-services".into(),
+            query: Vec::new(),
+            body: b"",
+        };
+        let mut url = Url::parse("http://127.0.0.1:9/x").expect("url");
+        let tok = AuthUse::Token(Arc::new("MIItoken".into()), 0);
+        let h = t.headers(&call, &mut url, &tok).ok().expect("headers");
+        assert!(h.get("x-auth-token").is_some_and(|v| v.is_sensitive()));
+        assert!(h.get("authorization").is_none());
+        assert!(!format!("{h:?}").contains("MIItoken"));
+        assert!(!format!("{c:?}").contains("MIItoken"));
+    }
+
+    #[test]
+    fn statuses_and_codes_are_classified() {
+        let k = |s: u16, b: &str| error_from_reply("action", "u", &reply(s, b), 1).kind;
+        assert_eq!(k(429, ""), ApiErrorKind::Throttled);
+        assert_eq!(
+            k(
+                400,
+                r#"{"error_code":"EndPoint.0022","error_msg":"slow down"}"#
+            ),
+            ApiErrorKind::Throttled
+        );
+        assert_eq!(
+            k(
+                400,
+                r#"{"error":{"code":"EndPoint.0022","message":"slow down"}}"#
+            ),
+            ApiErrorKind::Throttled
+        );
+        assert_eq!(
+            k(400, r#"{"error_code":"EndPoint.2014"}"#),
+            ApiErrorKind::Client
+        );
+        assert_eq!(
+            k(401, r#"{"error_code":"APIGW.0301"}"#),
+            ApiErrorKind::Unauthorized
+        );
+        assert_eq!(k(404, ""), ApiErrorKind::Client);
+        assert_eq!(k(302, ""), ApiErrorKind::Client);
+        assert_eq!(k(500, "<html>"), ApiErrorKind::Server);
+        assert_eq!(k(503, ""), ApiErrorKind::Server);
+        let e = error_from_reply(
+            "action",
+            "u",
+            &reply(400, r#"{"error_code":"X","request_id":"body-rid"}"#),
+            2,
+        );
+        assert_eq!(
+            e.request_id.as_deref(),
+            Some("rid"),
+            "the header wins over the body"
+        );
+        assert_eq!(e.attempts, 2);
+    }
+
+    #[test]
+    fn missing_ca_file_is_named() {
+        let text = "[[target]]\nregion = \"cn-north-4\"\nproject_id = \"p\"\nca_file = \"/nonexistent/ca.pem\"\n";
+        let cfg = Config::parse(text, Path::new("/x/config.toml")).expect("valid config");
+        let e = Cloud::new(&cfg, aksk(None), Metrics::new())
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/ca.pem") && e.contains("cn-north-4"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("ca.pem");
+        std::fs::write(&p, "not a certificate").expect("write");
+        let text = format!(
+            "[[target]]\nregion = \"cn-north-4\"\nproject_id = \"p\"\nca_file = \"{}\"\n",
+            p.display()
+        );
+        let cfg = Config::parse(&text, Path::new("/x/config.toml")).expect("valid config");
+        let e = Cloud::new(&cfg, aksk(None), Metrics::new())
+            .expect_err("invalid")
+            .to_string();
+        assert!(e.contains("ca.pem"), "{e}");
+    }
+
+    #[test]
+    fn one_http_client_per_ca_file_and_targets_in_order() {
+        let text = "[[target]]\nname = \"a\"\nregion = \"cn-north-4\"\nproject_id = \"p\"\n\
+                    [[target]]\nname = \"b\"\nregion = \"cn-east-3\"\nproject_id = \"q\"\n";
+        let cfg = Config::parse(text, Path::new("/x/config.toml")).expect("valid config");
+        let c = Cloud::new(&cfg, aksk(None), Metrics::new()).expect("cloud");
+        let names: Vec<&str> = c
+            .targets()
+            .iter()
+            .map(|t| t.target().name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(Arc::ptr_eq(
+            &c.targets()[0].inner.shared,
+            &c.targets()[1].inner.shared
+        ));
+    }
+}

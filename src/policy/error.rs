@@ -72,6 +72,22 @@ impl PolicyError {
     }
 }
 
+/// An error and its sources joined with `: `, skipping a source whose text the message
+/// already contains (Cedar's transparent wrappers repeat their inner message).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
 fn list(problems: &[PolicyProblem]) -> String {
     let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
     lines.join("\n")

@@ -24,6 +24,7 @@ mod error;
 mod request;
 mod testcases;
 
+use error::chain;
 pub use error::{PolicyError, PolicyProblem};
 pub use testcases::{TestFileError, TestSummary, default_test_files, run_tests};
 
@@ -201,7 +202,10 @@ impl Policies {
             schema_src.and_then(|(shown, text)| match Schema::from_cedarschema_str(text) {
                 Ok((schema, _warnings)) => Some(schema),
                 Err(e) => {
-                    problems.push(PolicyProblem::file(&shown, format!("invalid schema: {e}")));
+                    problems.push(PolicyProblem::file(
+                    &shown,
+                    format!("invalid schema: {}", chain(&e)),
+                ));
                     None
                 }
             });
@@ -236,7 +240,7 @@ impl Policies {
                 problems.push(PolicyProblem::policy(
                     &file,
                     &id,
-                    format!("fails strict validation: {e}"),
+                    format!("fails strict validation: {}", chain(e)),
                 ));
             }
         }
@@ -392,7 +396,12 @@ fn parse_policy_file(
     let parsed = match PolicySet::from_str(text) {
         Ok(parsed) => parsed,
         Err(e) => {
-            problems.push(PolicyProblem::file(shown, format!("syntax error: {e}")));
+            // Display shows only the first error; list them all.
+            let all: Vec<String> = e.iter().map(|e| chain(e)).collect();
+            problems.push(PolicyProblem::file(
+                shown,
+                format!("syntax error: {}", all.join("; ")),
+            ));
             return;
         }
     };

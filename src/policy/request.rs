@@ -106,7 +106,7 @@ impl RequestModel {
                 RestrictedExpression::new_long(facts.pending_from_domain),
             ),
         ])
-        .map_err(|e| format!("cannot build the request context: {e}"))
+        .map_err(|e| format!("cannot build the request context: {}", super::chain(&e)))
     }
 
     fn resource(
@@ -167,7 +167,7 @@ impl RequestModel {
             context,
             schema,
         )
-        .map_err(|e| format!("request fails schema validation: {e}"))?;
+        .map_err(|e| format!("request fails schema validation: {}", super::chain(&e)))?;
         Ok((request, entities))
     }
 
@@ -246,7 +246,7 @@ impl EntityIndex {
             fill_service_attrs(&mut json);
         }
         let store = Entities::from_json_value(json, schema)
-            .map_err(|e| format!("invalid entities: {e}"))?;
+            .map_err(|e| format!("invalid entities: {}", super::chain(&e)))?;
         Ok(Self::from_store(&store, model))
     }
 

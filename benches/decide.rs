@@ -1,0 +1,134 @@
+//! How much the policy layer adds to Cedar. Two benches on the same data (the shipped
+//! example policies and schema, and 1,000 generated accounts in 20 groups):
+//! `decide` is the whole path from facts to verdict; `is_authorized_floor` is Cedar's
+//! authorizer alone on a request and entity store built beforehand.
+
+use cedar_policy::{Context, Entities, EntityUid, Request, RestrictedExpression, Schema};
+use chrono::{TimeZone, Utc};
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::path::Path;
+use std::str::FromStr;
+use vpcep_approver::decision::{ConnectionFacts, OnNoMatch, Verdict};
+use vpcep_approver::policy::Policies;
+
+const SERVICE: &str = "4189d3c2-8882-4871-a3c2-d380272eed88";
+const ACCOUNTS: usize = 1_000;
+const GROUPS: usize = 20;
+
+fn account_id(i: usize) -> String {
+    format!("{:032x}", 0x6e9d_fd51_d112_4e8d_8498_dce8_9492_0000_u128 + i as u128)
+}
+
+/// 1,000 accounts in 20 groups; every group is inside `partners`, and one service is
+/// partner-facing.
+fn entities_json() -> String {
+    let uid = |ty: &str, id: &str| serde_json::json!({ "type": ty, "id": id });
+    let mut list = vec![
+        serde_json::json!({ "uid": uid("Vpcep::AccountGroup", "partners"), "attrs": {}, "parents": [] }),
+        serde_json::json!({ "uid": uid("Vpcep::ServiceGroup", "partner-facing"), "attrs": {}, "parents": [] }),
+        serde_json::json!({ "uid": uid("Vpcep::EndpointService", SERVICE), "attrs": {},
+            "parents": [uid("Vpcep::ServiceGroup", "partner-facing")] }),
+    ];
+    for g in 0..GROUPS {
+        list.push(serde_json::json!({ "uid": uid("Vpcep::AccountGroup", &format!("group-{g}")),
+            "attrs": {}, "parents": [uid("Vpcep::AccountGroup", "partners")] }));
+    }
+    for i in 0..ACCOUNTS {
+        list.push(serde_json::json!({ "uid": uid("Vpcep::Account", &account_id(i)), "attrs": {},
+            "parents": [uid("Vpcep::AccountGroup", &format!("group-{}", i % GROUPS))] }));
+    }
+    serde_json::Value::Array(list).to_string()
+}
+
+fn shipped_files() -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("policies/ is readable") {
+        let entry = entry.expect("policies/ is readable");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".cedar") || name == "schema.cedarschema" {
+            files.push((name, std::fs::read(entry.path()).expect("readable file")));
+        }
+    }
+    files
+}
+
+fn bench(c: &mut Criterion) {
+    let entities = entities_json();
+    let mut files = shipped_files();
+    files.push(("entities.json".to_owned(), entities.clone().into_bytes()));
+    let policies = Policies::from_files(files.clone()).expect("bench policies load");
+
+    let now = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).single().expect("valid time");
+    let facts = ConnectionFacts {
+        target: "cn-north-4".into(),
+        region: "cn-north-4".into(),
+        project_id: "0605767a3300d5762fb7c0186d8bfc2b".into(),
+        service_id: SERVICE.into(),
+        service_name: "payments".into(),
+        endpoint_id: "705290f3-0d2e-4b7a-9d0c-6f1e2a3b4c5d".into(),
+        domain_id: account_id(737),
+        description: "CHG-1234 payments link for the settlement batch".into(),
+        marker_id: 16_777_510,
+        created_at: now - chrono::Duration::hours(3),
+        now,
+        accepted_from_domain: 1,
+        pending_from_domain: 1,
+    };
+    let decision = policies.decide(&facts, OnNoMatch::LeavePending);
+    assert_eq!(decision.verdict, Verdict::Permit, "{decision:?}");
+
+    c.bench_function("decide", |b| {
+        b.iter(|| policies.decide(black_box(&facts), OnNoMatch::LeavePending))
+    });
+
+    // The floor: the same request, prebuilt, against the whole store prebuilt.
+    let schema_src = files
+        .iter()
+        .find(|(n, _)| n == "schema.cedarschema")
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .expect("schema present");
+    let (schema, _) = Schema::from_cedarschema_str(&schema_src).expect("schema parses");
+    let mut json: serde_json::Value = serde_json::from_str(&entities).expect("json");
+    // The resource carries the attributes `decide` gives it.
+    for e in json.as_array_mut().expect("array") {
+        if e["uid"]["type"] == "Vpcep::EndpointService" {
+            e["attrs"] = serde_json::json!({ "name": "payments", "project_id": facts.project_id,
+                "region": facts.region, "target": facts.target });
+        }
+    }
+    let store = Entities::from_json_value(json, Some(&schema)).expect("entities");
+    let uid = |s: String| EntityUid::from_str(&s).expect("uid");
+    let dt = |t: chrono::DateTime<Utc>| {
+        RestrictedExpression::new_datetime(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+    };
+    let context = Context::from_pairs([
+        ("endpoint_id".to_owned(), RestrictedExpression::new_string(facts.endpoint_id.clone())),
+        ("description".to_owned(), RestrictedExpression::new_string(facts.description.clone())),
+        ("marker_id".to_owned(), RestrictedExpression::new_long(facts.marker_id)),
+        ("created_at".to_owned(), dt(facts.created_at)),
+        ("now".to_owned(), dt(facts.now)),
+        ("accepted_from_domain".to_owned(), RestrictedExpression::new_long(1)),
+        ("pending_from_domain".to_owned(), RestrictedExpression::new_long(1)),
+    ])
+    .expect("context");
+    let request = Request::new(
+        uid(format!("Vpcep::Account::\"{}\"", facts.domain_id)),
+        uid("Vpcep::Action::\"connect\"".to_owned()),
+        uid(format!("Vpcep::EndpointService::\"{SERVICE}\"")),
+        context,
+        Some(&schema),
+    )
+    .expect("request");
+    assert_eq!(
+        policies.bench_is_authorized(&request, &store),
+        cedar_policy::Decision::Allow
+    );
+    c.bench_function("is_authorized_floor", |b| {
+        b.iter(|| policies.bench_is_authorized(black_box(&request), black_box(&store)))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
