@@ -71,9 +71,8 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    // The crate's dev-dependencies do not enable tokio's `test-util`, so these tests drive
-    // the slot arithmetic with synthetic instants instead of paused time: exact, and
-    // independent of scheduling.
+    // Most tests drive the slot arithmetic with synthetic instants; the paused-time test
+    // at the end runs the real `acquire` under tokio's virtual clock.
 
     fn max_in_any_window(times: &mut [Instant]) -> usize {
         times.sort();
@@ -170,5 +169,27 @@ mod tests {
         assert!(start.elapsed() < ms(100));
         rl.acquire().await;
         assert!(start.elapsed() >= WINDOW);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_time_concurrent_callers_never_exceed_the_rate() {
+        let rl = std::sync::Arc::new(RateLimiter::new(40).expect("limited"));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..500 {
+            let rl = rl.clone();
+            tasks.push(tokio::spawn(async move {
+                rl.acquire().await;
+                Instant::now()
+            }));
+        }
+        let mut times = Vec::new();
+        for t in tasks {
+            times.push(t.await.expect("task"));
+        }
+        assert_eq!(max_in_any_window(&mut times), 40);
+        // 500 at 40/s: the first 40 at once, the last batch starts after 12 s.
+        let took = times.iter().max().expect("some").duration_since(start);
+        assert!(took >= Duration::from_secs(12) && took < Duration::from_millis(12_500), "{took:?}");
     }
 }

@@ -171,4 +171,24 @@ mod tests {
             MAX_RETRY_AFTER
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_time_backoff_sleeps_stay_within_their_ceilings() {
+        use rand::SeedableRng;
+        let b = Backoff::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let start = tokio::time::Instant::now();
+        let mut bound = Duration::ZERO;
+        for retry in 0..6 {
+            let d = b.delay(retry, None, &mut rng);
+            assert!(d <= b.ceiling(retry));
+            bound += b.ceiling(retry);
+            tokio::time::sleep(d).await;
+        }
+        assert!(start.elapsed() <= bound);
+        // Retry-After is honoured even when the jittered wait would be shorter.
+        let before = tokio::time::Instant::now();
+        tokio::time::sleep(b.delay(0, Some(Duration::from_secs(7)), &mut rng)).await;
+        assert!(before.elapsed() >= Duration::from_secs(7));
+    }
 }
