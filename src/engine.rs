@@ -234,7 +234,10 @@ impl Engine {
             let span = info_span!("service", service_id = %svc.id);
             self.run_service(tc, svc, shutdown).instrument(span)
         }))
-        .buffer_unordered(4)
+        // As many services at once as requests may be in flight: the client's semaphore
+        // bounds the requests anyway, and with fewer, services of equal size finish in
+        // lockstep and the next ones' listings run while no action is in flight.
+        .buffer_unordered(self.opts.max_in_flight.max(4))
         .collect::<Vec<_>>()
         .await;
         for r in results {
@@ -445,7 +448,9 @@ impl Engine {
                     res = Err(e.to_string());
                     break;
                 }
-                recorded.push(p);
+                // The facts were only needed for the decision and its record; dropping
+                // them here keeps a large backlog's memory down while it is acted on.
+                recorded.push(Pending { facts: None, ..p });
             }
             if res.is_ok() {
                 if let Err(e) = w.sync() {

@@ -94,6 +94,7 @@ fn list(problems: &[PolicyProblem]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -74,6 +74,8 @@ pub struct Policies {
     model: RequestModel,
     authorizer: Authorizer,
     ids: Vec<String>,
+    /// policy id → `@reason` text (looking annotations up in Cedar re-parses the key).
+    reasons: HashMap<String, String>,
     version: String,
 }
 
@@ -203,9 +205,9 @@ impl Policies {
                 Ok((schema, _warnings)) => Some(schema),
                 Err(e) => {
                     problems.push(PolicyProblem::file(
-                    &shown,
-                    format!("invalid schema: {}", chain(&e)),
-                ));
+                        &shown,
+                        format!("invalid schema: {}", chain(&e)),
+                    ));
                     None
                 }
             });
@@ -231,8 +233,8 @@ impl Policies {
             );
         }
 
-        let parsed_cleanly = problems.is_empty();
-        if let (Some(schema), true) = (&schema, parsed_cleanly) {
+        // Validate whatever parsed, so one run reports syntax and type errors together.
+        if let Some(schema) = &schema {
             let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
             for e in result.validation_errors() {
                 let id = e.policy_id().to_string();
@@ -262,15 +264,17 @@ impl Policies {
                 }
             },
         };
-        if let Some(schema) = &schema {
-            if let Err(message) = model.check_schema(schema) {
-                problems.push(PolicyProblem::file(&display(SCHEMA_FILE), message));
-            }
+        if let Some(Err(message)) = schema.as_ref().map(|s| model.check_schema(s)) {
+            problems.push(PolicyProblem::file(&display(SCHEMA_FILE), message));
         }
 
         match index {
             Some(index) if problems.is_empty() => {
                 ids.sort();
+                let reasons = set
+                    .policies()
+                    .filter_map(|p| Some((p.id().to_string(), p.annotation("reason")?.to_owned())))
+                    .collect();
                 Ok(Policies {
                     set,
                     schema,
@@ -278,6 +282,7 @@ impl Policies {
                     model,
                     authorizer: Authorizer::new(),
                     ids,
+                    reasons,
                     version,
                 })
             }
@@ -336,12 +341,7 @@ impl Policies {
         policies.sort();
         let reasons = policies
             .iter()
-            .map(|id| {
-                self.set
-                    .annotation(&PolicyId::new(id), "reason")
-                    .unwrap_or_default()
-                    .to_owned()
-            })
+            .map(|id| self.reasons.get(id).cloned().unwrap_or_default())
             .collect();
         let errors: Vec<String> = response
             .diagnostics()
@@ -468,6 +468,7 @@ fn version_of(files: &[(String, Vec<u8>)]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
@@ -551,6 +552,27 @@ mod tests {
         let d = p.decide(&facts(PARTNER, ""), OnNoMatch::LeavePending);
         assert_eq!(d.policies, ["a.cedar#0"]);
         assert_eq!(d.reasons, [""]);
+    }
+
+    #[test]
+    fn nested_groups_and_group_attributes_reach_the_request() {
+        let entities = r#"[
+          {"uid": {"type": "Vpcep::AccountGroup", "id": "top"}, "attrs": {"tier": "gold"}, "parents": []},
+          {"uid": {"type": "Vpcep::AccountGroup", "id": "mid"}, "attrs": {}, "parents": [{"type": "Vpcep::AccountGroup", "id": "top"}]},
+          {"uid": {"type": "Vpcep::Account", "id": "6e9dfd51d1124e8d8498dce894923a0d"}, "attrs": {},
+           "parents": [{"type": "Vpcep::AccountGroup", "id": "mid"}]}
+        ]"#;
+        let p = Policies::from_files(files(&[
+            (
+                "a.cedar",
+                r#"@id("gold") permit(principal in Vpcep::AccountGroup::"top", action, resource)
+                   when { Vpcep::AccountGroup::"top".tier == "gold" };"#,
+            ),
+            ("entities.json", entities),
+        ]))
+        .unwrap();
+        let d = p.decide(&facts(PARTNER, ""), OnNoMatch::LeavePending);
+        assert_eq!(d.verdict, Verdict::Permit, "{d:?}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use cedar_policy::{
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Mutex;
 
 /// Entity type of consumer accounts.
 pub(crate) const ACCOUNT_TYPE: &str = "Vpcep::Account";
@@ -28,12 +29,21 @@ const ACTION_ID: &str = "connect";
 /// Attributes of the resource, all strings, all from the facts.
 const SERVICE_ATTRS: [&str; 4] = ["name", "project_id", "region", "target"];
 
-/// Parsed type names and the action uid, made once per policy set.
+/// Most datetime expressions kept; the cache is emptied when it grows past this.
+const DATETIME_CACHE_LIMIT: usize = 4096;
+
+/// Parsed type names and the action uid, made once per policy set, and recently built
+/// datetime expressions.
 #[derive(Debug)]
 pub(crate) struct RequestModel {
     account: EntityTypeName,
     service: EntityTypeName,
     action: EntityUid,
+    /// Unix seconds → `datetime("…")`. Building that expression costs Cedar a parse of
+    /// the name `datetime` every time, a good part of a whole decision; a connection's
+    /// `created_at` recurs every cycle while it is pending and `now` is shared by every
+    /// connection of a cycle, so a small cache removes most of that cost.
+    datetimes: Mutex<HashMap<i64, RestrictedExpression>>,
 }
 
 /// What a request needs from `entities.json` about one service.
@@ -41,24 +51,43 @@ pub(crate) struct RequestModel {
 struct ServiceEntry {
     /// Every ancestor of the service (closed transitively): the resource's parents.
     parents: HashSet<EntityUid>,
-    /// The ancestor entities themselves, so policies can read group attributes.
+    /// The ancestor entities that carry attributes or tags, so policies can read them.
     ancestors: Vec<Entity>,
 }
 
-/// Per-account and per-service slices of `entities.json`, plus the action entities.
+/// Per-account and per-service slices of `entities.json`, plus the action entities; each
+/// holds only the entities a request needs (see [`needed`]).
 #[derive(Debug, Default)]
 pub(crate) struct EntityIndex {
-    /// domain id → the account entity followed by its ancestor entities.
+    /// domain id → the account entity followed by the ancestor entities it needs.
     accounts: HashMap<String, Vec<Entity>>,
     /// service id → its parents and ancestor entities.
     services: HashMap<String, ServiceEntry>,
-    /// The `connect` action and its ancestors (from the schema; empty without one).
+    /// The `connect` action and its ancestors, when it is in an action group.
     actions: Vec<Entity>,
 }
 
-/// Formats a time the way Cedar's `datetime("…")` accepts it, to the millisecond.
+/// A time as Cedar's `datetime("…")`, in whole seconds (fractions are dropped). The API
+/// reports `created_at` in whole seconds, policies reason in hours and days, and Cedar
+/// parses the shorter form noticeably faster.
 fn cedar_datetime(t: DateTime<Utc>) -> RestrictedExpression {
-    RestrictedExpression::new_datetime(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+    RestrictedExpression::new_datetime(t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
+/// Whether a request needs `entity` in its store. Membership (`in`) is answered from the
+/// principal's and resource's own (transitively closed) ancestor sets, so an ancestor is
+/// only needed when a policy could read its attributes or tags; the action also when it
+/// has parents (action groups).
+fn needed(entity: &Entity, parents_count: bool) -> bool {
+    let Ok(json) = entity.to_json_value() else {
+        return true;
+    };
+    let non_empty = |key: &str| match json.get(key) {
+        Some(serde_json::Value::Object(map)) => !map.is_empty(),
+        Some(serde_json::Value::Array(list)) => !list.is_empty(),
+        _ => false,
+    };
+    non_empty("attrs") || non_empty("tags") || (parents_count && non_empty("parents"))
 }
 
 impl RequestModel {
@@ -70,7 +99,30 @@ impl RequestModel {
                 EntityTypeName::from_str(ACTION_TYPE).expect("a valid entity type name"),
                 EntityId::new(ACTION_ID),
             ),
+            datetimes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `datetime("…")` for `t`, from the cache when it was built before. A poisoned lock
+    /// only means no caching.
+    fn datetime(&self, t: DateTime<Utc>) -> RestrictedExpression {
+        let key = t.timestamp();
+        let cached = self
+            .datetimes
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&key).cloned());
+        if let Some(expr) = cached {
+            return expr;
+        }
+        let expr = cedar_datetime(t);
+        if let Ok(mut cache) = self.datetimes.lock() {
+            if cache.len() >= DATETIME_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(key, expr.clone());
+        }
+        expr
     }
 
     fn account_uid(&self, domain_id: &str) -> EntityUid {
@@ -95,8 +147,8 @@ impl RequestModel {
                 "marker_id".to_owned(),
                 RestrictedExpression::new_long(facts.marker_id),
             ),
-            ("created_at".to_owned(), cedar_datetime(facts.created_at)),
-            ("now".to_owned(), cedar_datetime(facts.now)),
+            ("created_at".to_owned(), self.datetime(facts.created_at)),
+            ("now".to_owned(), self.datetime(facts.now)),
             (
                 "accepted_from_domain".to_owned(),
                 RestrictedExpression::new_long(facts.accepted_from_domain),
@@ -230,7 +282,7 @@ impl EntityIndex {
                 .map_err(|e| format!("cannot read the actions of the schema: {e}"))?,
             None => Entities::empty(),
         };
-        Ok(Self::from_store(&store, model))
+        Self::from_store(&store, model)
     }
 
     /// Parses `entities.json` (Cedar's JSON entity format), validates it against the
@@ -247,49 +299,78 @@ impl EntityIndex {
         }
         let store = Entities::from_json_value(json, schema)
             .map_err(|e| format!("invalid entities: {}", super::chain(&e)))?;
-        Ok(Self::from_store(&store, model))
+        Self::from_store(&store, model)
     }
 
-    fn from_store(store: &Entities, model: &RequestModel) -> Self {
-        let with_ancestors = |entity: &Entity| -> (HashSet<EntityUid>, Vec<Entity>) {
-            let uid = entity.uid();
-            let parents: HashSet<EntityUid> = store
-                .ancestors(&uid)
+    fn from_store(store: &Entities, model: &RequestModel) -> Result<Self, String> {
+        // An entity in a request's small store has none of its groups beside it, so it
+        // must list every ancestor (the closure computed over the whole file) as a
+        // parent; a group's own store entry would otherwise be needed to reach the next.
+        let ancestors_of = |uid: &EntityUid| -> Vec<EntityUid> {
+            let mut all: Vec<EntityUid> = store
+                .ancestors(uid)
                 .map(|a| a.cloned().collect())
                 .unwrap_or_default();
-            // Sorted so the per-request store is built the same way every time.
-            let mut sorted: Vec<&EntityUid> = parents.iter().collect();
-            sorted.sort_by_key(|u| u.to_string());
-            let ancestors = sorted
-                .into_iter()
-                .filter_map(|a| store.get(a).cloned())
-                .collect();
-            (parents, ancestors)
+            // Sorted so a request's store is built the same way every time.
+            all.sort_by_key(ToString::to_string);
+            all
+        };
+        let flat = |entity: &Entity| -> Result<(Entity, Vec<EntityUid>), String> {
+            let ancestors = ancestors_of(&entity.uid());
+            Ok((flatten(entity, &ancestors)?, ancestors))
+        };
+        let with_groups = |ancestors: &[EntityUid]| -> Result<Vec<Entity>, String> {
+            ancestors
+                .iter()
+                .filter_map(|a| store.get(a))
+                .filter(|a| needed(a, false))
+                .map(|a| flat(a).map(|(e, _)| e))
+                .collect()
         };
         let mut index = EntityIndex::default();
         for entity in store.iter() {
             let uid = entity.uid();
             if *uid.type_name() == model.account {
-                let (_, ancestors) = with_ancestors(entity);
-                let mut slice = vec![entity.clone()];
-                slice.extend(ancestors);
+                let (account, ancestors) = flat(entity)?;
+                let mut slice = vec![account];
+                slice.extend(with_groups(&ancestors)?);
                 index
                     .accounts
                     .insert(uid.id().unescaped().to_owned(), slice);
             } else if *uid.type_name() == model.service {
-                let (parents, ancestors) = with_ancestors(entity);
+                let ancestors = ancestors_of(&uid);
+                let groups = with_groups(&ancestors)?;
                 index.services.insert(
                     uid.id().unescaped().to_owned(),
-                    ServiceEntry { parents, ancestors },
+                    ServiceEntry {
+                        parents: ancestors.into_iter().collect(),
+                        ancestors: groups,
+                    },
                 );
-            } else if uid == model.action {
-                let (_, ancestors) = with_ancestors(entity);
-                index.actions.push(entity.clone());
-                index.actions.extend(ancestors);
+            } else if uid == model.action && needed(entity, true) {
+                let (action, ancestors) = flat(entity)?;
+                index.actions.push(action);
+                index.actions.extend(with_groups(&ancestors)?);
             }
         }
-        index
+        Ok(index)
     }
+}
+
+/// `entity` with `ancestors` as its parents, attributes and tags kept.
+fn flatten(entity: &Entity, ancestors: &[EntityUid]) -> Result<Entity, String> {
+    let broken = |e: cedar_policy::entities_errors::EntitiesError| {
+        format!("cannot index entity {}: {e}", entity.uid())
+    };
+    let mut json = entity.to_json_value().map_err(broken)?;
+    let parents = ancestors
+        .iter()
+        .map(|a| serde_json::json!({ "type": a.type_name().to_string(), "id": a.id().unescaped() }))
+        .collect();
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert("parents".to_owned(), serde_json::Value::Array(parents));
+    }
+    Entity::from_json_value(json, None).map_err(broken)
 }
 
 /// Service entries in `entities.json` carry groups only; their attributes come from the
@@ -324,6 +405,7 @@ fn fill_service_attrs(json: &mut serde_json::Value) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -273,6 +273,7 @@ fn prepare(file: &Path, case: Case, run_now: DateTime<Utc>) -> Result<Prepared, 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

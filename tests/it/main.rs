@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod daemon;
 mod engine;
+mod hostile;
 mod policy;
 mod sim;
 mod support;

@@ -2,6 +2,8 @@
 //! descriptions, load errors that name the file and policy, version stability, and the
 //! test-case runner.
 
+#![allow(clippy::unwrap_used)]
+
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
@@ -212,8 +214,14 @@ fn shipped_policies_pass_their_own_tests() {
     let files = default_test_files(&dir);
     assert!(!files.is_empty());
     let mut out = Vec::new();
-    let summary = run_tests(&policies, &files, OnNoMatch::LeavePending, Utc::now(), &mut out)
-        .unwrap();
+    let summary = run_tests(
+        &policies,
+        &files,
+        OnNoMatch::LeavePending,
+        Utc::now(),
+        &mut out,
+    )
+    .unwrap();
     let out = String::from_utf8(out).unwrap();
     assert_eq!(summary.failed, 0, "{out}");
     assert!(summary.passed >= 10, "{out}");
@@ -334,7 +342,9 @@ fn syntax_error_names_the_file() {
 fn strict_validation_error_names_file_and_policy() {
     let e = load_error("invalid-strict");
     assert!(
-        e.contains("invalid-strict/policies.cedar: policy uses-unknown-attribute: fails strict validation"),
+        e.contains(
+            "invalid-strict/policies.cedar: policy uses-unknown-attribute: fails strict validation"
+        ),
         "{e}"
     );
     assert!(!e.contains("policy fine"), "{e}");
@@ -343,7 +353,10 @@ fn strict_validation_error_names_file_and_policy() {
 #[test]
 fn entities_that_do_not_match_the_schema_are_rejected() {
     let e = load_error("bad-entities");
-    assert!(e.contains("bad-entities/entities.json: invalid entities"), "{e}");
+    assert!(
+        e.contains("bad-entities/entities.json: invalid entities"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -356,10 +369,26 @@ fn malformed_entities_json_is_rejected() {
 
 #[test]
 fn every_problem_is_listed() {
-    let dir = copy_dir(&fixture("dup-ids"));
+    let dir = copy_dir(&fixture("invalid-strict"));
     std::fs::write(dir.path().join("c.cedar"), "permit (principal").unwrap();
+    std::fs::write(
+        dir.path().join("d.cedar"),
+        "@id(\"fine\") permit (principal, action, resource);",
+    )
+    .unwrap();
     let e = Policies::load(dir.path()).unwrap_err();
-    assert_eq!(e.problems().len(), 2, "{e}");
+    let text = e.to_string();
+    assert_eq!(e.problems().len(), 3, "{text}");
+    assert!(text.contains("c.cedar: syntax error"), "{text}");
+    assert!(
+        text.contains("policies.cedar: policy fine: duplicate policy id: also defined in"),
+        "{text}"
+    );
+    assert!(
+        text.contains("policy uses-unknown-attribute: fails strict"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 3, "{text}");
 }
 
 #[test]
@@ -411,7 +440,13 @@ fn run_tests_reports_known_counts_and_lines() {
     assert_eq!(files, [dir.join("tests/mixed.toml")]);
     let mut out = Vec::new();
     let summary = run_tests(&policies, &files, OnNoMatch::LeavePending, now(), &mut out).unwrap();
-    assert_eq!(summary, TestSummary { passed: 3, failed: 2 });
+    assert_eq!(
+        summary,
+        TestSummary {
+            passed: 3,
+            failed: 2
+        }
+    );
     let out = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 6, "{out}");
@@ -423,7 +458,8 @@ fn run_tests_reports_known_counts_and_lines() {
         "{out}"
     );
     assert!(
-        lines[4].starts_with("FAILED wrong policy for a partner: expected policies [forbid-blocked]"),
+        lines[4]
+            .starts_with("FAILED wrong policy for a partner: expected policies [forbid-blocked]"),
         "{out}"
     );
     assert_eq!(lines[5], "3 passed, 2 failed");
@@ -448,5 +484,8 @@ fn run_tests_rejects_unknown_keys_naming_the_file() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("typo.toml") && e.contains("expect_policy"), "{e}");
+    assert!(
+        e.contains("typo.toml") && e.contains("expect_policy"),
+        "{e}"
+    );
 }

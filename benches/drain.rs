@@ -1,0 +1,129 @@
+//! Drain benchmark (issue 5, item 1): N pending connections over several services, API
+//! latency L, `max_in_flight` C. The simulator runs as its own process; the daemon runs
+//! `run --once` as a child under GNU `time`, so wall time, CPU time and peak RSS are the
+//! daemon's alone. The latency limit is (requests the simulator received) × L / C.
+//!
+//! ```sh
+//! cargo bench --bench drain -- --pending 2000 --services 10 --latency 20ms --in-flight 16 --large 10000
+//! ```
+//! `--large 0` skips the 10,000-connection memory run.
+
+mod common;
+
+use anyhow::{Context as _, bail};
+use common::*;
+use std::time::Duration;
+
+struct Run {
+    pending: usize,
+    requests: u64,
+    limit: Duration,
+    usage: Usage,
+    verified: bool,
+}
+
+fn drain(
+    bin: &std::path::Path,
+    pending: usize,
+    services: usize,
+    latency: Duration,
+    in_flight: usize,
+) -> anyhow::Result<Run> {
+    let sim = SimProcess::start(bin, &drain_seed(services, pending), latency, 0.0)?;
+    let dir = tempfile::tempdir()?;
+    let poll = format!(
+        "max_in_flight = {in_flight}\nmax_requests_per_second = 0\nrequest_timeout = \"10s\"\nmax_retries = 4"
+    );
+    let cfg = write_config(dir.path(), &sim.url, &poll, "info")?;
+    let cmd = daemon_command(bin, &cfg, &["run", "--once"]);
+    let t0 = chrono::Utc::now().timestamp_millis();
+    let usage = run_measured(&cmd, &dir.path().join("daemon.log"))?;
+    let t1 = chrono::Utc::now().timestamp_millis();
+    let state = sim.state()?;
+    let times = action_times_ms(&state)?;
+    if let (Some(first), Some(last)) = (times.first(), times.last()) {
+        println!(
+            "  first action {} ms after spawn, last action {} ms before exit, {} actions",
+            first - t0,
+            t1 - last,
+            times.len()
+        );
+    }
+    let left = still_pending(&state);
+    if usage.code != Some(0) || left != 0 {
+        let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        bail!(
+            "run --once exited {:?} with {left} connections still pending; log tail:\n{}",
+            usage.code,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let requests = total_requests(&state);
+    let limit = latency.mul_f64(requests as f64 / in_flight as f64);
+    let (verified, out) = audit_verify(bin, &dir.path().join("audit.jsonl"))?;
+    if !verified {
+        bail!("audit verify failed: {out}");
+    }
+    Ok(Run {
+        pending,
+        requests,
+        limit,
+        usage,
+        verified,
+    })
+}
+
+fn report(r: &Run, latency: Duration, in_flight: usize) {
+    let ratio = r.usage.wall.as_secs_f64() / r.limit.as_secs_f64();
+    println!(
+        "drain {pending} pending, L={lat}, C={in_flight}: {req} requests, limit {limit:.3} s, \
+         wall {wall:.3} s ({ratio:.2}x limit), cpu {cpu:.3} s, peak RSS {rss}, audit chain {chain}",
+        pending = r.pending,
+        lat = humantime::format_duration(latency),
+        req = r.requests,
+        limit = r.limit.as_secs_f64(),
+        wall = r.usage.wall.as_secs_f64(),
+        cpu = r.usage.cpu.as_secs_f64(),
+        rss = mib(r.usage.max_rss_kib),
+        chain = if r.verified { "ok" } else { "BROKEN" },
+    );
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = Opts::from_env();
+    let pending: usize = o.num("pending", 2000)?;
+    let services: usize = o.num("services", 10)?;
+    let latency = o.dur("latency", "20ms")?;
+    let in_flight: usize = o.num("in-flight", 16)?;
+    let large: usize = o.num("large", 10_000)?;
+    let bin = binary()?;
+    println!("machine: {}", machine());
+    println!("binary: {}", bin.display());
+
+    let r = drain(&bin, pending, services, latency, in_flight).context("drain run")?;
+    report(&r, latency, in_flight);
+    let ratio = r.usage.wall.as_secs_f64() / r.limit.as_secs_f64();
+    let mut ok = true;
+    let verdict = |pass: bool| if pass { "PASS" } else { "MISS" };
+    println!("  target wall <= 1.2x limit: {}", verdict(ratio <= 1.2));
+    println!(
+        "  target peak RSS < 20 MiB: {}",
+        verdict(r.usage.max_rss_kib < 20 * 1024)
+    );
+    ok &= ratio <= 1.2 && r.usage.max_rss_kib < 20 * 1024;
+
+    if large > 0 {
+        let r = drain(&bin, large, services, latency, in_flight).context("large drain run")?;
+        report(&r, latency, in_flight);
+        println!(
+            "  target peak RSS <= 30 MiB: {}",
+            verdict(r.usage.max_rss_kib <= 30 * 1024)
+        );
+        ok &= r.usage.max_rss_kib <= 30 * 1024;
+    }
+    if !ok {
+        bail!("a target was missed");
+    }
+    Ok(())
+}
