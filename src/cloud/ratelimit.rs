@@ -190,6 +190,9 @@ mod tests {
         assert_eq!(max_in_any_window(&mut times), 40);
         // 500 at 40/s: the first 40 at once, the last batch starts after 12 s.
         let took = times.iter().max().expect("some").duration_since(start);
-        assert!(took >= Duration::from_secs(12) && took < Duration::from_millis(12_500), "{took:?}");
+        assert!(
+            took >= Duration::from_secs(12) && took < Duration::from_millis(12_500),
+            "{took:?}"
+        );
     }
 }

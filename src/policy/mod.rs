@@ -383,6 +383,18 @@ impl Policies {
     }
 }
 
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let upto = &text[..end];
+    let line = upto.matches('\n').count() + 1;
+    let col = upto.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
 /// Parses one policy file into `set`, renaming each policy to its id.
 fn parse_policy_file(
     name: &str,
@@ -397,7 +409,19 @@ fn parse_policy_file(
         Ok(parsed) => parsed,
         Err(e) => {
             // Display shows only the first error; list them all.
-            let all: Vec<String> = e.iter().map(|e| chain(e)).collect();
+            let all: Vec<String> = e
+                .iter()
+                .map(|e| {
+                    use miette::Diagnostic;
+                    match e.labels().and_then(|mut l| l.next()) {
+                        Some(label) => {
+                            let (line, col) = line_col(text, label.offset());
+                            format!("line {line}, column {col}: {}", chain(e))
+                        }
+                        None => chain(e),
+                    }
+                })
+                .collect();
             problems.push(PolicyProblem::file(
                 shown,
                 format!("syntax error: {}", all.join("; ")),

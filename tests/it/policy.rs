@@ -335,6 +335,7 @@ fn duplicate_ids_are_rejected_naming_both_files() {
 fn syntax_error_names_the_file() {
     let e = load_error("syntax-error");
     assert!(e.contains("syntax-error/broken.cedar: syntax error"), "{e}");
+    assert!(e.contains("line 2, column "), "the position is named: {e}");
     assert!(!e.contains("ok.cedar"), "{e}");
 }
 
