@@ -106,7 +106,10 @@ fn main() -> anyhow::Result<()> {
     }
 
     // Catch up without faults: every connection must end up decided.
-    sim.post("faults", &json!({"latency": humantime::format_duration(latency).to_string()}))?;
+    sim.post(
+        "faults",
+        &json!({"latency": humantime::format_duration(latency).to_string()}),
+    )?;
     let deadline = Instant::now() + Duration::from_secs(120);
     let state = loop {
         let s = sim.state()?;
@@ -154,11 +157,19 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or(0)
     };
     let early_rss = max_of(first_at, first_at + window, |s| s.rss_kib);
-    let late_rss = max_of(last_at - window.min(last_at - first_at), last_at, |s| s.rss_kib);
+    let late_rss = max_of(last_at - window.min(last_at - first_at), last_at, |s| {
+        s.rss_kib
+    });
     let early_fds = max_of(first_at, first_at + window, |s| s.fds as u64);
-    let late_fds = max_of(last_at - window.min(last_at - first_at), last_at, |s| s.fds as u64);
+    let late_fds = max_of(last_at - window.min(last_at - first_at), last_at, |s| {
+        s.fds as u64
+    });
     let actions = state.actions.len();
-    let failed_http = state.actions.iter().filter(|a| a.http_status >= 400).count();
+    let failed_http = state
+        .actions
+        .iter()
+        .filter(|a| a.http_status >= 400)
+        .count();
     println!(
         "soak {:.1} min, {services} services, fault rate {rate}, {round} scripted rounds: \
          {total} connections ({added} arrived), {pending} still pending, {undecided} without a \
@@ -174,7 +185,10 @@ fn main() -> anyhow::Result<()> {
     let checks = [
         ("every connection decided", pending == 0 && undecided == 0),
         ("audit chain intact", chain_ok),
-        ("RSS did not grow (+256 KiB noise)", late_rss <= early_rss + 256),
+        (
+            "RSS did not grow (+256 KiB noise)",
+            late_rss <= early_rss + 256,
+        ),
         ("open fds did not grow", late_fds <= early_fds),
         ("clean exit on SIGTERM", code == Some(0)),
     ];

@@ -452,12 +452,13 @@ impl Engine {
                 // them here keeps a large backlog's memory down while it is acted on.
                 recorded.push(Pending { facts: None, ..p });
             }
-            if res.is_ok() {
-                if let Err(e) = w.sync() {
-                    res = Err(e.to_string());
-                }
-            }
             res
+        };
+        // Write-ahead: the decision records are on disk before any action is sent. The
+        // fsync runs without holding the writer, so other services keep recording outcomes.
+        let audit_result = match audit_result {
+            Ok(()) => self.sync_audit().await,
+            Err(e) => Err(e),
         };
         if let Err(message) = audit_result {
             self.audit_ok.store(false, Ordering::Relaxed);
@@ -516,7 +517,7 @@ impl Engine {
             }
             outcome_of.insert(i, o);
         }
-        if let Err(e) = self.audit.lock().unwrap_or_else(|p| p.into_inner()).sync() {
+        if let Err(e) = self.sync_audit().await {
             self.audit_ok.store(false, Ordering::Relaxed);
             self.metrics.audit_write_failure();
             error!(error = %e, "audit sync of outcome records failed");
@@ -716,6 +717,30 @@ impl Engine {
             error!(endpoint_id, error = %e, "writing the outcome record failed");
         }
         outcome
+    }
+
+    /// Makes every audit line written so far durable, without holding the writer while
+    /// the disk works.
+    async fn sync_audit(&self) -> Result<(), String> {
+        let pending = self
+            .audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .begin_sync()
+            .map_err(|e| e.to_string())?;
+        let Some(pending) = pending else {
+            return Ok(());
+        };
+        let result = match tokio::task::spawn_blocking(move || pending.wait()).await {
+            Ok(r) => r,
+            Err(e) => return Err(format!("audit fsync task failed: {e}")),
+        };
+        let message = result.as_ref().err().map(ToString::to_string);
+        self.audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sync_done(&result);
+        message.map_or(Ok(()), Err)
     }
 
     /// True the first time a connection is recorded under a policy version.

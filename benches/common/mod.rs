@@ -158,7 +158,10 @@ impl SimProcess {
             .arg("simulate")
             .args(["--listen", "127.0.0.1:0", "--seed"])
             .arg(&seed_path)
-            .args(["--latency", &humantime::format_duration(latency).to_string()])
+            .args([
+                "--latency",
+                &humantime::format_duration(latency).to_string(),
+            ])
             .args(["--fault-rate", &fault_rate.to_string()])
             .args(["--ak", AK, "--sk", SK])
             .env("RUST_LOG", "error")
@@ -301,7 +304,9 @@ pub fn run_measured(cmd: &Command, log: &Path) -> anyhow::Result<Usage> {
         .stdout(logf.try_clone()?)
         .stderr(logf);
     let started = Instant::now();
-    let st = c.status().context("running the daemon under /usr/bin/time")?;
+    let st = c
+        .status()
+        .context("running the daemon under /usr/bin/time")?;
     let wall = started.elapsed();
     let text = std::fs::read_to_string(&out_file).context("reading the time output")?;
     // GNU time prints "Command exited with non-zero status N" first when it failed.

@@ -18,7 +18,7 @@ pub use record::{
     OutcomeRecord, line_hash, new_decision_id, parse_line,
 };
 pub use verify::{BadLine, VerifyReport, verify_files};
-pub use writer::{AuditTarget, AuditWriter};
+pub use writer::{AuditTarget, AuditWriter, PendingSync};
 
 /// Errors of the audit writer and verifier; each names the file (or `stdout`).
 #[derive(Debug, thiserror::Error)]

@@ -66,6 +66,23 @@ pub struct AuditWriter {
     failed: Option<String>,
 }
 
+/// A sync handed out by [`AuditWriter::begin_sync`].
+#[derive(Debug)]
+pub struct PendingSync {
+    file: File,
+    path: String,
+}
+
+impl PendingSync {
+    /// `fdatasync`: blocks until every line appended before `begin_sync` is on disk.
+    pub fn wait(self) -> Result<(), AuditError> {
+        self.file.sync_data().map_err(|source| AuditError::Sync {
+            path: self.path,
+            source,
+        })
+    }
+}
+
 #[derive(Debug)]
 enum Sink {
     Stdout(io::Stdout),
@@ -137,6 +154,43 @@ impl AuditWriter {
             Err(e) => self.failed = Some(error_chain(e)),
         }
         result
+    }
+
+    /// The first half of a sync that does not hold the writer while the disk works: flushes
+    /// stdout, or hands out a duplicate of the file handle whose `fdatasync` makes every
+    /// line appended before this call durable. `None` when fsync is off. It is handed out
+    /// even when another sync is under way, because that one may have started before this
+    /// caller's lines were written. Run [`PendingSync::wait`] off the async threads and
+    /// report the result with [`AuditWriter::sync_done`]; other tasks keep appending
+    /// meanwhile.
+    pub fn begin_sync(&mut self) -> Result<Option<PendingSync>, AuditError> {
+        match &mut self.sink {
+            Sink::Stdout(_) => self.sync().map(|()| None),
+            Sink::File { .. } if !self.fsync => Ok(None),
+            Sink::File { path, file } => {
+                let shown = path.display().to_string();
+                let dup = file.try_clone().map_err(|source| AuditError::Sync {
+                    path: shown.clone(),
+                    source,
+                })?;
+                Ok(Some(PendingSync {
+                    file: dup,
+                    path: shown,
+                }))
+            }
+        }
+    }
+
+    /// Records how a [`PendingSync`] ended: a failure means the lines are not known to be
+    /// durable and the log is not writable until a later sync succeeds.
+    pub fn sync_done(&mut self, result: &Result<(), AuditError>) {
+        match result {
+            Ok(()) => self.failed = None,
+            Err(e) => {
+                self.unsynced = true;
+                self.failed = Some(error_chain(e));
+            }
+        }
     }
 
     /// Reopens the path (SIGHUP after logrotate moved the file away). If the path now

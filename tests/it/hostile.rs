@@ -25,17 +25,27 @@ use vpcep_approver::engine::{Engine, EngineOptions};
 use vpcep_approver::metrics::Metrics;
 use vpcep_approver::policy::Policies;
 use vpcep_approver::sim::{
-    DEFAULT_AK, DEFAULT_SK, Operation, ScriptedFault, Seed, SeedConnection, SeedService,
-    SimConfig, Simulator,
+    DEFAULT_AK, DEFAULT_SK, Operation, ScriptedFault, Seed, SeedConnection, SeedService, SimConfig,
+    Simulator,
 };
 
 const SVC: &str = "4189d3c2-8882-4871-a3c2-d380272eed88";
 
+/// A config for one target at `url`; `poll` lines come first, then the defaults (2 s
+/// timeout, no rate limit) for keys they do not set.
 fn config_for(url: &str, poll: &str) -> Config {
+    let mut poll = poll.to_owned();
+    for (key, value) in [
+        ("request_timeout", "\"2s\""),
+        ("max_requests_per_second", "0"),
+    ] {
+        if !poll.lines().any(|l| l.starts_with(key)) {
+            poll.push_str(&format!("{key} = {value}\n"));
+        }
+    }
     let text = format!(
         "[[target]]\nname = \"sim\"\nregion = \"cn-north-4\"\nproject_id = \"{PROJECT}\"\n\
-         vpcep_endpoint = \"{url}\"\niam_endpoint = \"{url}\"\n\
-         [poll]\nrequest_timeout = \"2s\"\nmax_requests_per_second = 0\n{poll}"
+         vpcep_endpoint = \"{url}\"\niam_endpoint = \"{url}\"\n[poll]\n{poll}"
     );
     Config::parse(&text, Path::new("/nonexistent/config.toml")).expect("test config is valid")
 }
@@ -145,8 +155,7 @@ async fn hostile_wrongly_typed_and_nested_bodies_are_malformed_errors() {
         r#"{"connections":{},"total_count":0}"#.into(),
         r#"{"connections":[{"id":5}],"total_count":1}"#.into(),
         r#"{"connections":[{"id":"a","domain_id":["x"]}],"total_count":1}"#.into(),
-        r#"{"connections":[{"id":"a","marker_id":18446744073709551616}],"total_count":1}"#
-            .into(),
+        r#"{"connections":[{"id":"a","marker_id":18446744073709551616}],"total_count":1}"#.into(),
         r#"{"connections":[{"id":"a","marker_id":1.5}],"total_count":1}"#.into(),
         r#"{"connections":[{"id":"a","created_at":20260101}],"total_count":1}"#.into(),
         r#"{"connections":[{"id":"a","description":{"$ne":""}}],"total_count":1}"#.into(),
@@ -166,8 +175,15 @@ async fn hostile_wrongly_typed_and_nested_bodies_are_malformed_errors() {
         assert_eq!(e.kind, ApiErrorKind::Malformed, "{shown}: {e}");
         assert_eq!(e.attempts, 1, "{shown}: malformed answers are not retried");
         let msg = e.to_string();
-        assert!(msg.contains("/connections"), "{shown}: names the URL: {msg}");
-        assert!(msg.len() < 4096, "{shown}: the message stays short: {}", msg.len());
+        assert!(
+            msg.contains("/connections"),
+            "{shown}: names the URL: {msg}"
+        );
+        assert!(
+            msg.len() < 4096,
+            "{shown}: the message stays short: {}",
+            msg.len()
+        );
     }
     // The client still works afterwards.
     let ok = within(t.list_connections(SVC, "pendingAcceptance"))
@@ -271,8 +287,8 @@ async fn raw_server(response: Vec<u8>, forever: Option<Vec<u8>>) -> String {
 }
 
 fn http_response(headers: &str, body: &[u8]) -> Vec<u8> {
-    let mut r = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{headers}\r\n")
-        .into_bytes();
+    let mut r =
+        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{headers}\r\n").into_bytes();
     r.extend_from_slice(body);
     r
 }
@@ -304,7 +320,10 @@ async fn hostile_truncated_body_is_an_error_not_partial_data() {
     // Claims twice its length, then the connection closes.
     let url = raw_server(
         http_response(
-            &format!("Content-Length: {}\r\nConnection: close\r\n", body.len() * 2),
+            &format!(
+                "Content-Length: {}\r\nConnection: close\r\n",
+                body.len() * 2
+            ),
             body,
         ),
         None,
@@ -349,20 +368,29 @@ async fn hostile_bad_second_page_decides_nothing() {
                 "status": "pendingAcceptance", "created_at": "2026-01-01T00:00:00Z"})
         })
         .collect();
-    for bad in ["{\"connections\":[{\"id\":", "\u{0}", "{\"connections\":[]}"] {
+    for bad in [
+        "{\"connections\":[{\"id\":",
+        "\u{0}",
+        "{\"connections\":[]}",
+    ] {
         r.sim.push_fault(
-            ScriptedFault::new(Operation::ListConnections, 200).with_body(
-                serde_json::json!({"connections": ids, "total_count": 5}).to_string(),
-            ),
+            ScriptedFault::new(Operation::ListConnections, 200)
+                .with_body(serde_json::json!({"connections": ids, "total_count": 5}).to_string()),
         );
         r.sim
             .push_fault(ScriptedFault::new(Operation::ListConnections, 200).with_body(bad));
         let report = within(r.engine.run_cycle(&r.cloud, &CancellationToken::new())).await;
         assert!(!report.fully_ok(), "{bad:?}: {report:?}");
         let failure = report.targets[0].failures.join("; ");
-        assert!(failure.contains(SVC), "{bad:?}: names the service: {failure}");
+        assert!(
+            failure.contains(SVC),
+            "{bad:?}: names the service: {failure}"
+        );
         assert_eq!(report.targets[0].decisions, 0, "{bad:?}");
-        assert!(audit_lines(&r.audit).is_empty(), "{bad:?}: nothing recorded");
+        assert!(
+            audit_lines(&r.audit).is_empty(),
+            "{bad:?}: nothing recorded"
+        );
         assert!(r.sim.actions().is_empty(), "{bad:?}: nothing sent");
     }
 }
@@ -381,7 +409,10 @@ fn hostile_descriptions() -> Vec<String> {
         "CHG-1 ${jndi:ldap://x} {{template}} <script>alert(1)</script>".into(),
         "\u{1F600}\u{0301}\u{200d}\u{fffd}".repeat(1000),
         // Megabytes: 3 MiB of mixed hostile text.
-        format!("CHG-9 {}", format!("{controls}\"\\\n{{}}[]").repeat(3 << 20 >> 6)),
+        format!(
+            "CHG-9 {}",
+            format!("{controls}\"\\\n{{}}[]").repeat(3 << 20 >> 6)
+        ),
     ]
 }
 
@@ -398,7 +429,11 @@ async fn hostile_descriptions_are_recorded_verbatim_on_one_line_each() {
                 .enumerate()
                 .map(|(i, d)| SeedConnection {
                     id: Some(format!("h{i:03}")),
-                    domain_id: Some(if i % 2 == 0 { internal.into() } else { "d1".into() }),
+                    domain_id: Some(if i % 2 == 0 {
+                        internal.into()
+                    } else {
+                        "d1".into()
+                    }),
                     description: Some(d.clone()),
                     ..SeedConnection::default()
                 })
@@ -429,7 +464,11 @@ async fn hostile_descriptions_are_recorded_verbatim_on_one_line_each() {
     // Every sent action has its outcome; nothing was left half-recorded.
     let outcomes = lines.iter().filter(|l| l["kind"] == "outcome").count();
     assert_eq!(outcomes, r.sim.actions().len());
-    assert_eq!(outcomes, descs.len(), "on_no_match = reject: every one acted on");
+    assert_eq!(
+        outcomes,
+        descs.len(),
+        "on_no_match = reject: every one acted on"
+    );
 }
 
 #[tokio::test]
@@ -470,8 +509,9 @@ async fn hostile_listing_fails_run_once_clearly() {
     })
     .await;
     sim.push_fault(
-        ScriptedFault::new(Operation::ListConnections, 200)
-            .with_body("{\"connections\":[{\"id\":\"e00000\",\"domain_id\":{}}],\"total_count\":3}"),
+        ScriptedFault::new(Operation::ListConnections, 200).with_body(
+            "{\"connections\":[{\"id\":\"e00000\",\"domain_id\":{}}],\"total_count\":3}",
+        ),
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("config.toml");
