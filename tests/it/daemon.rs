@@ -352,3 +352,117 @@ fn bad_keys_keep_the_daemon_up_and_unready() {
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(!err.contains("NOT-THE-SECRET"), "{err}");
 }
+
+#[test]
+fn two_binaries_on_400_connections_agree_and_never_fail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let internal = "0605767a3300d5762fb7c0186d8bfc2b";
+    let blocked = "9d8c7b6a5f4e4d3c2b1a0f9e8d7c6b5a";
+    let services = [
+        "4189d3c2-8882-4871-a3c2-d380272eed88",
+        "5a6b7c8d-1111-4222-8333-944455566677",
+    ];
+    let mut seed = serde_json::json!({"services": []});
+    for (s, sid) in services.iter().enumerate() {
+        let conns: Vec<serde_json::Value> = (0..200)
+            .map(|i| {
+                serde_json::json!({
+                    "id": format!("{s:02x}{i:06x}-0000-4000-8000-000000000000"),
+                    "domain_id": if i % 2 == 0 { internal } else { blocked },
+                    "description": "CHG-1 ha test",
+                })
+            })
+            .collect();
+        seed["services"].as_array_mut().expect("array").push(
+            serde_json::json!({"id": sid, "service_name": format!("svc{s}"), "connections": conns}),
+        );
+    }
+    let seed_path = dir.path().join("seed.json");
+    std::fs::write(&seed_path, seed.to_string()).expect("seed");
+    let sim = start_simulate(&[
+        "--seed",
+        seed_path.to_str().expect("utf8"),
+        "--latency",
+        "5ms",
+    ]);
+    let mut children = Vec::new();
+    let mut audits = Vec::new();
+    for n in 0..2 {
+        let d = dir.path().join(format!("instance{n}"));
+        std::fs::create_dir(&d).expect("mkdir");
+        let audit = d.join("audit.jsonl");
+        let cfg = write_config(
+            &d,
+            &repo("policies"),
+            &format!(
+                "vpcep_endpoint = \"{0}\"\niam_endpoint = \"{0}\"\n[poll]\nmax_requests_per_second = 0\nmax_in_flight = 16\n[audit]\npath = {1:?}\n",
+                sim.url,
+                audit.display().to_string()
+            ),
+        );
+        audits.push(audit);
+        children.push(
+            Command::new(BIN)
+                .args(["-c", cfg.to_str().expect("utf8"), "run", "--once"])
+                .env("HUAWEICLOUD_SDK_AK", "CLIAK")
+                .env("HUAWEICLOUD_SDK_SK", "CLISECRET")
+                .env_remove("NOTIFY_SOCKET")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("instance starts"),
+        );
+    }
+    for c in children {
+        let o = c.wait_with_output().expect("wait");
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let (_, state) = http("GET", &format!("{}/_sim/state", sim.url), "");
+    let v: serde_json::Value = serde_json::from_str(&state).expect("state");
+    let mut by_status = std::collections::BTreeMap::new();
+    for s in v["services"].as_array().expect("services") {
+        for c in s["connections"].as_array().expect("connections") {
+            let want = if c["domain_id"] == internal {
+                "accepted"
+            } else {
+                "rejected"
+            };
+            assert_eq!(c["status"], want, "{c}");
+            *by_status.entry(want).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(by_status.get("accepted"), Some(&200));
+    assert_eq!(by_status.get("rejected"), Some(&200));
+    // Per connection only one kind of action was ever sent, and no outcome failed.
+    let mut actions: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for a in v["actions"].as_array().expect("actions") {
+        actions
+            .entry(a["endpoint_id"].as_str().unwrap_or_default().to_owned())
+            .or_default()
+            .insert(a["action"].as_str().unwrap_or_default().to_owned());
+    }
+    eprintln!(
+        "actions sent by both instances: {}",
+        v["actions"].as_array().map_or(0, Vec::len)
+    );
+    assert_eq!(actions.len(), 400);
+    assert!(actions.values().all(|s| s.len() == 1));
+    for audit in &audits {
+        let log = std::fs::read_to_string(audit).expect("audit");
+        assert!(
+            !log.contains("\"outcome\":\"failed\""),
+            "a race ended failed"
+        );
+        let o = Command::new(BIN)
+            .args(["audit", "verify", audit.to_str().expect("utf8")])
+            .output()
+            .expect("verify");
+        assert!(o.status.success());
+    }
+}
