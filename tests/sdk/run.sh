@@ -62,8 +62,18 @@ if [ -f "$venv/.installed-$req_hash" ]; then
     echo "# venv $venv (reused)"
 else
     "$python" -m venv --clear "$venv" || fail "creating the venv $venv failed"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-        -r "$req" >"$work/pip.log" 2>&1 || { cat "$work/pip.log" >&2; fail "pip install failed"; }
+    # A registry hiccup should not fail CI: three tries, a few seconds apart.
+    installed=0
+    for try in 1 2 3; do
+        if "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+            -r "$req" >"$work/pip.log" 2>&1; then
+            installed=1
+            break
+        fi
+        echo "# pip install failed (try $try of 3)" >&2
+        sleep $((try * 5))
+    done
+    [ "$installed" = 1 ] || { cat "$work/pip.log" >&2; fail "pip install failed"; }
     touch "$venv/.installed-$req_hash"
     ms=$(( ($(date +%s%N) - t0) / 1000000 ))
     echo "# venv $venv: pip install took $((ms / 1000)).$(printf '%03d' $((ms % 1000)))s"
