@@ -10,3 +10,4 @@ mod hostile;
 mod policy;
 mod sim;
 mod support;
+mod tls;
