@@ -7,7 +7,7 @@ use crate::decision::OnNoMatch;
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -193,13 +193,12 @@ impl SecretSource {
                     message: "not valid UTF-8".into(),
                 }),
             },
-            SecretSource::File { template, base } => {
+            SecretSource::File { .. } => {
                 let path = self.file_path()?.unwrap_or_default();
                 let named = |message: String| ConfigError::Secret {
                     source_name: format!("file {}", path.display()),
                     message,
                 };
-                let _ = (template, base);
                 let bytes = std::fs::read(&path).map_err(|e| named(e.to_string()))?;
                 let text = String::from_utf8(bytes).map_err(|_| named("not valid UTF-8".into()))?;
                 let v = text.trim();
@@ -816,11 +815,6 @@ impl Validator<'_> {
             .map_err(|e| self.err("log.level", format!("{level:?}: {e}")))?;
         Ok(LogConfig { format, level })
     }
-}
-
-/// Whether an IP is loopback (for listeners and tests).
-pub fn is_loopback_ip(ip: IpAddr) -> bool {
-    ip.is_loopback()
 }
 
 #[cfg(test)]
