@@ -448,6 +448,13 @@ impl Engine {
                     res = Err(e.to_string());
                     break;
                 }
+                // Counted as soon as the line is in the log, so the counter matches the
+                // log even when the following fsync fails.
+                self.metrics.decision(
+                    &target.name,
+                    p.decision.verdict.as_str(),
+                    p.decision.action.as_str(),
+                );
                 // The facts were only needed for the decision and its record; dropping
                 // them here keeps a large backlog's memory down while it is acted on.
                 recorded.push(Pending { facts: None, ..p });
@@ -474,8 +481,6 @@ impl Engine {
         rep.decisions = recorded.len();
         for p in &recorded {
             let d = &p.decision;
-            self.metrics
-                .decision(&target.name, d.verdict.as_str(), d.action.as_str());
             info!(
                 endpoint_id = %p.conn.id.as_deref().unwrap_or_default(),
                 domain_id = %p.conn.domain_id.as_deref().unwrap_or_default(),
