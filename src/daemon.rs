@@ -63,10 +63,10 @@ impl Health {
         self.heartbeat.store(secs, Ordering::Relaxed);
     }
 
-    /// `Ok` while the poll loop is alive (it beats at least every few seconds).
+    /// `Ok` while the poll loop is alive (it beats every [`heartbeat_period`]).
     pub fn alive(&self) -> Result<(), String> {
         let age = self.started.elapsed().as_secs() as i64 - self.heartbeat.load(Ordering::Relaxed);
-        let limit = 60 + 2 * self.interval.as_secs() as i64;
+        let limit = liveness_limit(self.interval).as_secs() as i64;
         if age <= limit {
             Ok(())
         } else {
@@ -129,6 +129,19 @@ impl Health {
             }
         }
     }
+}
+
+/// How long the poll loop may go without a heartbeat before `/healthz` fails.
+pub fn liveness_limit(interval: Duration) -> Duration {
+    Duration::from_secs(60).saturating_add(interval.saturating_mul(2))
+}
+
+/// How often the poll loop beats: half the systemd watchdog when there is one (systemd
+/// asks for a ping within it), else a quarter of the liveness limit. Every beat is a
+/// wake-up of an otherwise idle process, so it is no more frequent than it must be.
+pub fn heartbeat_period(interval: Duration, watchdog: Option<Duration>) -> Duration {
+    let quarter = liveness_limit(interval) / 4;
+    watchdog.map_or(quarter, |w| w.min(quarter))
 }
 
 /// The wait before the next cycle: the interval plus a random share of the jitter.
@@ -239,11 +252,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> CmdResult {
     spawn_signal_task(reload.clone(), shutdown.clone()).map_err(Failure::runtime)?;
 
     let watchdog = sd_notify::watchdog_enabled().map(|d| (d / 2).max(Duration::from_millis(100)));
-    let mut tick = tokio::time::interval(
-        watchdog
-            .unwrap_or(Duration::from_secs(5))
-            .min(Duration::from_secs(5)),
-    );
+    let mut tick = tokio::time::interval(heartbeat_period(cfg.poll.interval, watchdog));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
     let mut rng = rand::rng();
@@ -387,6 +396,18 @@ pub fn do_reload(cfg: &Config, engine: &Engine) {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn heartbeat_beats_four_times_per_liveness_limit_or_at_the_watchdog() {
+        let s = Duration::from_secs;
+        assert_eq!(liveness_limit(s(30)), s(120));
+        assert_eq!(heartbeat_period(s(30), None), s(30));
+        assert_eq!(heartbeat_period(s(1), None), Duration::from_millis(15_500));
+        // systemd's WatchdogSec=60s: ping every 30 s; a shorter watchdog wins.
+        assert_eq!(heartbeat_period(s(300), Some(s(30))), s(30));
+        assert_eq!(heartbeat_period(s(30), Some(s(2))), s(2));
+        assert_eq!(heartbeat_period(s(30), Some(s(90))), s(30));
+    }
 
     #[test]
     fn wait_is_interval_plus_bounded_jitter() {

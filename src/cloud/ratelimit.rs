@@ -49,8 +49,13 @@ impl RateLimiter {
     /// Waits until a request may be sent. Cancel-safe: a caller dropped while waiting
     /// merely wastes its slot (the limit only gets stricter).
     pub async fn acquire(&self) {
-        let slot = self.reserve(Instant::now());
-        tokio::time::sleep_until(slot).await;
+        let now = Instant::now();
+        let slot = self.reserve(now);
+        // A slot that is already due needs no timer: tokio rounds a deadline up to the
+        // next millisecond, so sleeping until `now` would cost a wake-up and 1 ms.
+        if slot > now {
+            tokio::time::sleep_until(slot).await;
+        }
     }
 
     /// Reserves the earliest slot at or after `now` that keeps every window of one second

@@ -425,6 +425,7 @@ impl Shared {
         parts: &Parts,
         body: Body,
         request_id: &str,
+        arrived: tokio::time::Instant,
     ) -> (Reply, Option<String>, Bytes) {
         let op = route.op();
         self.count(op);
@@ -433,7 +434,7 @@ impl Shared {
             (f.latency, f.error_shape)
         };
         if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
+            sleep_precisely(arrived + latency).await;
         }
         let body = match read_body(body, API_BODY_LIMIT).await {
             Ok(b) => b,
@@ -785,14 +786,30 @@ struct StatusRequest {
     status: String,
 }
 
+/// Sleeps until `deadline`, to within a fraction of a millisecond. The simulated latency is
+/// the time from a request's arrival to its answer, and the benchmarks hold the daemon to
+/// `requests × latency / in-flight`: a simulator that answered late would be charged to
+/// the daemon. tokio's timer rounds a deadline up to the next millisecond and the driver
+/// may wake later still, so the last stretch is slept on a blocking thread.
+async fn sleep_precisely(deadline: tokio::time::Instant) {
+    const COARSE: Duration = Duration::from_millis(2);
+    if let Some(early) = deadline.checked_sub(COARSE) {
+        tokio::time::sleep_until(early).await;
+    }
+    let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if !rest.is_zero() {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+    }
+}
+
 async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    let started = tokio::time::Instant::now();
     let request_id = uuid::Uuid::now_v7().simple().to_string();
     let (parts, body) = req.into_parts();
-    let started = tokio::time::Instant::now();
     let reply = if parts.uri.path().starts_with("/_sim/") {
         sh.admin(&parts, body).await
     } else if let Some(route) = Route::parse(&parts.method, parts.uri.path()) {
-        let (reply, status_after, body) = sh.api(&route, &parts, body, &request_id).await;
+        let (reply, status_after, body) = sh.api(&route, &parts, body, &request_id, started).await;
         if matches!(route, Route::Action { .. }) {
             sh.record_action(&route, &body, &reply, status_after, Utc::now(), &request_id);
         }
