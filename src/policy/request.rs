@@ -261,16 +261,17 @@ impl RequestModel {
 /// Builds a request's entity store; an entity reachable both from the principal and from
 /// the resource (possible only without a schema) is kept once.
 fn small_store(entities: Vec<Entity>) -> Result<Entities, String> {
-    match Entities::from_entities(entities.iter().cloned(), None) {
-        Ok(store) => Ok(store),
-        Err(cedar_policy::entities_errors::EntitiesError::Duplicate(_)) => {
-            let mut seen = HashSet::new();
-            let unique = entities.into_iter().filter(|e| seen.insert(e.uid()));
-            Entities::from_entities(unique, None)
-                .map_err(|e| format!("cannot build the request entities: {e}"))
-        }
-        Err(e) => Err(format!("cannot build the request entities: {e}")),
-    }
+    // A handful of entities: a quadratic check is cheaper than hashing, and it spares
+    // cloning every entity in case Cedar refuses a duplicate.
+    let uids: Vec<EntityUid> = entities.iter().map(Entity::uid).collect();
+    let duplicated = uids.iter().enumerate().any(|(i, u)| uids[..i].contains(u));
+    let built = if duplicated {
+        let mut seen = HashSet::new();
+        Entities::from_entities(entities.into_iter().filter(|e| seen.insert(e.uid())), None)
+    } else {
+        Entities::from_entities(entities, None)
+    };
+    built.map_err(|e| format!("cannot build the request entities: {e}"))
 }
 
 impl EntityIndex {
@@ -440,5 +441,39 @@ mod tests {
         };
         let (_, entities) = model.request(&facts, &index, None).unwrap();
         assert_eq!(entities.len(), 2);
+    }
+
+    #[test]
+    fn an_ancestor_shared_by_account_and_service_is_in_the_store_once() {
+        // Without a schema one entity (with attributes, so it is needed) can be an
+        // ancestor of both the account and the service.
+        let model = RequestModel::new();
+        let json = r#"[
+          {"uid": {"type": "Vpcep::Zone", "id": "shared"}, "attrs": {"tier": "gold"}, "parents": []},
+          {"uid": {"type": "Vpcep::Account", "id": "a"}, "attrs": {},
+           "parents": [{"type": "Vpcep::Zone", "id": "shared"}]},
+          {"uid": {"type": "Vpcep::EndpointService", "id": "svc"}, "attrs": {},
+           "parents": [{"type": "Vpcep::Zone", "id": "shared"}]}
+        ]"#;
+        let index = EntityIndex::from_json(json, None, &model).unwrap();
+        let now = Utc::now();
+        let facts = ConnectionFacts {
+            target: "t".into(),
+            region: "r".into(),
+            project_id: "p".into(),
+            service_id: "svc".into(),
+            service_name: "n".into(),
+            endpoint_id: "e".into(),
+            domain_id: "a".into(),
+            description: String::new(),
+            marker_id: 0,
+            created_at: now,
+            now,
+            accepted_from_domain: 0,
+            pending_from_domain: 1,
+        };
+        let (_, entities) = model.request(&facts, &index, None).unwrap();
+        // The account, the service and the shared zone, once.
+        assert_eq!(entities.len(), 3);
     }
 }
