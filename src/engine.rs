@@ -201,6 +201,7 @@ impl Engine {
     /// Runs one cycle over every target, targets concurrently. Stops starting new work
     /// when `shutdown` is cancelled; actions already sent finish and are recorded.
     pub async fn run_cycle(&self, cloud: &Cloud, shutdown: &CancellationToken) -> CycleReport {
+        self.policies().new_cycle();
         let futs = cloud.targets().iter().map(|tc| {
             let span = info_span!("target", target = %tc.target().name);
             self.run_target(tc, shutdown).instrument(span)

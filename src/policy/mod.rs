@@ -309,6 +309,12 @@ impl Policies {
         self.schema.is_some()
     }
 
+    /// Marks the start of a poll cycle: cached values not used during the previous cycle
+    /// are dropped, so memory follows the pending backlog.
+    pub fn new_cycle(&self) {
+        self.model.rotate_cache();
+    }
+
     /// Decides one connection (SPEC §5.3). Never fails: anything that goes wrong while
     /// building or evaluating the request is an `error` verdict with action `none`.
     pub fn decide(&self, facts: &ConnectionFacts, on_no_match: OnNoMatch) -> Decision {

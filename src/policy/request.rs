@@ -29,8 +29,47 @@ const ACTION_ID: &str = "connect";
 /// Attributes of the resource, all strings, all from the facts.
 const SERVICE_ATTRS: [&str; 4] = ["name", "project_id", "region", "target"];
 
-/// Most datetime expressions kept; the cache is emptied when it grows past this.
+/// Most datetime expressions kept in one generation; it is emptied when it grows past
+/// this (only when nothing rotates the cache, e.g. a long `eval` session).
 const DATETIME_CACHE_LIMIT: usize = 4096;
+
+/// Datetime expressions by Unix second, in two generations: the ones used since the last
+/// [`DatetimeCache::rotate`] and the ones used in the span before it. Rotating once per
+/// poll cycle keeps what recurs (the `created_at` of a connection that stays pending, and
+/// `now`) and drops the rest, so memory follows the pending backlog instead of growing
+/// with every connection ever seen.
+#[derive(Debug, Default)]
+struct DatetimeCache {
+    current: HashMap<i64, RestrictedExpression>,
+    previous: HashMap<i64, RestrictedExpression>,
+}
+
+impl DatetimeCache {
+    fn get(&mut self, key: i64) -> Option<RestrictedExpression> {
+        if let Some(e) = self.current.get(&key) {
+            return Some(e.clone());
+        }
+        let e = self.previous.remove(&key)?;
+        self.insert(key, e.clone());
+        Some(e)
+    }
+
+    fn insert(&mut self, key: i64, expr: RestrictedExpression) {
+        if self.current.len() >= DATETIME_CACHE_LIMIT {
+            self.current.clear();
+        }
+        self.current.insert(key, expr);
+    }
+
+    fn rotate(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
 
 /// Parsed type names and the action uid, made once per policy set, and recently built
 /// datetime expressions.
@@ -43,7 +82,7 @@ pub(crate) struct RequestModel {
     /// the name `datetime` every time, a good part of a whole decision; a connection's
     /// `created_at` recurs every cycle while it is pending and `now` is shared by every
     /// connection of a cycle, so a small cache removes most of that cost.
-    datetimes: Mutex<HashMap<i64, RestrictedExpression>>,
+    datetimes: Mutex<DatetimeCache>,
 }
 
 /// What a request needs from `entities.json` about one service.
@@ -99,27 +138,34 @@ impl RequestModel {
                 EntityTypeName::from_str(ACTION_TYPE).expect("a valid entity type name"),
                 EntityId::new(ACTION_ID),
             ),
-            datetimes: Mutex::new(HashMap::new()),
+            datetimes: Mutex::new(DatetimeCache::default()),
         }
+    }
+
+    /// Starts a new cache generation (once per poll cycle): datetimes not used since the
+    /// previous rotation are dropped.
+    pub(crate) fn rotate_cache(&self) {
+        if let Ok(mut cache) = self.datetimes.lock() {
+            cache.rotate();
+        }
+    }
+
+    /// Datetime expressions held.
+    #[cfg(test)]
+    fn cached_datetimes(&self) -> usize {
+        self.datetimes.lock().map_or(0, |c| c.len())
     }
 
     /// `datetime("…")` for `t`, from the cache when it was built before. A poisoned lock
     /// only means no caching.
     fn datetime(&self, t: DateTime<Utc>) -> RestrictedExpression {
         let key = t.timestamp();
-        let cached = self
-            .datetimes
-            .lock()
-            .ok()
-            .and_then(|cache| cache.get(&key).cloned());
+        let cached = self.datetimes.lock().ok().and_then(|mut c| c.get(key));
         if let Some(expr) = cached {
             return expr;
         }
         let expr = cedar_datetime(t);
         if let Ok(mut cache) = self.datetimes.lock() {
-            if cache.len() >= DATETIME_CACHE_LIMIT {
-                cache.clear();
-            }
             cache.insert(key, expr.clone());
         }
         expr
@@ -441,6 +487,32 @@ mod tests {
         };
         let (_, entities) = model.request(&facts, &index, None).unwrap();
         assert_eq!(entities.len(), 2);
+    }
+
+    #[test]
+    fn the_datetime_cache_keeps_what_recurs_across_a_rotation_and_drops_the_rest() {
+        let model = RequestModel::new();
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        for s in 0..100 {
+            model.datetime(t(s));
+        }
+        assert_eq!(model.cached_datetimes(), 100);
+        model.rotate_cache();
+        // The next cycle uses ten of them again (still pending) and a new `now`.
+        for s in 0..10 {
+            model.datetime(t(s));
+        }
+        model.datetime(t(1_000));
+        assert_eq!(model.cached_datetimes(), 100 + 1);
+        model.rotate_cache();
+        assert_eq!(model.cached_datetimes(), 11);
+        model.rotate_cache();
+        assert_eq!(model.cached_datetimes(), 0);
+        // A cached expression is the same datetime.
+        let a = model.datetime(t(5));
+        let b = model.datetime(t(5));
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert_eq!(format!("{a:?}"), format!("{:?}", cedar_datetime(t(5))));
     }
 
     #[test]
