@@ -737,6 +737,7 @@ impl Engine {
         let Some(pending) = pending else {
             return Ok(());
         };
+        let epoch = pending.epoch();
         let result = match tokio::task::spawn_blocking(move || pending.wait()).await {
             Ok(r) => r,
             Err(e) => return Err(format!("audit fsync task failed: {e}")),
@@ -745,7 +746,7 @@ impl Engine {
         self.audit
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .sync_done(&result);
+            .sync_done(epoch, &result);
         message.map_or(Ok(()), Err)
     }
 

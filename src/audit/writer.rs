@@ -64,6 +64,9 @@ pub struct AuditWriter {
     unsynced: bool,
     /// The last write or fsync failed; the next append re-reads the file's tail first.
     failed: Option<String>,
+    /// How many times `failed` was set: a sync that began before a later failure must
+    /// not clear it.
+    failures: u64,
 }
 
 /// A sync handed out by [`AuditWriter::begin_sync`].
@@ -71,9 +74,15 @@ pub struct AuditWriter {
 pub struct PendingSync {
     file: File,
     path: String,
+    epoch: u64,
 }
 
 impl PendingSync {
+    /// What to hand back to [`AuditWriter::sync_done`] with the result.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// `fdatasync`: blocks until every line appended before `begin_sync` is on disk.
     pub fn wait(self) -> Result<(), AuditError> {
         self.file.sync_data().map_err(|source| AuditError::Sync {
@@ -104,6 +113,7 @@ impl AuditWriter {
                     last_hash: GENESIS_HASH.to_owned(),
                     unsynced: false,
                     failed: None,
+                    failures: 0,
                 });
             }
             AuditTarget::File(path) => path,
@@ -116,6 +126,7 @@ impl AuditWriter {
             last_hash,
             unsynced: false,
             failed: None,
+            failures: 0,
         })
     }
 
@@ -151,7 +162,7 @@ impl AuditWriter {
                     self.failed = None;
                 }
             }
-            Err(e) => self.failed = Some(error_chain(e)),
+            Err(e) => self.fail(e),
         }
         result
     }
@@ -176,21 +187,31 @@ impl AuditWriter {
                 Ok(Some(PendingSync {
                     file: dup,
                     path: shown,
+                    epoch: self.failures,
                 }))
             }
         }
     }
 
-    /// Records how a [`PendingSync`] ended: a failure means the lines are not known to be
-    /// durable and the log is not writable until a later sync succeeds.
-    pub fn sync_done(&mut self, result: &Result<(), AuditError>) {
+    /// Records how a [`PendingSync`] ended (`epoch` from [`PendingSync::epoch`]): a
+    /// failure means the lines are not known to be durable and the log is not writable
+    /// until a later sync succeeds. A success clears only failures from before the sync
+    /// began: a write that failed meanwhile stays failed (and the next append re-reads
+    /// the file's tail).
+    pub fn sync_done(&mut self, epoch: u64, result: &Result<(), AuditError>) {
         match result {
-            Ok(()) => self.failed = None,
+            Ok(()) if self.failures == epoch => self.failed = None,
+            Ok(()) => {}
             Err(e) => {
                 self.unsynced = true;
-                self.failed = Some(error_chain(e));
+                self.fail(e);
             }
         }
+    }
+
+    fn fail(&mut self, e: &AuditError) {
+        self.failed = Some(error_chain(e));
+        self.failures += 1;
     }
 
     /// Reopens the path (SIGHUP after logrotate moved the file away). If the path now
@@ -263,8 +284,7 @@ impl AuditWriter {
         if self.failed.is_some() {
             // The file may hold a partial line that could not be rolled back: re-read the
             // tail so the chain continues from what is on disk.
-            self.reopen()
-                .inspect_err(|e| self.failed = Some(error_chain(e)))?;
+            self.reopen().inspect_err(|e| self.fail(e))?;
         }
         let ts = timestamp(&*self.clock);
         let mut line = render(&ts, &self.last_hash).map_err(|source| AuditError::Serialize {
@@ -287,7 +307,7 @@ impl AuditWriter {
                 Ok(())
             }
             Err(e) => {
-                self.failed = Some(error_chain(&e));
+                self.fail(&e);
                 Err(e)
             }
         }
@@ -665,6 +685,26 @@ mod tests {
         assert!(unready.to_string().contains("/dev/full"), "{unready}");
         // The next attempt reopens and fails again rather than pretending.
         assert!(w.append_outcome(&outcome("y")).is_err());
+    }
+
+    #[test]
+    fn a_sync_begun_before_a_failed_write_does_not_clear_it() {
+        let path = PathBuf::from("/dev/full");
+        if !path.exists() {
+            return;
+        }
+        let mut w = AuditWriter::open(AuditTarget::File(path), true, clock()).expect("open");
+        let pending = w.begin_sync().expect("begin").expect("fsync is on");
+        let epoch = pending.epoch();
+        w.append_outcome(&outcome("x")).expect_err("disk full");
+        // The earlier sync succeeding says nothing about the write that failed after it.
+        w.sync_done(epoch, &Ok(()));
+        assert!(w.check_writable().is_err(), "still unready");
+        // A sync begun after the failure does clear a sync failure.
+        let later = w.begin_sync().expect("begin").expect("fsync is on").epoch();
+        w.sync_done(later, &Ok(()));
+        w.check_writable()
+            .expect("a later successful sync clears it");
     }
 
     #[test]
