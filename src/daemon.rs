@@ -292,6 +292,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> CmdResult {
         if shutdown.is_cancelled() {
             break;
         }
+        crate::mem::release_free_memory();
         let wait = tokio::time::sleep(next_wait(cfg.poll.interval, cfg.poll.jitter, &mut rng));
         tokio::pin!(wait);
         loop {

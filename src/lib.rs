@@ -13,6 +13,7 @@
 //! - [`daemon`]: the long-running loop, signals, reload, shutdown, systemd notify.
 //! - [`http`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`mem`]: returning freed heap to the operating system between cycles.
 //! - [`sim`]: the built-in VPCEP and IAM simulator used by `simulate`, `demo` and tests.
 //! - [`demo`]: the self-contained demonstration.
 //! - [`clock`]: wall-clock time behind a trait.
@@ -28,6 +29,7 @@ pub mod decision;
 pub mod demo;
 pub mod engine;
 pub mod http;
+pub mod mem;
 pub mod metrics;
 pub mod policy;
 pub mod sim;
