@@ -7,11 +7,17 @@
 //! cargo bench --bench drain -- --pending 2000 --services 10 --latency 20ms --in-flight 16 --large 10000
 //! ```
 //! `--large 0` skips the 10,000-connection memory run.
+//!
+//! `--python PY` also runs `benches/python/baseline.py` (the official Python SDK with a
+//! thread pool of the same size, cedarpy on the same policies) on a fresh simulator with the
+//! same seed, checks that it decided every connection the same way, and compares wall time,
+//! CPU time and peak RSS. `benches/python/run.sh` makes the venv and runs this.
 
 mod common;
 
 use anyhow::{Context as _, bail};
 use common::*;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 struct Run {
@@ -20,6 +26,17 @@ struct Run {
     limit: Duration,
     usage: Usage,
     verified: bool,
+    /// Endpoint id -> final status in the simulator.
+    statuses: BTreeMap<String, String>,
+}
+
+fn statuses(state: &vpcep_approver::sim::SimSnapshot) -> BTreeMap<String, String> {
+    state
+        .services
+        .iter()
+        .flat_map(|s| &s.connections)
+        .map(|c| (c.id.clone(), c.status.clone()))
+        .collect()
 }
 
 fn drain(
@@ -71,6 +88,51 @@ fn drain(
         limit,
         usage,
         verified,
+        statuses: statuses(&state),
+    })
+}
+
+/// The same drain by `benches/python/baseline.py` under `python`.
+fn baseline(
+    bin: &std::path::Path,
+    python: &str,
+    pending: usize,
+    services: usize,
+    latency: Duration,
+    in_flight: usize,
+) -> anyhow::Result<Run> {
+    let sim = SimProcess::start(bin, &drain_seed(services, pending), latency, 0.0)?;
+    let dir = tempfile::tempdir()?;
+    let script = repo().join("benches").join("python").join("baseline.py");
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(&script)
+        .args(["--endpoint", &sim.url, "--project-id", PROJECT])
+        .arg("--policies")
+        .arg(repo().join("policies"))
+        .args(["--in-flight", &in_flight.to_string()])
+        .arg("--audit")
+        .arg(dir.path().join("audit.jsonl"))
+        .env("HUAWEICLOUD_SDK_AK", AK)
+        .env("HUAWEICLOUD_SDK_SK", SK);
+    let log = dir.path().join("baseline.log");
+    let usage = run_measured(&cmd, &log)?;
+    let state = sim.state()?;
+    let left = still_pending(&state);
+    if usage.code != Some(0) || left != 0 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        bail!(
+            "baseline.py exited {:?} with {left} connections still pending:\n{text}",
+            usage.code
+        );
+    }
+    let requests = total_requests(&state);
+    Ok(Run {
+        pending,
+        requests,
+        limit: latency.mul_f64(requests as f64 / in_flight as f64),
+        usage,
+        verified: false,
+        statuses: statuses(&state),
     })
 }
 
@@ -97,6 +159,7 @@ fn main() -> anyhow::Result<()> {
     let latency = o.dur("latency", "20ms")?;
     let in_flight: usize = o.num("in-flight", 16)?;
     let large: usize = o.num("large", 10_000)?;
+    let python = o.str("python", "");
     let bin = binary()?;
     println!("machine: {}", machine());
     println!("binary: {}", bin.display());
@@ -112,6 +175,33 @@ fn main() -> anyhow::Result<()> {
         verdict(r.usage.max_rss_kib < 20 * 1024)
     );
     ok &= ratio <= 1.2 && r.usage.max_rss_kib < 20 * 1024;
+
+    if !python.is_empty() {
+        let b = baseline(&bin, &python, pending, services, latency, in_flight)
+            .context("baseline.py run")?;
+        let same = b.statuses == r.statuses;
+        let b_ratio = b.usage.wall.as_secs_f64() / b.limit.as_secs_f64();
+        println!(
+            "baseline.py (official Python SDK + cedarpy, {in_flight} threads): {} requests, \
+             limit {:.3} s, wall {:.3} s ({b_ratio:.2}x limit), cpu {:.3} s, peak RSS {}; \
+             same final status for every connection: {}",
+            b.requests,
+            b.limit.as_secs_f64(),
+            b.usage.wall.as_secs_f64(),
+            b.usage.cpu.as_secs_f64(),
+            mib(b.usage.max_rss_kib),
+            if same { "yes" } else { "NO" },
+        );
+        let cpu_x = b.usage.cpu.as_secs_f64() / r.usage.cpu.as_secs_f64().max(1e-3);
+        println!(
+            "  daemon vs baseline.py: wall {:.2}x faster, CPU {cpu_x:.1}x less, peak RSS {:.1}x less",
+            b.usage.wall.as_secs_f64() / r.usage.wall.as_secs_f64(),
+            b.usage.max_rss_kib as f64 / r.usage.max_rss_kib.max(1) as f64,
+        );
+        println!("  target CPU >= 20x less: {}", verdict(cpu_x >= 20.0));
+        println!("  target same decisions: {}", verdict(same));
+        ok &= cpu_x >= 20.0 && same;
+    }
 
     if large > 0 {
         let r = drain(&bin, large, services, latency, in_flight).context("large drain run")?;
