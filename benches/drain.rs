@@ -39,6 +39,17 @@ fn statuses(state: &vpcep_approver::sim::SimSnapshot) -> BTreeMap<String, String
         .collect()
 }
 
+/// One drain's workload: the simulator, seeded and slowed, and a scratch directory.
+fn workload(
+    bin: &std::path::Path,
+    pending: usize,
+    services: usize,
+    latency: Duration,
+) -> anyhow::Result<(SimProcess, tempfile::TempDir)> {
+    let sim = SimProcess::start(bin, &drain_seed(services, pending), latency, 0.0)?;
+    Ok((sim, tempfile::tempdir()?))
+}
+
 fn drain(
     bin: &std::path::Path,
     pending: usize,
@@ -46,8 +57,7 @@ fn drain(
     latency: Duration,
     in_flight: usize,
 ) -> anyhow::Result<Run> {
-    let sim = SimProcess::start(bin, &drain_seed(services, pending), latency, 0.0)?;
-    let dir = tempfile::tempdir()?;
+    let (sim, dir) = workload(bin, pending, services, latency)?;
     let poll = format!(
         "max_in_flight = {in_flight}\nmax_requests_per_second = 0\nrequest_timeout = \"10s\"\nmax_retries = 4"
     );
@@ -101,8 +111,7 @@ fn baseline(
     latency: Duration,
     in_flight: usize,
 ) -> anyhow::Result<Run> {
-    let sim = SimProcess::start(bin, &drain_seed(services, pending), latency, 0.0)?;
-    let dir = tempfile::tempdir()?;
+    let (sim, dir) = workload(bin, pending, services, latency)?;
     let script = repo().join("benches").join("python").join("baseline.py");
     let mut cmd = std::process::Command::new(python);
     cmd.arg(&script)
