@@ -39,25 +39,33 @@ fn statuses(state: &vpcep_approver::sim::SimSnapshot) -> BTreeMap<String, String
         .collect()
 }
 
-/// One drain's workload: the simulator, seeded and slowed, and a scratch directory.
-fn workload(
-    bin: &std::path::Path,
-    pending: usize,
-    services: usize,
-    latency: Duration,
-) -> anyhow::Result<(SimProcess, tempfile::TempDir)> {
-    let sim = SimProcess::start(bin, &drain_seed(services, pending), latency, 0.0)?;
-    Ok((sim, tempfile::tempdir()?))
-}
-
-fn drain(
-    bin: &std::path::Path,
+/// One drain's workload: N pending over S services, latency L, C in flight.
+#[derive(Clone, Copy)]
+struct Shape {
     pending: usize,
     services: usize,
     latency: Duration,
     in_flight: usize,
-) -> anyhow::Result<Run> {
-    let (sim, dir) = workload(bin, pending, services, latency)?;
+}
+
+impl Shape {
+    /// The simulator, seeded and slowed, and a scratch directory.
+    fn start(&self, bin: &std::path::Path) -> anyhow::Result<(SimProcess, tempfile::TempDir)> {
+        let seed = drain_seed(self.services, self.pending);
+        let sim = SimProcess::start(bin, &seed, self.latency, 0.0)?;
+        Ok((sim, tempfile::tempdir()?))
+    }
+
+    /// The latency limit for `requests` requests: requests × L / C.
+    fn limit(&self, requests: u64) -> Duration {
+        self.latency
+            .mul_f64(requests as f64 / self.in_flight as f64)
+    }
+}
+
+fn drain(bin: &std::path::Path, shape: Shape) -> anyhow::Result<Run> {
+    let (sim, dir) = shape.start(bin)?;
+    let in_flight = shape.in_flight;
     let poll = format!(
         "max_in_flight = {in_flight}\nmax_requests_per_second = 0\nrequest_timeout = \"10s\"\nmax_retries = 4"
     );
@@ -87,13 +95,13 @@ fn drain(
         );
     }
     let requests = total_requests(&state);
-    let limit = latency.mul_f64(requests as f64 / in_flight as f64);
+    let limit = shape.limit(requests);
     let (verified, out) = audit_verify(bin, &dir.path().join("audit.jsonl"))?;
     if !verified {
         bail!("audit verify failed: {out}");
     }
     Ok(Run {
-        pending,
+        pending: shape.pending,
         requests,
         limit,
         usage,
@@ -103,22 +111,15 @@ fn drain(
 }
 
 /// The same drain by `benches/python/baseline.py` under `python`.
-fn baseline(
-    bin: &std::path::Path,
-    python: &str,
-    pending: usize,
-    services: usize,
-    latency: Duration,
-    in_flight: usize,
-) -> anyhow::Result<Run> {
-    let (sim, dir) = workload(bin, pending, services, latency)?;
+fn baseline(bin: &std::path::Path, python: &str, shape: Shape) -> anyhow::Result<Run> {
+    let (sim, dir) = shape.start(bin)?;
     let script = repo().join("benches").join("python").join("baseline.py");
     let mut cmd = std::process::Command::new(python);
     cmd.arg(&script)
         .args(["--endpoint", &sim.url, "--project-id", PROJECT])
         .arg("--policies")
         .arg(repo().join("policies"))
-        .args(["--in-flight", &in_flight.to_string()])
+        .args(["--in-flight", &shape.in_flight.to_string()])
         .arg("--audit")
         .arg(dir.path().join("audit.jsonl"))
         .env("HUAWEICLOUD_SDK_AK", AK)
@@ -136,9 +137,9 @@ fn baseline(
     }
     let requests = total_requests(&state);
     Ok(Run {
-        pending,
+        pending: shape.pending,
         requests,
-        limit: latency.mul_f64(requests as f64 / in_flight as f64),
+        limit: shape.limit(requests),
         usage,
         verified: false,
         statuses: statuses(&state),
@@ -173,7 +174,13 @@ fn main() -> anyhow::Result<()> {
     println!("machine: {}", machine());
     println!("binary: {}", bin.display());
 
-    let r = drain(&bin, pending, services, latency, in_flight).context("drain run")?;
+    let shape = Shape {
+        pending,
+        services,
+        latency,
+        in_flight,
+    };
+    let r = drain(&bin, shape).context("drain run")?;
     report(&r, latency, in_flight);
     let ratio = r.usage.wall.as_secs_f64() / r.limit.as_secs_f64();
     let mut ok = true;
@@ -186,8 +193,7 @@ fn main() -> anyhow::Result<()> {
     ok &= ratio <= 1.2 && r.usage.max_rss_kib < 20 * 1024;
 
     if !python.is_empty() {
-        let b = baseline(&bin, &python, pending, services, latency, in_flight)
-            .context("baseline.py run")?;
+        let b = baseline(&bin, &python, shape).context("baseline.py run")?;
         let same = b.statuses == r.statuses;
         let b_ratio = b.usage.wall.as_secs_f64() / b.limit.as_secs_f64();
         println!(
@@ -213,7 +219,14 @@ fn main() -> anyhow::Result<()> {
     }
 
     if large > 0 {
-        let r = drain(&bin, large, services, latency, in_flight).context("large drain run")?;
+        let r = drain(
+            &bin,
+            Shape {
+                pending: large,
+                ..shape
+            },
+        )
+        .context("large drain run")?;
         report(&r, latency, in_flight);
         println!(
             "  target peak RSS <= 30 MiB: {}",
