@@ -1,7 +1,6 @@
 //! The command-line interface (SPEC §2). Parsing only; [`crate::commands`] runs them.
 
 use clap::{Args, Parser, Subcommand};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Approves or rejects Huawei Cloud VPC endpoint connections by Cedar policy.
@@ -43,9 +42,17 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// GET the daemon's own /healthz; exit 0 on 200, 1 otherwise, within 3 s.
+    Healthcheck {
+        /// Full URL of /healthz [default: from `[http] listen` in the config]
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
     /// Serve the built-in VPCEP and IAM simulator until stopped.
+    #[cfg(feature = "sim")]
     Simulate(SimulateArgs),
     /// Decide sample connections on an in-process simulator; needs no config.
+    #[cfg(feature = "sim")]
     Demo {
         /// Use this policy directory instead of the embedded examples.
         #[arg(long, value_name = "DIR")]
@@ -103,11 +110,12 @@ pub struct EvalArgs {
 }
 
 /// `simulate` flags.
+#[cfg(feature = "sim")]
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Address to listen on (port 0 = any free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    pub listen: std::net::SocketAddr,
     /// Seed file: services and connections as JSON.
     #[arg(long, value_name = "FILE")]
     pub seed: Option<PathBuf>,

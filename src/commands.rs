@@ -2,52 +2,14 @@
 //! carrying the code (78 for bad configuration or policies, 1 for runtime failures) and
 //! an error that names the file, key, policy or URL it is about.
 
-use crate::cli::{AuditCommand, Cli, Command, EvalArgs, SimulateArgs};
+use crate::cli::{AuditCommand, Cli, Command, EvalArgs};
 use crate::config::{Config, DEFAULT_PATH, LogFormat};
 use crate::decision::ConnectionFacts;
+use crate::exit::{CmdResult, EXIT_FAILURE, Failure};
 use crate::policy::Policies;
-use crate::{EXIT_CONFIG, EXIT_FAILURE, EXIT_USAGE};
 use anyhow::{Context, anyhow};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// A command that could not complete.
-#[derive(Debug)]
-pub struct Failure {
-    /// The exit code.
-    pub code: u8,
-    /// What went wrong.
-    pub error: anyhow::Error,
-}
-
-impl Failure {
-    /// Invalid configuration or policies: exit 78.
-    pub fn config(error: impl Into<anyhow::Error>) -> Failure {
-        Failure {
-            code: EXIT_CONFIG,
-            error: error.into(),
-        }
-    }
-
-    /// A runtime failure: exit 1.
-    pub fn runtime(error: impl Into<anyhow::Error>) -> Failure {
-        Failure {
-            code: EXIT_FAILURE,
-            error: error.into(),
-        }
-    }
-
-    /// A usage error: exit 2.
-    pub fn usage(error: impl Into<anyhow::Error>) -> Failure {
-        Failure {
-            code: EXIT_USAGE,
-            error: error.into(),
-        }
-    }
-}
-
-/// Result of a command: an exit code.
-pub type CmdResult = Result<u8, Failure>;
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> CmdResult {
@@ -60,7 +22,10 @@ pub fn run(cli: Cli) -> CmdResult {
             command: AuditCommand::Verify { files },
         } => audit_verify(&files),
         Command::Run { once, dry_run } => run_daemon(&config_path, once, dry_run),
+        Command::Healthcheck { url } => healthcheck(&config_path, url.as_deref()),
+        #[cfg(feature = "sim")]
         Command::Simulate(args) => simulate(args),
+        #[cfg(feature = "sim")]
         Command::Demo { policies } => demo(policies),
     }
 }
@@ -105,6 +70,7 @@ fn load_policies(cfg: &Config) -> Result<Policies, Failure> {
     })
 }
 
+#[cfg(feature = "sim")]
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -303,6 +269,34 @@ fn audit_verify(files: &[PathBuf]) -> CmdResult {
     })
 }
 
+fn healthcheck(path: &Path, url: Option<&str>) -> CmdResult {
+    use crate::healthcheck::{DEADLINE, parse_url, probe, url_for_listen};
+    let url = match url {
+        Some(text) => parse_url(text).map_err(|m| Failure::usage(anyhow!(m)))?,
+        None => {
+            let cfg = load_config(path)?;
+            let http = cfg.http.ok_or_else(|| {
+                Failure::runtime(anyhow!(
+                    "{}: no [http] listen, so there is no /healthz to probe (or give --url)",
+                    cfg.path.display()
+                ))
+            })?;
+            url_for_listen(http.listen)
+        }
+    };
+    match probe(&url, DEADLINE) {
+        Ok(200) => {
+            println!("ok: {url} answered 200");
+            Ok(0)
+        }
+        Ok(code) => {
+            println!("unhealthy: {url} answered {code}");
+            Ok(EXIT_FAILURE)
+        }
+        Err(e) => Err(Failure::runtime(anyhow!(e))),
+    }
+}
+
 fn run_daemon(path: &Path, once: bool, dry_run: bool) -> CmdResult {
     let cfg = load_config(path)?;
     init_logging(cfg.log.format, &cfg.log.level);
@@ -320,7 +314,8 @@ fn run_daemon(path: &Path, once: bool, dry_run: bool) -> CmdResult {
     ))
 }
 
-fn simulate(a: SimulateArgs) -> CmdResult {
+#[cfg(feature = "sim")]
+fn simulate(a: crate::cli::SimulateArgs) -> CmdResult {
     init_logging(LogFormat::Text, "warn");
     if !(0.0..=1.0).contains(&a.fault_rate) {
         return Err(Failure::usage(anyhow!(
@@ -359,6 +354,7 @@ fn simulate(a: SimulateArgs) -> CmdResult {
     Ok(0)
 }
 
+#[cfg(feature = "sim")]
 fn demo(policies: Option<PathBuf>) -> CmdResult {
     init_logging(LogFormat::Text, "warn");
     let rt = runtime()?;

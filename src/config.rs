@@ -289,12 +289,12 @@ pub struct PolicyConfig {
     pub on_no_match: OnNoMatch,
 }
 
-/// Where audit records go.
+/// Where audit records go (`[audit] path`; `"-"` is standard output).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditPath {
-    /// Standard output (`"-"`).
+    /// Standard output (containers); the chain starts at 64 zeros on every start.
     Stdout,
-    /// A file.
+    /// An append-only file, created with mode 0640 when missing.
     File(PathBuf),
 }
 

@@ -3,15 +3,15 @@
 //! HTTP, Cedar, the audit log) with the embedded example policies, prints what was
 //! decided, and verifies the audit chain.
 
-use crate::audit::{AuditTarget, AuditWriter};
+use crate::audit::AuditWriter;
 use crate::cloud::auth::Credentials;
 use crate::cloud::client::Cloud;
-use crate::commands::{CmdResult, Failure};
 use crate::config::{
     AuditConfig, AuditPath, Auth, Config, LogConfig, PolicyConfig, Poll, SecretSource, Target,
 };
 use crate::decision::OnNoMatch;
 use crate::engine::{Engine, EngineOptions, Row};
+use crate::exit::{CmdResult, Failure};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::sim::{Seed, SimConfig, Simulator};
@@ -209,7 +209,7 @@ pub async fn run(policies: Option<&Path>) -> CmdResult {
     let cloud = Cloud::new(&cfg, creds, metrics.clone())
         .map_err(|e| Failure::runtime(anyhow!(e).context("setting up the client")))?;
     let clock = crate::clock::system();
-    let writer = AuditWriter::open(AuditTarget::File(audit_path.clone()), true, clock.clone())
+    let writer = AuditWriter::open(AuditPath::File(audit_path.clone()), true, clock.clone())
         .map_err(|e| Failure::runtime(anyhow!(e)))?;
     let engine = Engine::new(
         Arc::new(policies),

@@ -1,6 +1,6 @@
 //! The small HTTP surface (SPEC §7): `/healthz`, `/readyz` and `/metrics`.
 
-use crate::daemon::Health;
+use crate::health::Health;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};

@@ -11,11 +11,15 @@
 //! - [`cloud`]: AK/SK signing, IAM tokens, the VPCEP client, retries and rate limits.
 //! - [`engine`]: one poll cycle: list, decide, record, act, record.
 //! - [`daemon`]: the long-running loop, signals, reload, shutdown, systemd notify.
+//! - [`health`]: what `/healthz` and `/readyz` report.
 //! - [`http`]: `/healthz`, `/readyz` and `/metrics`.
+//! - [`healthcheck`]: the `healthcheck` probe for container `HEALTHCHECK`s.
+//! - [`exit`]: exit codes and the error a command ends with.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`mem`]: returning freed heap to the operating system between cycles.
-//! - [`sim`]: the built-in VPCEP and IAM simulator used by `simulate`, `demo` and tests.
-//! - [`demo`]: the self-contained demonstration.
+//! - [`sim`]: the built-in VPCEP and IAM simulator used by `simulate`, `demo` and tests
+//!   (cargo feature `sim`, on by default).
+//! - [`demo`]: the self-contained demonstration (feature `sim`).
 //! - [`clock`]: wall-clock time behind a trait.
 
 pub mod audit;
@@ -26,17 +30,15 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod decision;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod engine;
+pub mod exit;
+pub mod health;
+pub mod healthcheck;
 pub mod http;
 pub mod mem;
 pub mod metrics;
 pub mod policy;
+#[cfg(feature = "sim")]
 pub mod sim;
-
-/// Exit code for invalid configuration or policies (EX_CONFIG).
-pub const EXIT_CONFIG: u8 = 78;
-/// Exit code for runtime failures.
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit code for usage errors.
-pub const EXIT_USAGE: u8 = 2;

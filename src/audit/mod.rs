@@ -13,12 +13,13 @@ pub mod record;
 pub mod verify;
 pub mod writer;
 
+pub use crate::config::AuditPath;
 pub use record::{
     AuditLine, AuditRecord, DecisionRecord, GENESIS_HASH, InvalidLine, MAX_LINE_BYTES,
     OutcomeRecord, line_hash, new_decision_id, parse_line,
 };
 pub use verify::{BadLine, VerifyReport, verify_files};
-pub use writer::{AuditTarget, AuditWriter, PendingSync};
+pub use writer::{AuditWriter, PendingSync};
 
 /// Errors of the audit writer and verifier; each names the file (or `stdout`).
 #[derive(Debug, thiserror::Error)]

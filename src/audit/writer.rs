@@ -30,6 +30,7 @@ use super::record::{
     render_decision, render_outcome, timestamp,
 };
 use crate::clock::SharedClock;
+use crate::config::AuditPath;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -37,15 +38,6 @@ use std::path::{Path, PathBuf};
 
 /// Size of the chunks used to find and hash the last line of an existing file.
 const TAIL_CHUNK: usize = 64 * 1024;
-
-/// Where audit records go. The config value `path = "-"` means [`AuditTarget::Stdout`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditTarget {
-    /// Standard output (containers); the chain starts at 64 zeros on every start.
-    Stdout,
-    /// An append-only file, created with mode 0640 when missing.
-    File(PathBuf),
-}
 
 /// Appends hash-chained records to the audit log (SPEC §6).
 ///
@@ -103,9 +95,9 @@ impl AuditWriter {
     /// module docs for a torn or invalid last line); a new file starts a chain with 64
     /// zeros. With `fsync`, the directory of a newly created file is synced too, so the
     /// file itself survives a crash.
-    pub fn open(target: AuditTarget, fsync: bool, clock: SharedClock) -> Result<Self, AuditError> {
+    pub fn open(target: AuditPath, fsync: bool, clock: SharedClock) -> Result<Self, AuditError> {
         let sink = match target {
-            AuditTarget::Stdout => {
+            AuditPath::Stdout => {
                 return Ok(Self {
                     sink: Sink::Stdout(io::stdout()),
                     fsync,
@@ -116,7 +108,7 @@ impl AuditWriter {
                     failures: 0,
                 });
             }
-            AuditTarget::File(path) => path,
+            AuditPath::File(path) => path,
         };
         let (file, last_hash) = attach(&sink, fsync, GENESIS_HASH)?;
         Ok(Self {
@@ -605,8 +597,7 @@ mod tests {
     fn chain_links_each_line_to_the_previous_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
-        let mut w =
-            AuditWriter::open(AuditTarget::File(path.clone()), false, clock()).expect("open");
+        let mut w = AuditWriter::open(AuditPath::File(path.clone()), false, clock()).expect("open");
         assert_eq!(w.last_hash(), GENESIS_HASH);
         assert_eq!(w.path(), Some(path.as_path()));
         for i in 0..3 {
@@ -632,8 +623,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
         std::fs::write(&path, b"{\"ts\":\"2026-").expect("write");
-        let mut w =
-            AuditWriter::open(AuditTarget::File(path.clone()), true, clock()).expect("open");
+        let mut w = AuditWriter::open(AuditPath::File(path.clone()), true, clock()).expect("open");
         assert_eq!(w.last_hash(), line_hash(b"{\"ts\":\"2026-"));
         w.append_outcome(&outcome("after")).expect("append");
         w.sync().expect("sync");
@@ -649,15 +639,13 @@ mod tests {
     fn complete_record_missing_only_its_newline_is_kept_intact() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
-        let mut w =
-            AuditWriter::open(AuditTarget::File(path.clone()), false, clock()).expect("open");
+        let mut w = AuditWriter::open(AuditPath::File(path.clone()), false, clock()).expect("open");
         w.append_outcome(&outcome("one")).expect("append");
         drop(w);
         let mut data = std::fs::read(&path).expect("read");
         data.pop();
         std::fs::write(&path, &data).expect("write");
-        let mut w =
-            AuditWriter::open(AuditTarget::File(path.clone()), false, clock()).expect("open");
+        let mut w = AuditWriter::open(AuditPath::File(path.clone()), false, clock()).expect("open");
         w.append_outcome(&outcome("two")).expect("append");
         let mut out = Vec::new();
         let report = crate::audit::verify_files(&[path], &mut out).expect("verify");
@@ -672,7 +660,7 @@ mod tests {
         if !path.exists() {
             return;
         }
-        let mut w = AuditWriter::open(AuditTarget::File(path), true, clock()).expect("open");
+        let mut w = AuditWriter::open(AuditPath::File(path), true, clock()).expect("open");
         w.check_writable().expect("writable before any failure");
         let err = w.append_outcome(&outcome("x")).expect_err("disk full");
         assert!(err.to_string().contains("/dev/full"), "{err}");
@@ -693,7 +681,7 @@ mod tests {
         if !path.exists() {
             return;
         }
-        let mut w = AuditWriter::open(AuditTarget::File(path), true, clock()).expect("open");
+        let mut w = AuditWriter::open(AuditPath::File(path), true, clock()).expect("open");
         let pending = w.begin_sync().expect("begin").expect("fsync is on");
         let epoch = pending.epoch();
         w.append_outcome(&outcome("x")).expect_err("disk full");
@@ -709,7 +697,7 @@ mod tests {
 
     #[test]
     fn stdout_target_has_no_path_and_starts_at_zeros() {
-        let mut w = AuditWriter::open(AuditTarget::Stdout, true, clock()).expect("open");
+        let mut w = AuditWriter::open(AuditPath::Stdout, true, clock()).expect("open");
         assert_eq!(w.path(), None);
         assert_eq!(w.last_hash(), GENESIS_HASH);
         w.reopen().expect("no-op");

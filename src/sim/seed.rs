@@ -7,9 +7,7 @@
 //! Unknown fields are ignored on purpose, so a service or connection copied from a real
 //! API response loads as is.
 
-use super::SimError;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 /// The whole seed: services, each with its connections.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -72,50 +70,6 @@ pub struct SeedConnection {
     /// RFC 3339; default `created_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
-}
-
-impl Seed {
-    /// Reads and validates a seed file.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Seed, SimError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| SimError::ReadSeed {
-            path: path.to_owned(),
-            source,
-        })?;
-        let seed: Seed = serde_json::from_str(&text).map_err(|source| SimError::ParseSeed {
-            path: path.display().to_string(),
-            source,
-        })?;
-        seed.validate().map_err(|reason| SimError::InvalidSeed {
-            origin: path.display().to_string(),
-            reason,
-        })?;
-        Ok(seed)
-    }
-
-    /// Parses and validates seed JSON held in memory.
-    pub fn from_json(text: &str) -> Result<Seed, SimError> {
-        let seed: Seed = serde_json::from_str(text).map_err(|source| SimError::ParseSeed {
-            path: "<inline seed>".into(),
-            source,
-        })?;
-        seed.validate().map_err(|reason| SimError::InvalidSeed {
-            origin: "<inline seed>".into(),
-            reason,
-        })?;
-        Ok(seed)
-    }
-
-    /// Checks what defaults cannot fix: timestamps, statuses and duplicate ids. The
-    /// message names the offending element, e.g. `services[0].connections[3].created_at`.
-    pub fn validate(&self) -> Result<(), String> {
-        super::store::Store::from_seed(self, chrono::Utc::now()).map(|_| ())
-    }
-
-    /// Number of connections over all services.
-    pub fn connection_count(&self) -> usize {
-        self.services.iter().map(|s| s.connections.len()).sum()
-    }
 }
 
 #[cfg(test)]

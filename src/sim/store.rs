@@ -17,6 +17,7 @@
 //! | `deleting` | 400 `EndPoint.2018` | 400 `EndPoint.2018` |
 //! | `failed` | 400 `EndPoint.1004` | 400 `EndPoint.1004` |
 
+use super::SimError;
 use super::api::{self, ApiError};
 use super::seed::{Seed, SeedConnection};
 use crate::clock::format_secs;
@@ -24,6 +25,7 @@ use crate::cloud::types::{ConnectionList, EndpointService, ServiceList, WireConn
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 /// Connection statuses the API documents.
 pub(crate) const CONNECTION_STATUSES: [&str; 6] = [
@@ -375,6 +377,51 @@ fn conn_from_seed(c: &SeedConnection, what: &str, now: DateTime<Utc>) -> Result<
         created_at,
         updated_at,
     })
+}
+
+/// Loading a seed means validating it, which is building a store from it.
+impl Seed {
+    /// Reads and validates a seed file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Seed, SimError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| SimError::ReadSeed {
+            path: path.to_owned(),
+            source,
+        })?;
+        let seed: Seed = serde_json::from_str(&text).map_err(|source| SimError::ParseSeed {
+            path: path.display().to_string(),
+            source,
+        })?;
+        seed.validate().map_err(|reason| SimError::InvalidSeed {
+            origin: path.display().to_string(),
+            reason,
+        })?;
+        Ok(seed)
+    }
+
+    /// Parses and validates seed JSON held in memory.
+    pub fn from_json(text: &str) -> Result<Seed, SimError> {
+        let seed: Seed = serde_json::from_str(text).map_err(|source| SimError::ParseSeed {
+            path: "<inline seed>".into(),
+            source,
+        })?;
+        seed.validate().map_err(|reason| SimError::InvalidSeed {
+            origin: "<inline seed>".into(),
+            reason,
+        })?;
+        Ok(seed)
+    }
+
+    /// Checks what defaults cannot fix: timestamps, statuses and duplicate ids. The
+    /// message names the offending element, e.g. `services[0].connections[3].created_at`.
+    pub fn validate(&self) -> Result<(), String> {
+        Store::from_seed(self, chrono::Utc::now()).map(|_| ())
+    }
+
+    /// Number of connections over all services.
+    pub fn connection_count(&self) -> usize {
+        self.services.iter().map(|s| s.connections.len()).sum()
+    }
 }
 
 impl Store {

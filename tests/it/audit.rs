@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use vpcep_approver::audit::{
-    AuditRecord, AuditTarget, AuditWriter, DecisionRecord, GENESIS_HASH, OutcomeRecord,
-    VerifyReport, line_hash, new_decision_id, parse_line, verify_files,
+    AuditPath, AuditRecord, AuditWriter, DecisionRecord, GENESIS_HASH, OutcomeRecord, VerifyReport,
+    line_hash, new_decision_id, parse_line, verify_files,
 };
 use vpcep_approver::clock::{Clock, SharedClock};
 use vpcep_approver::decision::{Action, Outcome, Verdict};
@@ -64,7 +64,7 @@ fn outcome(d: &DecisionRecord) -> OutcomeRecord {
 }
 
 fn open(path: &Path, fsync: bool) -> AuditWriter {
-    AuditWriter::open(AuditTarget::File(path.to_owned()), fsync, clock()).expect("open audit log")
+    AuditWriter::open(AuditPath::File(path.to_owned()), fsync, clock()).expect("open audit log")
 }
 
 /// Writes `n` records (decisions and outcomes alternating) and syncs.
@@ -575,7 +575,7 @@ fn existing_file_keeps_its_mode() {
 fn unopenable_path_is_an_error_naming_the_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("missing-dir").join("audit.jsonl");
-    let err = AuditWriter::open(AuditTarget::File(path.clone()), true, clock())
+    let err = AuditWriter::open(AuditPath::File(path.clone()), true, clock())
         .expect_err("parent directory does not exist");
     assert!(
         err.to_string().contains(&path.display().to_string()),
@@ -587,7 +587,7 @@ fn unopenable_path_is_an_error_naming_the_path() {
     );
 
     // A directory is not a file either.
-    let err = AuditWriter::open(AuditTarget::File(dir.path().to_owned()), false, clock())
+    let err = AuditWriter::open(AuditPath::File(dir.path().to_owned()), false, clock())
         .expect_err("a directory");
     assert!(
         err.to_string().contains(&dir.path().display().to_string()),
@@ -606,7 +606,7 @@ fn read_only_file_is_an_error_naming_the_path() {
     if std::fs::OpenOptions::new().append(true).open(&path).is_ok() {
         return; // running as root: permissions do not apply
     }
-    let err = AuditWriter::open(AuditTarget::File(path.clone()), false, clock())
+    let err = AuditWriter::open(AuditPath::File(path.clone()), false, clock())
         .expect_err("read-only file");
     assert!(
         err.to_string().contains(&path.display().to_string()),

@@ -120,6 +120,34 @@ fn broken_policies_exit_78_naming_the_file() {
 }
 
 #[test]
+fn healthcheck_fails_without_a_listener_and_names_what_it_probed() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let started = std::time::Instant::now();
+    let o = run(&["healthcheck", "--url", &url], &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&url), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    // From a config without [http]: nothing to probe, said so.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), &repo("policies"), "");
+    let o = run(&["-c", cfg.to_str().expect("utf8"), "healthcheck"], &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("[http]"), "{err}");
+    // Not a URL: usage error.
+    assert_eq!(
+        run(&["healthcheck", "--url", "ftp://x"], &[]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
 fn usage_errors_exit_2() {
     assert_eq!(run(&["frobnicate"], &[]).status.code(), Some(2));
     assert_eq!(run(&["eval"], &[]).status.code(), Some(2));
@@ -239,7 +267,7 @@ fn audit_verify_reports_the_first_bad_line() {
     let log = dir.path().join("audit.jsonl");
     {
         let mut w = vpcep_approver::audit::AuditWriter::open(
-            vpcep_approver::audit::AuditTarget::File(log.clone()),
+            vpcep_approver::audit::AuditPath::File(log.clone()),
             false,
             vpcep_approver::clock::system(),
         )

@@ -160,6 +160,12 @@ fn daemon_notifies_reloads_rotates_and_stops_cleanly() {
     wait_for("readyz", Duration::from_secs(20), || {
         http("GET", &format!("{base}/readyz"), "").0 == 200
     });
+    // The image's HEALTHCHECK: the binary probes its own listener from the config.
+    let o = Command::new(BIN)
+        .args(["-c", cfg.to_str().expect("utf8"), "healthcheck"])
+        .output()
+        .expect("healthcheck runs");
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
     let (_, m) = http("GET", &format!("{base}/metrics"), "");
     for name in [
         "vpcep_approver_decisions_total",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use vpcep_approver::audit::{AuditTarget, AuditWriter, verify_files};
+use vpcep_approver::audit::{AuditWriter, verify_files};
 use vpcep_approver::cloud::auth::Credentials;
 use vpcep_approver::cloud::client::Cloud;
 use vpcep_approver::config::{
@@ -65,7 +65,7 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
-async fn rig(sim_cfg: SimConfig, dry_run: bool, audit_target: Option<AuditTarget>) -> Rig {
+async fn rig(sim_cfg: SimConfig, dry_run: bool, audit_target: Option<AuditPath>) -> Rig {
     vpcep_approver::cloud::client::init_tls();
     let sim = spawn_sim(SimConfig {
         credentials: vec![(AK.into(), SK.into())],
@@ -85,7 +85,7 @@ async fn rig(sim_cfg: SimConfig, dry_run: bool, audit_target: Option<AuditTarget
         Metrics::new(),
     )
     .expect("client");
-    let target = audit_target.unwrap_or(AuditTarget::File(audit.clone()));
+    let target = audit_target.unwrap_or(AuditPath::File(audit.clone()));
     let writer = AuditWriter::open(target, true, vpcep_approver::clock::system()).expect("audit");
     let engine = Engine::new(
         Arc::new(Policies::embedded_examples().expect("example policies")),
@@ -279,7 +279,7 @@ async fn audit_failure_blocks_every_action() {
     let r = rig(
         sample(),
         false,
-        Some(AuditTarget::File(PathBuf::from("/dev/full"))),
+        Some(AuditPath::File(PathBuf::from("/dev/full"))),
     )
     .await;
     let report = cycle(&r).await;
@@ -371,7 +371,7 @@ async fn two_instances_on_the_same_services_never_double_change() {
         Arc::new(Policies::embedded_examples().expect("policies")),
         Arc::new(Mutex::new(
             AuditWriter::open(
-                AuditTarget::File(audit_b.clone()),
+                AuditPath::File(audit_b.clone()),
                 false,
                 vpcep_approver::clock::system(),
             )

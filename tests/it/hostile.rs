@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
-use vpcep_approver::audit::{AuditTarget, AuditWriter, verify_files};
+use vpcep_approver::audit::{AuditPath, AuditWriter, verify_files};
 use vpcep_approver::cloud::auth::Credentials;
 use vpcep_approver::cloud::client::{Cloud, MAX_BODY_BYTES, TargetClient};
 use vpcep_approver::cloud::error::ApiErrorKind;
@@ -85,7 +85,7 @@ async fn rig(seed: Seed, dry_run: bool) -> Rig {
     let dir = tempfile::tempdir().expect("tempdir");
     let audit = dir.path().join("audit.jsonl");
     let writer = AuditWriter::open(
-        AuditTarget::File(audit.clone()),
+        AuditPath::File(audit.clone()),
         false,
         vpcep_approver::clock::system(),
     )
