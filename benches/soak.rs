@@ -131,10 +131,10 @@ fn main() -> anyhow::Result<()> {
     for l in text.lines() {
         lines += 1;
         let v: serde_json::Value = serde_json::from_str(l).context("audit line is JSON")?;
-        if v["kind"] == "decision" {
-            if let Some(e) = v["endpoint_id"].as_str() {
-                decided.insert(e.to_owned());
-            }
+        if v["kind"] == "decision"
+            && let Some(e) = v["endpoint_id"].as_str()
+        {
+            decided.insert(e.to_owned());
         }
     }
     let undecided = state

@@ -41,10 +41,10 @@ pub fn next_wait(interval: Duration, jitter: Duration, rng: &mut impl rand::Rng)
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        if let Err(e) = sd_notify::notify(states) {
-            warn!(error = %e, "sd_notify failed");
-        }
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(states)
+    {
+        warn!(error = %e, "sd_notify failed");
     }
 }
 

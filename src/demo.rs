@@ -189,14 +189,8 @@ pub async fn run(policies: Option<&Path>) -> CmdResult {
             request_timeout: Duration::from_secs(5),
             ..Poll::default()
         },
-        policy: PolicyConfig {
-            dir: dir.clone(),
-            on_no_match: OnNoMatch::LeavePending,
-        },
-        audit: AuditConfig {
-            path: AuditPath::File(audit_path.clone()),
-            fsync: true,
-        },
+        policy: PolicyConfig::at(dir.clone()),
+        audit: AuditConfig::at(AuditPath::File(audit_path.clone())),
         http: None,
         log: LogConfig::default(),
     };

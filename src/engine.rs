@@ -380,10 +380,10 @@ impl Engine {
             })?;
         let mut accepted_by: HashMap<&str, i64> = HashMap::new();
         for c in &accepted {
-            if c.status.as_deref() == Some(status::ACCEPTED) {
-                if let Some(d) = c.domain_id.as_deref() {
-                    *accepted_by.entry(d).or_default() += 1;
-                }
+            if c.status.as_deref() == Some(status::ACCEPTED)
+                && let Some(d) = c.domain_id.as_deref()
+            {
+                *accepted_by.entry(d).or_default() += 1;
             }
         }
         let mut pending_by: HashMap<String, i64> = HashMap::new();

@@ -102,10 +102,10 @@ impl Health {
     pub fn record(&self, report: &CycleReport) {
         let mut last = self.last_ok.lock().unwrap_or_else(|p| p.into_inner());
         for (i, t) in report.targets.iter().enumerate() {
-            if t.ok() {
-                if let Some(slot) = last.get_mut(i) {
-                    *slot = Some(Instant::now());
-                }
+            if t.ok()
+                && let Some(slot) = last.get_mut(i)
+            {
+                *slot = Some(Instant::now());
             }
         }
     }

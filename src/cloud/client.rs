@@ -1000,13 +1000,13 @@ impl TargetClient {
         match &self.inner.shared.auth {
             SharedAuth::Password { .. } => {
                 // `try_lock`: if another task holds the slot it is fetching a new token.
-                if let Ok(mut slot) = self.inner.token.try_lock() {
-                    if slot.as_ref().is_some_and(|c| c.generation == generation) {
-                        // Keep the generation counting up across the drop.
-                        if let Some(c) = slot.as_mut() {
-                            c.refresh_at = Instant::now();
-                            c.expires_at = Instant::now();
-                        }
+                if let Ok(mut slot) = self.inner.token.try_lock()
+                    && slot.as_ref().is_some_and(|c| c.generation == generation)
+                {
+                    // Keep the generation counting up across the drop.
+                    if let Some(c) = slot.as_mut() {
+                        c.refresh_at = Instant::now();
+                        c.expires_at = Instant::now();
                     }
                 }
                 Ok(true)

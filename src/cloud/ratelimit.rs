@@ -67,10 +67,10 @@ impl RateLimiter {
         }
         // Keep the list sorted: never grant before an earlier reservation.
         let mut slot = g.back().map_or(now, |b| (*b).max(now));
-        if g.len() >= self.per_second {
-            if let Some(oldest) = g.pop_front() {
-                slot = slot.max(oldest + PERIOD);
-            }
+        if g.len() >= self.per_second
+            && let Some(oldest) = g.pop_front()
+        {
+            slot = slot.max(oldest + PERIOD);
         }
         g.push_back(slot);
         slot

@@ -441,10 +441,10 @@ impl Shared {
             Err(e) => return (Reply::error(&e, shape, request_id), None, Bytes::new()),
         };
         let now = Utc::now();
-        if *route != Route::Token {
-            if let Err(e) = self.authenticate(parts, &body, route.project(), now) {
-                return (Reply::error(&e, shape, request_id), None, body);
-            }
+        if *route != Route::Token
+            && let Err(e) = self.authenticate(parts, &body, route.project(), now)
+        {
+            return (Reply::error(&e, shape, request_id), None, body);
         }
         let injected = lock(&self.faults).take(op);
         let mut replacement = None;
@@ -961,13 +961,12 @@ impl Simulator {
     /// Stops accepting, lets open requests finish (at most 5 s), then returns.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
-        if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
                 .await
                 .is_err()
-            {
-                task.abort();
-            }
+        {
+            task.abort();
         }
     }
 }

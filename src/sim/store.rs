@@ -253,10 +253,10 @@ impl ServiceQuery {
     /// Validates the query; unknown parameters (`public_border_group`, `net_type`) are ignored.
     pub fn parse(q: &[(String, String)]) -> Result<Self, ApiError> {
         let status = param(q, "status").filter(|s| !s.is_empty());
-        if let Some(s) = status {
-            if !SERVICE_STATUSES.contains(&s) {
-                return Err(api::INVALID_STATUS);
-            }
+        if let Some(s) = status
+            && !SERVICE_STATUSES.contains(&s)
+        {
+            return Err(api::INVALID_STATUS);
         }
         let name = param(q, "endpoint_service_name").filter(|s| !s.is_empty());
         if name.is_some_and(|n| n.chars().count() > 128) {
@@ -286,10 +286,10 @@ impl ConnQuery {
     /// Validates the query.
     pub fn parse(q: &[(String, String)]) -> Result<Self, ApiError> {
         let status = param(q, "status").filter(|s| !s.is_empty());
-        if let Some(s) = status {
-            if !CONNECTION_STATUSES.contains(&s) {
-                return Err(api::INVALID_STATUS.with_message(format!("Invalid status: {s:?}.")));
-            }
+        if let Some(s) = status
+            && !CONNECTION_STATUSES.contains(&s)
+        {
+            return Err(api::INVALID_STATUS.with_message(format!("Invalid status: {s:?}.")));
         }
         let marker_id = match param(q, "marker_id").filter(|s| !s.is_empty()) {
             None => None,

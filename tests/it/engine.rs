@@ -44,14 +44,8 @@ fn config(sim: &Simulator, audit: &Path) -> Config {
             request_timeout: Duration::from_secs(5),
             ..Poll::default()
         },
-        policy: PolicyConfig {
-            dir: PathBuf::from("policies"),
-            on_no_match: OnNoMatch::LeavePending,
-        },
-        audit: AuditConfig {
-            path: AuditPath::File(audit.to_owned()),
-            fsync: true,
-        },
+        policy: PolicyConfig::at(PathBuf::from("policies")),
+        audit: AuditConfig::at(AuditPath::File(audit.to_owned())),
         http: None,
         log: LogConfig::default(),
     }

@@ -1,18 +1,30 @@
-//! The TOML configuration (SPEC §3), validated into a typed [`Config`], and the secrets it
-//! points at. Unknown keys are errors; every error names the file and the key. Secrets are
-//! never in the file: they come from the environment or from files, and are only read when
-//! [`SecretSource::load`] is called (by `run`), never by `check`, `eval` or `test`.
+//! The TOML configuration (README "Configuration"), validated into a typed [`Config`].
+//! Unknown keys are errors; every error names the file and the key
+//! (`invalid config file F: poll.interval: …`). Secrets are never in the file: it names
+//! where they come from ([`SecretSource`]), and only `run` reads them.
+//!
+//! Each section's defaults are written once, in its `Default` impl, which serde uses for
+//! every key left out; [`Validator`] then checks what types cannot say (ranges, URLs,
+//! ids) and resolves relative paths against the config file's directory.
+
+mod secret;
+
+pub use secret::{SecretSource, expand_vars};
 
 use crate::decision::OnNoMatch;
-use secrecy::SecretString;
-use serde::Deserialize;
-use std::fmt;
+use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The default config path when neither `-c` nor `$VPCEP_APPROVER_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/vpcep-approver/config.toml";
+/// Access key variable of `method = "aksk"` (the official SDK's name).
+pub const AK_ENV: &str = "HUAWEICLOUD_SDK_AK";
+/// Secret key variable of `method = "aksk"`.
+pub const SK_ENV: &str = "HUAWEICLOUD_SDK_SK";
+/// Security token variable of temporary AK/SK.
+pub const SECURITY_TOKEN_ENV: &str = "HUAWEICLOUD_SDK_SECURITY_TOKEN";
 
 /// A configuration problem. Always names the file, and the key where there is one.
 #[derive(Debug, thiserror::Error)]
@@ -26,15 +38,15 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML or has an unknown key or wrong type.
+    /// The file is not valid TOML.
     #[error("invalid config file {path}: {message}")]
     Parse {
         /// The config file.
         path: PathBuf,
-        /// The parser's message (names the key and line).
+        /// The parser's message (names the line).
         message: String,
     },
-    /// A key has a value that is not allowed.
+    /// A key is unknown, has the wrong type or a value that is not allowed.
     #[error("invalid config file {path}: {key}: {message}")]
     Invalid {
         /// The config file.
@@ -94,6 +106,30 @@ pub struct Target {
     pub ca_file: Option<PathBuf>,
 }
 
+impl Target {
+    /// A target with the endpoints of a public region (tests, `demo`).
+    pub fn new(name: &str, region: &str, project_id: &str) -> Target {
+        Target {
+            name: name.to_owned(),
+            region: region.to_owned(),
+            project_id: project_id.to_owned(),
+            vpcep_endpoint: default_vpcep_endpoint(region),
+            iam_endpoint: default_iam_endpoint(region),
+            services: None,
+            ca_file: None,
+        }
+    }
+
+    /// The same target with both endpoints at `base` (a simulator).
+    pub fn at(mut self, base: &str) -> Target {
+        base.trim_end_matches('/')
+            .clone_into(&mut self.vpcep_endpoint);
+        base.trim_end_matches('/')
+            .clone_into(&mut self.iam_endpoint);
+        self
+    }
+}
+
 /// How the daemon authenticates to the cloud.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
@@ -131,133 +167,30 @@ impl Auth {
             Auth::Token { .. } => "token",
         }
     }
-}
 
-/// Where a secret comes from. Holds only names, never the value.
-#[derive(Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    /// An environment variable.
-    Env(String),
-    /// A file; the path may hold `${VAR}` references, expanded when the secret is read.
-    /// Relative results resolve against `base`.
-    File {
-        /// The configured value, before expansion.
-        template: String,
-        /// The config file's directory.
-        base: PathBuf,
-    },
-}
-
-impl fmt::Debug for SecretSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SecretSource::Env(v) => write!(f, "env:{v}"),
-            SecretSource::File { template, .. } => write!(f, "file:{template}"),
+    /// AK/SK from [`AK_ENV`], [`SK_ENV`] and the optional [`SECURITY_TOKEN_ENV`]: the
+    /// default.
+    pub fn aksk_from_env() -> Auth {
+        Auth::AkSk {
+            access_key: SecretSource::Env(AK_ENV.into()),
+            secret_key: SecretSource::Env(SK_ENV.into()),
+            security_token: SecretSource::Env(SECURITY_TOKEN_ENV.into()),
         }
     }
 }
 
-impl fmt::Display for SecretSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SecretSource::Env(v) => write!(f, "environment variable {v}"),
-            SecretSource::File { template, .. } => write!(f, "file {template}"),
-        }
-    }
-}
-
-impl SecretSource {
-    /// Reads the secret; a missing or empty one is an error naming the variable or file.
-    pub fn load(&self) -> Result<SecretString, ConfigError> {
-        self.load_optional()?.ok_or_else(|| match self {
-            SecretSource::Env(v) => ConfigError::Secret {
-                source_name: format!("environment variable {v}"),
-                message: "not set".into(),
-            },
-            SecretSource::File { template, .. } => ConfigError::Secret {
-                source_name: format!("file {template}"),
-                message: "empty".into(),
-            },
-        })
-    }
-
-    /// Reads the secret; an unset environment variable is `None`, a file must exist.
-    pub fn load_optional(&self) -> Result<Option<SecretString>, ConfigError> {
-        match self {
-            SecretSource::Env(var) => match std::env::var(var) {
-                Ok(v) if !v.trim().is_empty() => Ok(Some(SecretString::from(v.trim().to_owned()))),
-                Ok(_) => Ok(None),
-                Err(std::env::VarError::NotPresent) => Ok(None),
-                Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::Secret {
-                    source_name: format!("environment variable {var}"),
-                    message: "not valid UTF-8".into(),
-                }),
-            },
-            SecretSource::File { .. } => {
-                let path = self.file_path()?.unwrap_or_default();
-                let named = |message: String| ConfigError::Secret {
-                    source_name: format!("file {}", path.display()),
-                    message,
-                };
-                let bytes = std::fs::read(&path).map_err(|e| named(e.to_string()))?;
-                let text = String::from_utf8(bytes).map_err(|_| named("not valid UTF-8".into()))?;
-                let v = text.trim();
-                if v.is_empty() {
-                    Ok(None)
-                } else {
-                    Ok(Some(SecretString::from(v.to_owned())))
-                }
-            }
-        }
-    }
-
-    /// For a file source, the path after `${VAR}` expansion; `None` for the environment.
-    pub fn file_path(&self) -> Result<Option<PathBuf>, ConfigError> {
-        match self {
-            SecretSource::Env(_) => Ok(None),
-            SecretSource::File { template, base } => {
-                let expanded = expand_vars(template, |v| std::env::var(v).ok()).map_err(|m| {
-                    ConfigError::Secret {
-                        source_name: format!("file {template}"),
-                        message: m,
-                    }
-                })?;
-                Ok(Some(base.join(expanded)))
-            }
-        }
-    }
-}
-
-/// Expands `${VAR}` references. Unset variables and unclosed `${` are errors.
-pub fn expand_vars(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("unclosed ${{ in {s:?}"))?;
-        let name = &after[..end];
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("invalid variable name {name:?} in {s:?}"));
-        }
-        let val = lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
-        out.push_str(&val);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// Polling, timeouts, concurrency and retries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Polling, timeouts, concurrency and retries (`[poll]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Poll {
     /// Time between cycles.
+    #[serde(deserialize_with = "duration")]
     pub interval: Duration,
     /// Random 0..jitter added to each wait.
+    #[serde(deserialize_with = "duration")]
     pub jitter: Duration,
     /// Timeout of one HTTP request.
+    #[serde(deserialize_with = "duration")]
     pub request_timeout: Duration,
     /// Concurrent API requests, all targets together.
     pub max_in_flight: usize,
@@ -265,6 +198,9 @@ pub struct Poll {
     pub max_requests_per_second: u32,
     /// Retries of a retryable failure.
     pub max_retries: u32,
+    /// An action is sent only on facts listed at most this long ago.
+    #[serde(deserialize_with = "duration")]
+    pub max_decision_age: Duration,
 }
 
 impl Default for Poll {
@@ -276,17 +212,41 @@ impl Default for Poll {
             max_in_flight: 8,
             max_requests_per_second: 10,
             max_retries: 4,
+            max_decision_age: Duration::from_secs(5),
         }
     }
 }
 
-/// The policy directory and the no-match action.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The policy directory, the no-match action and the directory watch (`[policy]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     /// The directory with `*.cedar`, the schema, entities and tests.
     pub dir: PathBuf,
     /// What a `no-match` verdict does.
     pub on_no_match: OnNoMatch,
+    /// Reload by itself when the directory changes.
+    pub watch: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            dir: PathBuf::from("policies"),
+            on_no_match: OnNoMatch::LeavePending,
+            watch: true,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The defaults with another directory.
+    pub fn at(dir: impl Into<PathBuf>) -> PolicyConfig {
+        PolicyConfig {
+            dir: dir.into(),
+            ..PolicyConfig::default()
+        }
+    }
 }
 
 /// Where audit records go (`[audit] path`; `"-"` is standard output).
@@ -298,24 +258,66 @@ pub enum AuditPath {
     File(PathBuf),
 }
 
-/// The audit log.
+/// The audit log (`[audit]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditConfig {
     /// File or stdout.
     pub path: AuditPath,
     /// fsync decision records before acting.
     pub fsync: bool,
+    /// The Ed25519 key (PKCS#8 PEM) that signs checkpoint records; a file, like the
+    /// other secrets, read by `run` and checked by `check`.
+    pub signing_key_file: Option<SecretSource>,
+    /// Time between checkpoint records (with a signing key).
+    pub checkpoint_interval: Duration,
 }
 
-/// The HTTP listener.
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            path: AuditPath::File(PathBuf::from("/var/lib/vpcep-approver/audit.jsonl")),
+            fsync: true,
+            signing_key_file: None,
+            checkpoint_interval: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The defaults with another path.
+    pub fn at(path: AuditPath) -> AuditConfig {
+        AuditConfig {
+            path,
+            ..AuditConfig::default()
+        }
+    }
+}
+
+/// The HTTP listener (`[http]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Connections served at once; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl HttpConfig {
+    /// The default connection limit.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+
+    /// A listener on `listen` with the default limit.
+    pub fn on(listen: SocketAddr) -> HttpConfig {
+        HttpConfig {
+            listen,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
     #[default]
@@ -324,12 +326,13 @@ pub enum LogFormat {
     Json,
 }
 
-/// Logging.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Logging (`[log]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// Text or JSON.
     pub format: LogFormat,
-    /// A tracing filter directive; `RUST_LOG` overrides it.
+    /// A level or tracing filter directive; `RUST_LOG` overrides it.
     pub level: String,
 }
 
@@ -342,17 +345,37 @@ impl Default for LogConfig {
     }
 }
 
+/// A humantime duration (`"30s"`, `"5m"`), with a message that shows the value.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{s:?} is not a duration like \"30s\" or \"5m\": {e}"
+        ))
+    })
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+/// The file as written; what types can check is checked by serde.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
     target: Vec<RawTarget>,
-    auth: Option<RawAuth>,
-    poll: Option<RawPoll>,
-    policy: Option<RawPolicy>,
-    audit: Option<RawAudit>,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    poll: Poll,
+    #[serde(default)]
+    policy: PolicyConfig,
+    #[serde(default)]
+    audit: RawAudit,
     http: Option<RawHttp>,
-    log: Option<RawLog>,
+    #[serde(default)]
+    log: LogConfig,
 }
 
 #[derive(Deserialize)]
@@ -380,42 +403,41 @@ struct RawAuth {
     token_file: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawPoll {
-    interval: Option<String>,
-    jitter: Option<String>,
-    request_timeout: Option<String>,
-    max_in_flight: Option<i64>,
-    max_requests_per_second: Option<i64>,
-    max_retries: Option<i64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawPolicy {
-    dir: Option<String>,
-    on_no_match: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct RawAudit {
-    path: Option<String>,
-    fsync: Option<bool>,
+    path: String,
+    fsync: bool,
+    signing_key_file: Option<String>,
+    #[serde(deserialize_with = "optional_duration")]
+    checkpoint_interval: Option<Duration>,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        let d = AuditConfig::default();
+        RawAudit {
+            path: match d.path {
+                AuditPath::Stdout => "-".into(),
+                AuditPath::File(p) => p.display().to_string(),
+            },
+            fsync: d.fsync,
+            signing_key_file: None,
+            checkpoint_interval: None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: String,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    format: Option<String>,
-    level: Option<String>,
+fn default_max_connections() -> usize {
+    HttpConfig::DEFAULT_MAX_CONNECTIONS
 }
 
 /// Default VPCEP endpoint of a public Huawei Cloud region.
@@ -452,6 +474,15 @@ fn valid_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -465,9 +496,30 @@ impl Config {
     /// Validates config text as if read from `path` (relative paths resolve against its
     /// directory).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let syntax = |e: toml::de::Error| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().replace('\n', " | "),
+        };
+        let de = toml::Deserializer::parse(text).map_err(syntax)?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let mut message = inner.message().trim_end().replace('\n', " | ");
+            if let Some(span) = inner.span() {
+                message.push_str(&format!(" (line {})", line_of(text, span.start)));
+            }
+            if key == "." {
+                ConfigError::Parse {
+                    path: path.to_owned(),
+                    message,
+                }
+            } else {
+                ConfigError::Invalid {
+                    path: path.to_owned(),
+                    key,
+                    message,
+                }
+            }
         })?;
         let dir = path
             .parent()
@@ -479,6 +531,7 @@ impl Config {
     }
 }
 
+/// Checks what types cannot say, naming the key.
 struct Validator<'a> {
     path: &'a Path,
     dir: &'a Path,
@@ -493,7 +546,7 @@ impl Validator<'_> {
         }
     }
 
-    fn resolve(&self, p: &str) -> PathBuf {
+    fn resolve(&self, p: &Path) -> PathBuf {
         self.dir.join(p)
     }
 
@@ -515,12 +568,12 @@ impl Validator<'_> {
         Ok(Config {
             path: self.path.to_owned(),
             targets,
-            auth: self.auth(raw.auth.unwrap_or_default())?,
-            poll: self.poll(raw.poll.unwrap_or_default())?,
-            policy: self.policy(raw.policy.unwrap_or_default())?,
-            audit: self.audit(raw.audit.unwrap_or_default())?,
+            auth: self.auth(raw.auth)?,
+            poll: self.poll(raw.poll)?,
+            policy: self.policy(raw.policy)?,
+            audit: self.audit(raw.audit)?,
             http: raw.http.map(|h| self.http(h)).transpose()?,
-            log: self.log(raw.log.unwrap_or_default())?,
+            log: self.log(raw.log)?,
         })
     }
 
@@ -589,7 +642,7 @@ impl Validator<'_> {
             vpcep_endpoint,
             iam_endpoint,
             services: t.services,
-            ca_file: t.ca_file.map(|p| self.resolve(&p)),
+            ca_file: t.ca_file.map(|p| self.resolve(Path::new(&p))),
         })
     }
 
@@ -619,23 +672,25 @@ impl Validator<'_> {
         Ok(url.as_str().trim_end_matches('/').to_owned())
     }
 
+    /// A `*_file` value: a path that may hold `${VAR}` references, read later.
+    fn file(&self, key: &str, v: &Option<String>) -> Result<Option<SecretSource>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(t) if t.trim().is_empty() => Err(self.err(key, "empty path")),
+            Some(t) => {
+                // Catch malformed ${...} now; the variables themselves are read later.
+                expand_vars(t, |_| Some(String::new())).map_err(|m| self.err(key, m))?;
+                Ok(Some(SecretSource::File {
+                    template: t.clone(),
+                    base: self.dir.to_owned(),
+                }))
+            }
+        }
+    }
+
     fn auth(&self, a: RawAuth) -> Result<Auth, ConfigError> {
         let method = a.method.as_deref().unwrap_or("aksk");
-        let file = |k: &str, v: &Option<String>| -> Result<Option<SecretSource>, ConfigError> {
-            match v {
-                None => Ok(None),
-                Some(t) if t.trim().is_empty() => Err(self.err(format!("auth.{k}"), "empty path")),
-                Some(t) => {
-                    // Catch malformed ${...} now; the variables themselves are read later.
-                    expand_vars(t, |_| Some(String::new()))
-                        .map_err(|m| self.err(format!("auth.{k}"), m))?;
-                    Ok(Some(SecretSource::File {
-                        template: t.clone(),
-                        base: self.dir.to_owned(),
-                    }))
-                }
-            }
-        };
+        let file = |k: &str, v: &Option<String>| self.file(&format!("auth.{k}"), v);
         let forbid = |k: &str, present: bool| -> Result<(), ConfigError> {
             if present {
                 Err(self.err(
@@ -655,11 +710,11 @@ impl Validator<'_> {
                 forbid("token_file", a.token_file.is_some())?;
                 Ok(Auth::AkSk {
                     access_key: file("access_key_file", &a.access_key_file)?
-                        .unwrap_or_else(|| env("HUAWEICLOUD_SDK_AK")),
+                        .unwrap_or_else(|| env(AK_ENV)),
                     secret_key: file("secret_key_file", &a.secret_key_file)?
-                        .unwrap_or_else(|| env("HUAWEICLOUD_SDK_SK")),
+                        .unwrap_or_else(|| env(SK_ENV)),
                     security_token: file("security_token_file", &a.security_token_file)?
-                        .unwrap_or_else(|| env("HUAWEICLOUD_SDK_SECURITY_TOKEN")),
+                        .unwrap_or_else(|| env(SECURITY_TOKEN_ENV)),
                 })
             }
             "password" => {
@@ -698,94 +753,88 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(
-        &self,
-        key: &str,
-        v: Option<String>,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        match v {
-            None => Ok(default),
-            Some(s) => humantime::parse_duration(s.trim()).map_err(|e| {
-                self.err(
-                    key,
-                    format!("{s:?} is not a duration like \"30s\" or \"5m\": {e}"),
-                )
-            }),
-        }
-    }
-
-    fn poll(&self, p: RawPoll) -> Result<Poll, ConfigError> {
-        let d = Poll::default();
-        let interval = self.duration("poll.interval", p.interval, d.interval)?;
-        if interval < Duration::from_secs(1) {
-            return Err(self.err("poll.interval", "must be at least 1s"));
-        }
-        let jitter = self.duration("poll.jitter", p.jitter, d.jitter)?;
-        let request_timeout =
-            self.duration("poll.request_timeout", p.request_timeout, d.request_timeout)?;
-        if request_timeout.is_zero() {
-            return Err(self.err("poll.request_timeout", "must be greater than 0"));
-        }
-        let int =
-            |k: &str, v: Option<i64>, default: i64, lo: i64, hi: i64| -> Result<i64, ConfigError> {
-                let n = v.unwrap_or(default);
-                if (lo..=hi).contains(&n) {
-                    Ok(n)
-                } else {
-                    Err(self.err(
-                        format!("poll.{k}"),
-                        format!("{n} is not between {lo} and {hi}"),
-                    ))
-                }
-            };
-        Ok(Poll {
-            interval,
-            jitter,
-            request_timeout,
-            max_in_flight: int("max_in_flight", p.max_in_flight, 8, 1, 1024)? as usize,
-            max_requests_per_second: int(
-                "max_requests_per_second",
-                p.max_requests_per_second,
-                10,
-                0,
-                100_000,
-            )? as u32,
-            max_retries: int("max_retries", p.max_retries, 4, 0, 20)? as u32,
-        })
-    }
-
-    fn policy(&self, p: RawPolicy) -> Result<PolicyConfig, ConfigError> {
-        let on_no_match = match p.on_no_match.as_deref() {
-            None | Some("leave-pending") => OnNoMatch::LeavePending,
-            Some("reject") => OnNoMatch::Reject,
-            Some(o) => {
-                return Err(self.err(
-                    "policy.on_no_match",
-                    format!("{o:?} is not one of \"leave-pending\", \"reject\""),
-                ));
+    fn poll(&self, p: Poll) -> Result<Poll, ConfigError> {
+        let at_least = |key: &str, v: Duration, min: Duration, what: &str| {
+            if v < min {
+                Err(self.err(format!("poll.{key}"), what.to_owned()))
+            } else {
+                Ok(())
             }
         };
-        let dir = p.dir.unwrap_or_else(|| "policies".into());
-        if dir.trim().is_empty() {
+        at_least(
+            "interval",
+            p.interval,
+            Duration::from_secs(1),
+            "must be at least 1s",
+        )?;
+        at_least(
+            "request_timeout",
+            p.request_timeout,
+            Duration::from_millis(1),
+            "must be greater than 0",
+        )?;
+        at_least(
+            "max_decision_age",
+            p.max_decision_age,
+            Duration::from_millis(100),
+            "must be at least 100ms",
+        )?;
+        let range = |key: &str, n: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&n) {
+                Ok(())
+            } else {
+                Err(self.err(
+                    format!("poll.{key}"),
+                    format!("{n} is not between {lo} and {hi}"),
+                ))
+            }
+        };
+        range("max_in_flight", p.max_in_flight as u64, 1, 1024)?;
+        range(
+            "max_requests_per_second",
+            u64::from(p.max_requests_per_second),
+            0,
+            100_000,
+        )?;
+        range("max_retries", u64::from(p.max_retries), 0, 20)?;
+        Ok(p)
+    }
+
+    fn policy(&self, p: PolicyConfig) -> Result<PolicyConfig, ConfigError> {
+        if p.dir.as_os_str().is_empty() {
             return Err(self.err("policy.dir", "empty path"));
         }
         Ok(PolicyConfig {
-            dir: self.resolve(&dir),
-            on_no_match,
+            dir: self.resolve(&p.dir),
+            ..p
         })
     }
 
     fn audit(&self, a: RawAudit) -> Result<AuditConfig, ConfigError> {
-        let path = match a.path.as_deref() {
-            Some("-") => AuditPath::Stdout,
-            Some(p) if p.trim().is_empty() => return Err(self.err("audit.path", "empty path")),
-            Some(p) => AuditPath::File(self.resolve(p)),
-            None => AuditPath::File(PathBuf::from("/var/lib/vpcep-approver/audit.jsonl")),
+        let path = match a.path.as_str() {
+            "-" => AuditPath::Stdout,
+            p if p.trim().is_empty() => return Err(self.err("audit.path", "empty path")),
+            p => AuditPath::File(self.resolve(Path::new(p))),
+        };
+        let signing_key_file = self.file("audit.signing_key_file", &a.signing_key_file)?;
+        let checkpoint_interval = match (a.checkpoint_interval, &signing_key_file) {
+            (Some(_), None) => {
+                return Err(self.err(
+                    "audit.checkpoint_interval",
+                    "checkpoints are signed: set audit.signing_key_file too",
+                ));
+            }
+            (Some(d), Some(_)) if d < Duration::from_secs(1) => {
+                return Err(self.err("audit.checkpoint_interval", "must be at least 1s"));
+            }
+            (Some(d), Some(_)) => d,
+            (None, _) => AuditConfig::default().checkpoint_interval,
         };
         Ok(AuditConfig {
             path,
-            fsync: a.fsync.unwrap_or(true),
+            fsync: a.fsync,
+            signing_key_file,
+            checkpoint_interval,
         })
     }
 
@@ -796,24 +845,22 @@ impl Validator<'_> {
                 format!("{:?} is not an address like \"127.0.0.1:9464\"", h.listen),
             )
         })?;
-        Ok(HttpConfig { listen })
+        if !(1..=65_536).contains(&h.max_connections) {
+            return Err(self.err(
+                "http.max_connections",
+                format!("{} is not between 1 and 65536", h.max_connections),
+            ));
+        }
+        Ok(HttpConfig {
+            listen,
+            max_connections: h.max_connections,
+        })
     }
 
-    fn log(&self, l: RawLog) -> Result<LogConfig, ConfigError> {
-        let format = match l.format.as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(o) => {
-                return Err(self.err(
-                    "log.format",
-                    format!("{o:?} is not one of \"text\", \"json\""),
-                ));
-            }
-        };
-        let level = l.level.unwrap_or_else(|| "info".into());
-        tracing_subscriber::EnvFilter::try_new(&level)
-            .map_err(|e| self.err("log.level", format!("{level:?}: {e}")))?;
-        Ok(LogConfig { format, level })
+    fn log(&self, l: LogConfig) -> Result<LogConfig, ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&l.level)
+            .map_err(|e| self.err("log.level", format!("{:?}: {e}", l.level)))?;
+        Ok(l)
     }
 }
 
