@@ -95,7 +95,7 @@ impl OnNoMatch {
     }
 }
 
-/// How a sent action ended (SPEC §6.1).
+/// How a decided action ended (README "Audit log").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
@@ -105,6 +105,11 @@ pub enum Outcome {
     NotPending,
     /// The action did not take effect.
     Failed,
+    /// Decided but never sent: shutdown, a reload or newer facts superseded it, or the
+    /// key is in backoff (`attempts` 0).
+    Skipped,
+    /// Sent, but no answer came before the shutdown deadline.
+    Unknown,
 }
 
 impl Outcome {
@@ -114,6 +119,8 @@ impl Outcome {
             Outcome::Applied => "applied",
             Outcome::NotPending => "not-pending",
             Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+            Outcome::Unknown => "unknown",
         }
     }
 }

@@ -520,6 +520,8 @@ impl Engine {
                 Outcome::Applied => rep.applied += 1,
                 Outcome::NotPending => rep.not_pending += 1,
                 Outcome::Failed => rep.failed += 1,
+                // Not produced yet: the freshness and shutdown rules come next.
+                Outcome::Skipped | Outcome::Unknown => rep.failed += 1,
             }
             outcome_of.insert(i, o);
         }
