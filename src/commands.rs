@@ -10,6 +10,7 @@ use crate::policy::Policies;
 use anyhow::{Context, anyhow};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use tokio_util::sync::CancellationToken;
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> CmdResult {
@@ -173,25 +174,14 @@ fn eval(path: &Path, a: &EvalArgs) -> CmdResult {
     let d = policies.decide(&facts, cfg.policy.on_no_match);
     let mut out = std::io::stdout().lock();
     if a.json {
-        let rec = crate::audit::DecisionRecord {
-            decision_id: uuid::Uuid::now_v7().to_string(),
-            target: facts.target,
-            project_id: facts.project_id,
-            service_id: facts.service_id,
-            service_name: facts.service_name,
-            endpoint_id: facts.endpoint_id,
-            domain_id: facts.domain_id,
-            description: facts.description,
-            marker_id: facts.marker_id,
-            created_at: crate::clock::format_secs(facts.created_at),
-            verdict: d.verdict,
-            action: d.action,
-            policies: d.policies,
-            reasons: d.reasons,
-            errors: d.errors,
-            policy_version: policies.version().to_owned(),
-            dry_run: true,
-        };
+        use crate::engine::plan::{Subject, decision_record};
+        let rec = decision_record(
+            uuid::Uuid::now_v7().to_string(),
+            Subject::of_facts(&facts),
+            &d,
+            policies.version(),
+            true,
+        );
         #[derive(serde::Serialize)]
         struct EvalJson<'a> {
             kind: &'static str,
@@ -308,10 +298,12 @@ fn run_daemon(path: &Path, once: bool, dry_run: bool) -> CmdResult {
         .build()
         .context("starting the async runtime")
         .map_err(Failure::runtime)?;
-    rt.block_on(crate::daemon::run(
-        cfg,
-        crate::daemon::RunOptions { once, dry_run },
-    ))
+    rt.block_on(async {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        crate::daemon::signals::forward(tx).map_err(Failure::runtime)?;
+        let opts = crate::daemon::RunOptions { once, dry_run };
+        crate::daemon::run(cfg, opts, CancellationToken::new(), rx).await
+    })
 }
 
 #[cfg(feature = "sim")]

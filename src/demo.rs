@@ -5,7 +5,7 @@
 
 use crate::audit::AuditWriter;
 use crate::cloud::auth::Credentials;
-use crate::cloud::client::Cloud;
+use crate::cloud::client::CloudClient;
 use crate::config::{
     AuditConfig, AuditPath, Auth, Config, LogConfig, PolicyConfig, Poll, SecretSource, Target,
 };
@@ -142,7 +142,7 @@ fn print_table(rows: &[Row]) {
 
 /// Runs the demo. `policies`: a policy directory instead of the embedded examples.
 pub async fn run(policies: Option<&Path>) -> CmdResult {
-    crate::cloud::client::init_tls();
+    crate::cloud::init_tls();
     let policies = match policies {
         Some(dir) => Policies::load(dir).map_err(|e| {
             Failure::config(anyhow!(e).context(format!("loading policies from {}", dir.display())))
@@ -194,13 +194,9 @@ pub async fn run(policies: Option<&Path>) -> CmdResult {
         http: None,
         log: LogConfig::default(),
     };
-    let creds = Credentials::AkSk {
-        ak: ak.into(),
-        sk: sk.into(),
-        security_token: None,
-    };
+    let creds = Credentials::aksk(&ak, &sk, None);
     let metrics = Metrics::new();
-    let cloud = Cloud::new(&cfg, creds, metrics.clone())
+    let cloud = CloudClient::new(&cfg, creds, metrics.clone())
         .map_err(|e| Failure::runtime(anyhow!(e).context("setting up the client")))?;
     let clock = crate::clock::system();
     let writer = AuditWriter::open(AuditPath::File(audit_path.clone()), true, clock.clone())

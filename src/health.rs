@@ -1,7 +1,7 @@
-//! What `/healthz` and `/readyz` report (SPEC §7): whether the poll loop is alive and
+//! What `/healthz` and `/readyz` report (README "Health, metrics and alerts"): whether the poll loop is alive and
 //! whether every target is being served. The daemon feeds it; the HTTP surface reads it.
 
-use crate::cloud::client::Cloud;
+use crate::cloud::{Cloud, TargetApi};
 use crate::engine::{CycleReport, Engine};
 use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -9,11 +9,32 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// The targets as readiness sees them: their names and why one cannot work now.
+pub trait TargetStatus: Send + Sync {
+    /// Target names, in configuration order.
+    fn names(&self) -> Vec<String>;
+    /// Why target `i` cannot work right now, if it cannot.
+    fn unready_reason(&self, i: usize) -> Option<String>;
+}
+
+impl<C: Cloud> TargetStatus for C {
+    fn names(&self) -> Vec<String> {
+        self.targets()
+            .iter()
+            .map(|t| t.target().name.clone())
+            .collect()
+    }
+
+    fn unready_reason(&self, i: usize) -> Option<String> {
+        self.targets().get(i)?.unready_reason()
+    }
+}
+
 /// What the HTTP surface reports on.
-#[derive(Debug)]
 pub struct Health {
     engine: Arc<Engine>,
-    cloud: Arc<Cloud>,
+    cloud: Arc<dyn TargetStatus>,
+    names: Vec<String>,
     interval: Duration,
     started: Instant,
     /// Last time the poll loop went round (seconds since `started`).
@@ -22,13 +43,24 @@ pub struct Health {
     last_ok: Mutex<Vec<Option<Instant>>>,
 }
 
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("targets", &self.names)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Health {
     /// Health over `engine` and `cloud`, polled every `interval`.
-    pub fn new(engine: Arc<Engine>, cloud: Arc<Cloud>, interval: Duration) -> Health {
-        let n = cloud.targets().len();
+    pub fn new(engine: Arc<Engine>, cloud: Arc<dyn TargetStatus>, interval: Duration) -> Health {
+        let names = cloud.names();
+        let n = names.len();
         Health {
             engine,
             cloud,
+            names,
             interval,
             started: Instant::now(),
             heartbeat: AtomicI64::new(0),
@@ -72,8 +104,7 @@ impl Health {
             why.push(format!("audit log not writable: {e}"));
         }
         let last = self.last_ok.lock().unwrap_or_else(|p| p.into_inner());
-        for (tc, ok) in self.cloud.targets().iter().zip(last.iter()) {
-            let name = &tc.target().name;
+        for (i, (name, ok)) in self.names.iter().zip(last.iter()).enumerate() {
             match ok {
                 None => why.push(format!("target {name}: no successful cycle yet")),
                 Some(t) if t.elapsed() > 3 * self.interval => why.push(format!(
@@ -82,7 +113,7 @@ impl Health {
                 )),
                 Some(_) => {}
             }
-            if let Some(r) = tc.unready_reason() {
+            if let Some(r) = self.cloud.unready_reason(i) {
                 why.push(format!("target {name}: {r}"));
             }
         }

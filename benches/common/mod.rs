@@ -179,7 +179,7 @@ impl SimProcess {
             let _ = child.kill();
             bail!("simulator did not start: {line:?}");
         };
-        vpcep_approver::cloud::client::init_tls();
+        vpcep_approver::cloud::init_tls();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

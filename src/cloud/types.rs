@@ -129,6 +129,8 @@ pub mod status {
     pub const PENDING: &str = "pendingAcceptance";
     /// Accepted.
     pub const ACCEPTED: &str = "accepted";
+    /// Accepted, being set up.
+    pub const CREATING: &str = "creating";
     /// Rejected.
     pub const REJECTED: &str = "rejected";
     /// Service status: usable.

@@ -3,11 +3,10 @@
 //! method, actions and the read-back by id.
 
 use crate::support::{PROJECT, WAIT, http_client, seed_many, spawn_sim, within};
-use secrecy::SecretString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use vpcep_approver::cloud::auth::Credentials;
-use vpcep_approver::cloud::client::{Cloud, TargetClient};
+use vpcep_approver::cloud::client::{CloudClient, TargetClient};
 use vpcep_approver::cloud::error::ApiErrorKind;
 use vpcep_approver::config::{Config, SecretSource};
 use vpcep_approver::decision::Action;
@@ -41,24 +40,16 @@ fn config(sim: &Simulator, poll: &str) -> Config {
 }
 
 fn aksk() -> Credentials {
-    Credentials::AkSk {
-        ak: DEFAULT_AK.into(),
-        sk: DEFAULT_SK.into(),
-        security_token: None,
-    }
+    Credentials::aksk(DEFAULT_AK, DEFAULT_SK, None)
 }
 
 fn password(pw: &str) -> Credentials {
-    Credentials::Password {
-        user_name: DEFAULT_USER.into(),
-        domain_name: DEFAULT_DOMAIN.into(),
-        password: pw.into(),
-    }
+    Credentials::password(DEFAULT_USER, DEFAULT_DOMAIN, pw)
 }
 
-fn cloud(sim: &Simulator, poll: &str, creds: Credentials) -> (Cloud, TargetClient, Metrics) {
+fn cloud(sim: &Simulator, poll: &str, creds: Credentials) -> (CloudClient, TargetClient, Metrics) {
     let metrics = Metrics::new();
-    let cloud = Cloud::new(&config(sim, poll), creds, metrics.clone()).expect("cloud builds");
+    let cloud = CloudClient::new(&config(sim, poll), creds, metrics.clone()).expect("cloud builds");
     let t = cloud.targets()[0].clone();
     (cloud, t, metrics)
 }
@@ -339,7 +330,7 @@ async fn client_connection_refused_is_retried_then_reported() {
     let sim = sim_with(1, |_| {}).await;
     let cfg = config(&sim, "");
     sim.shutdown().await;
-    let c = Cloud::new(&cfg, aksk(), Metrics::new()).expect("cloud");
+    let c = CloudClient::new(&cfg, aksk(), Metrics::new()).expect("cloud");
     let e = within(c.targets()[0].list_services())
         .await
         .expect_err("refused");
@@ -351,11 +342,7 @@ async fn client_connection_refused_is_retried_then_reported() {
 #[tokio::test]
 async fn client_aksk_401_backs_off_without_a_burst() {
     let sim = sim_with(5, |_| {}).await;
-    let bad = Credentials::AkSk {
-        ak: DEFAULT_AK.into(),
-        sk: "WRONGSECRETKEY".into(),
-        security_token: None,
-    };
+    let bad = Credentials::aksk(DEFAULT_AK, "WRONGSECRETKEY", None);
     let (_c, t, _) = cloud(&sim, "max_retries = 4\n", bad);
     let e = within(t.list_services()).await.expect_err("bad signature");
     assert_eq!(e.kind, ApiErrorKind::Unauthorized);
@@ -388,11 +375,7 @@ async fn client_aksk_401_backs_off_without_a_burst() {
 #[tokio::test]
 async fn client_security_token_is_signed_and_accepted() {
     let sim = sim_with(2, |_| {}).await;
-    let creds = Credentials::AkSk {
-        ak: DEFAULT_AK.into(),
-        sk: DEFAULT_SK.into(),
-        security_token: Some("TEMPORARYSECURITYTOKEN".into()),
-    };
+    let creds = Credentials::aksk(DEFAULT_AK, DEFAULT_SK, Some("TEMPORARYSECURITYTOKEN"));
     let (_c, t, _) = cloud(&sim, "", creds);
     assert_eq!(
         within(t.list_connections(SVC, ""))
@@ -492,10 +475,7 @@ async fn client_token_method_rereads_its_source_once_on_401() {
         template: "token".into(),
         base: dir.path().into(),
     };
-    let creds = Credentials::Token {
-        source: source.clone(),
-        current: SecretString::from("MIIstale"),
-    };
+    let creds = Credentials::token(source.clone(), "MIIstale");
     let (_c, t, _) = cloud(&sim, "", creds);
     let got = within(t.list_connections(SVC, "pendingAcceptance"))
         .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use vpcep_approver::audit::{AuditWriter, verify_files};
 use vpcep_approver::cloud::auth::Credentials;
-use vpcep_approver::cloud::client::Cloud;
+use vpcep_approver::cloud::client::CloudClient;
 use vpcep_approver::config::{
     AuditConfig, AuditPath, Auth, Config, LogConfig, PolicyConfig, Poll, SecretSource, Target,
 };
@@ -53,14 +53,14 @@ fn config(sim: &Simulator, audit: &Path) -> Config {
 
 struct Rig {
     sim: Simulator,
-    cloud: Cloud,
+    cloud: CloudClient,
     engine: Engine,
     audit: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 async fn rig(sim_cfg: SimConfig, dry_run: bool, audit_target: Option<AuditPath>) -> Rig {
-    vpcep_approver::cloud::client::init_tls();
+    vpcep_approver::cloud::init_tls();
     let sim = spawn_sim(SimConfig {
         credentials: vec![(AK.into(), SK.into())],
         ..sim_cfg
@@ -69,16 +69,8 @@ async fn rig(sim_cfg: SimConfig, dry_run: bool, audit_target: Option<AuditPath>)
     let dir = tempfile::tempdir().expect("tempdir");
     let audit = dir.path().join("audit.jsonl");
     let cfg = config(&sim, &audit);
-    let cloud = Cloud::new(
-        &cfg,
-        Credentials::AkSk {
-            ak: AK.into(),
-            sk: SK.into(),
-            security_token: None,
-        },
-        Metrics::new(),
-    )
-    .expect("client");
+    let cloud =
+        CloudClient::new(&cfg, Credentials::aksk(AK, SK, None), Metrics::new()).expect("client");
     let target = audit_target.unwrap_or(AuditPath::File(audit.clone()));
     let writer = AuditWriter::open(target, true, vpcep_approver::clock::system()).expect("audit");
     let engine = Engine::new(
@@ -351,13 +343,9 @@ async fn two_instances_on_the_same_services_never_double_change() {
     // A second engine and client against the same simulator, with its own audit log.
     let dir = tempfile::tempdir().expect("tempdir");
     let audit_b = dir.path().join("b.jsonl");
-    let cloud_b = Cloud::new(
+    let cloud_b = CloudClient::new(
         &config(&a.sim, &audit_b),
-        Credentials::AkSk {
-            ak: AK.into(),
-            sk: SK.into(),
-            security_token: None,
-        },
+        Credentials::aksk(AK, SK, None),
         Metrics::new(),
     )
     .expect("client");

@@ -16,8 +16,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
 use vpcep_approver::audit::{AuditPath, AuditWriter, verify_files};
+use vpcep_approver::cloud::MAX_BODY_BYTES;
 use vpcep_approver::cloud::auth::Credentials;
-use vpcep_approver::cloud::client::{Cloud, MAX_BODY_BYTES, TargetClient};
+use vpcep_approver::cloud::client::{CloudClient, TargetClient};
 use vpcep_approver::cloud::error::ApiErrorKind;
 use vpcep_approver::config::{Config, ConfigError};
 use vpcep_approver::decision::OnNoMatch;
@@ -50,15 +51,11 @@ fn config_for(url: &str, poll: &str) -> Config {
     Config::parse(&text, Path::new("/nonexistent/config.toml")).expect("test config is valid")
 }
 
-fn cloud_for(url: &str, poll: &str) -> (Cloud, TargetClient) {
-    vpcep_approver::cloud::client::init_tls();
-    let cloud = Cloud::new(
+fn cloud_for(url: &str, poll: &str) -> (CloudClient, TargetClient) {
+    vpcep_approver::cloud::init_tls();
+    let cloud = CloudClient::new(
         &config_for(url, poll),
-        Credentials::AkSk {
-            ak: DEFAULT_AK.into(),
-            sk: DEFAULT_SK.into(),
-            security_token: None,
-        },
+        Credentials::aksk(DEFAULT_AK, DEFAULT_SK, None),
         Metrics::new(),
     )
     .expect("cloud builds");
@@ -69,7 +66,7 @@ fn cloud_for(url: &str, poll: &str) -> (Cloud, TargetClient) {
 /// A real cloud client, an engine with the example policies and an audit file.
 struct Rig {
     sim: Simulator,
-    cloud: Cloud,
+    cloud: CloudClient,
     engine: Engine,
     audit: PathBuf,
     _dir: tempfile::TempDir,

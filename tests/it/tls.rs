@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vpcep_approver::cloud::auth::Credentials;
-use vpcep_approver::cloud::client::Cloud;
+use vpcep_approver::cloud::client::CloudClient;
 use vpcep_approver::config::Config;
 use vpcep_approver::metrics::Metrics;
 
 /// Serves one canned `ServiceList` answer per connection over TLS with `cert`.
 async fn tls_server(cert: &rcgen::CertifiedKey<rcgen::KeyPair>) -> u16 {
-    vpcep_approver::cloud::client::init_tls();
+    vpcep_approver::cloud::init_tls();
     let der = cert.cert.der().clone();
     let key =
         rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).expect("key");
@@ -47,7 +47,7 @@ async fn tls_server(cert: &rcgen::CertifiedKey<rcgen::KeyPair>) -> u16 {
     port
 }
 
-fn cloud(port: u16, ca_file: Option<&PathBuf>) -> Cloud {
+fn cloud(port: u16, ca_file: Option<&PathBuf>) -> CloudClient {
     let ca = ca_file.map_or(String::new(), |p| {
         format!("ca_file = {:?}\n", p.display().to_string())
     });
@@ -55,16 +55,7 @@ fn cloud(port: u16, ca_file: Option<&PathBuf>) -> Cloud {
         "[[target]]\nregion = \"cn-north-4\"\nproject_id = \"p1\"\nvpcep_endpoint = \"https://localhost:{port}\"\n{ca}[poll]\nmax_retries = 0\nrequest_timeout = \"5s\"\n"
     );
     let cfg = Config::parse(&text, std::path::Path::new("/tls-test/config.toml")).expect("config");
-    Cloud::new(
-        &cfg,
-        Credentials::AkSk {
-            ak: "AK".into(),
-            sk: "SK".into(),
-            security_token: None,
-        },
-        Metrics::new(),
-    )
-    .expect("client")
+    CloudClient::new(&cfg, Credentials::aksk("AK", "SK", None), Metrics::new()).expect("client")
 }
 
 #[tokio::test]

@@ -1,0 +1,651 @@
+//! Sending one API request: the shared limits, the retry loop, the body cap (README "How
+//! a cycle works").
+//!
+//! Every request of every target goes through [`Transport::execute`]:
+//! - the credential of the attempt (for `password`, the project's IAM token, fetched
+//!   through this same loop first when it is absent or due);
+//! - the authentication gate of the credential: fail fast while it is in backoff;
+//! - an in-flight permit, then a rate-limit slot (in that order, so slots are not spent
+//!   by requests that then queue for a permit), send, read the body in chunks up to a
+//!   size cap, all within `request_timeout`; count the attempt; release the permit;
+//! - 429, 5xx, `EndPoint.0022`, timeouts and connection errors: sleep (permit released)
+//!   with exponential backoff and full jitter, at least `Retry-After`, up to
+//!   `max_retries` retries;
+//! - 401: signing credentials enter the backoff and are never retried in a burst (five
+//!   bad signatures lock the key for five minutes); a token is re-read or re-fetched
+//!   once and the request retried once.
+
+use super::auth::{Credential, Credentials, Gate, Outgoing, iam};
+use super::error::{ApiError, ApiErrorKind, CloudError, parse_error_body, sanitize};
+use super::ratelimit::RateLimiter;
+use super::retry::{Backoff, parse_retry_after};
+use super::signer;
+use crate::config::{Poll, Target};
+use crate::metrics::Metrics;
+use chrono::Utc;
+use reqwest::{Method, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Operation name of `POST {iam}/v3/auth/tokens`.
+pub const OP_IAM_TOKEN: &str = "iam_token";
+/// Largest response body read.
+pub const MAX_BODY_BYTES: usize = 32 << 20;
+
+/// Installs the `ring` crypto provider as rustls' process default. Idempotent; must run
+/// before any reqwest client is built (`Cloud::new` calls it).
+pub fn init_tls() {
+    // An error only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// What every request of every target shares: the limits, the credentials, the metrics.
+pub(crate) struct Transport {
+    limiter: Option<RateLimiter>,
+    in_flight: Semaphore,
+    metrics: Metrics,
+    request_timeout: Duration,
+    max_retries: u32,
+    backoff: Backoff,
+    max_body_bytes: AtomicUsize,
+    pub(crate) creds: Credentials,
+}
+
+/// Where one target's requests go.
+pub(crate) struct Endpoint<'a> {
+    pub target: &'a Target,
+    pub http: &'a reqwest::Client,
+    pub vpcep_base: &'a str,
+    pub iam_base: &'a str,
+    pub gate: &'a Gate,
+}
+
+/// One request to make.
+pub(crate) struct Call<'a> {
+    pub op: &'static str,
+    pub method: Method,
+    /// To the IAM endpoint (token requests, sent without a credential).
+    pub iam: bool,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub body: &'a [u8],
+}
+
+/// A complete HTTP answer.
+pub(crate) struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub request_id: Option<String>,
+    pub retry_after: Option<Duration>,
+    pub subject_token: Option<SecretString>,
+    pub url: String,
+    pub attempts: u32,
+}
+
+/// An attempt that produced no complete answer.
+pub(crate) enum Failure {
+    Timeout,
+    Connect(String),
+    TooLarge(String),
+    Build(String),
+}
+
+impl Transport {
+    pub(crate) fn new(poll: &Poll, creds: Credentials, metrics: Metrics) -> Transport {
+        Transport {
+            limiter: RateLimiter::new(poll.max_requests_per_second),
+            in_flight: Semaphore::new(poll.max_in_flight.max(1)),
+            metrics,
+            request_timeout: poll.request_timeout,
+            max_retries: poll.max_retries,
+            backoff: Backoff::default(),
+            max_body_bytes: AtomicUsize::new(MAX_BODY_BYTES),
+            creds,
+        }
+    }
+
+    pub(crate) fn set_max_body_bytes(&self, n: usize) {
+        self.max_body_bytes.store(n, Ordering::Relaxed);
+    }
+
+    /// The request loop: credential, gate, attempts, retries, 401 handling.
+    pub(crate) async fn execute(
+        &self,
+        ep: &Endpoint<'_>,
+        call: &Call<'_>,
+    ) -> Result<Reply, ApiError> {
+        let base = if call.iam { ep.iam_base } else { ep.vpcep_base };
+        let query = signer::canonical_query(&call.query);
+        let url = build_url(base, &call.path, &query).map_err(|m| {
+            ApiError::new(
+                call.op,
+                format!("{base}{}", call.path),
+                ApiErrorKind::Client,
+            )
+            .with_message(m)
+        })?;
+        let url_text = url.to_string();
+        let project = &ep.target.project_id;
+        let mut attempts = 0u32;
+        let mut retries = 0u32;
+        let mut reauthenticated = false;
+        loop {
+            // Credentials first: for `password` the IAM request is itself the probe after
+            // a backoff, and it checks the gate on its own.
+            let cred = if call.iam {
+                Credential::None
+            } else {
+                // Boxed: `execute` → IAM token → `execute` (without a credential).
+                self.creds
+                    .credential(project, || Box::pin(self.fetch_iam_token(ep)))
+                    .await?
+            };
+            let probe = ep.gate.admit(call.op, &url_text, attempts)?;
+            attempts += 1;
+            let outcome = self.attempt(ep, call, &url, &cred).await;
+            let mut retry_after = None;
+            let err = match outcome {
+                Ok(mut reply) if (200..300).contains(&reply.status) => {
+                    if ep.gate.succeeded() {
+                        tracing::info!(
+                            target_name = %ep.target.name,
+                            "authentication works again; backoff reset"
+                        );
+                    }
+                    drop(probe);
+                    reply.url = url_text;
+                    reply.attempts = attempts;
+                    return Ok(reply);
+                }
+                Ok(reply) => {
+                    retry_after = reply.retry_after;
+                    let err = error_from_reply(call.op, &url_text, &reply, attempts);
+                    if reply.status == 401 || (call.iam && reply.status == 403) {
+                        match (&cred, reauthenticated) {
+                            (Credential::Token(_, generation), false) => {
+                                reauthenticated = true;
+                                if self.creds.invalidate(project, *generation, &err)? {
+                                    tracing::warn!(
+                                        target_name = %ep.target.name,
+                                        operation = call.op,
+                                        http_status = reply.status,
+                                        error_code = err.error_code.as_deref(),
+                                        request_id = err.request_id.as_deref(),
+                                        method = self.creds.method(),
+                                        "token not accepted; re-authenticating once and retrying once"
+                                    );
+                                    continue;
+                                }
+                            }
+                            (Credential::Sign, _) | (Credential::None, _) => {
+                                self.enter_backoff(ep, &err)
+                            }
+                            (Credential::Token(..), true) => {}
+                        }
+                    }
+                    err
+                }
+                Err(f) => failure_error(call.op, &url_text, f, attempts),
+            };
+            drop(probe);
+            if err.is_retryable() && retries < self.max_retries {
+                let delay = self.backoff.delay(retries, retry_after, &mut rand::rng());
+                retries += 1;
+                tracing::warn!(
+                    target_name = %ep.target.name,
+                    operation = call.op,
+                    http_status = err.http_status,
+                    error_code = err.error_code.as_deref(),
+                    request_id = err.request_id.as_deref(),
+                    kind = err.kind.as_str(),
+                    retry = retries,
+                    max_retries = self.max_retries,
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "api request failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            log_failure(&ep.target.name, &err);
+            return Err(err);
+        }
+    }
+
+    fn enter_backoff(&self, ep: &Endpoint<'_>, err: &ApiError) {
+        let what = format!(
+            "{} authentication failed ({}{}{})",
+            self.creds.method(),
+            err.http_status
+                .map(|s| format!("http {s}"))
+                .unwrap_or_default(),
+            err.error_code
+                .as_deref()
+                .map(|c| format!(", {c}"))
+                .unwrap_or_default(),
+            err.request_id
+                .as_deref()
+                .map(|r| format!(", request_id {r}"))
+                .unwrap_or_default(),
+        );
+        if let Some((d, wall)) = ep.gate.failed(what) {
+            tracing::error!(
+                target_name = %ep.target.name,
+                operation = err.operation,
+                http_status = err.http_status,
+                error_code = err.error_code.as_deref(),
+                request_id = err.request_id.as_deref(),
+                backoff_secs = d.as_secs(),
+                until = %wall.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "authentication failed; not retrying until the backoff ends"
+            );
+        }
+    }
+
+    /// One attempt: permit, rate slot, credentials on the request, send, read the body,
+    /// all within `request_timeout`; counted in the metrics.
+    async fn attempt(
+        &self,
+        ep: &Endpoint<'_>,
+        call: &Call<'_>,
+        url: &Url,
+        cred: &Credential,
+    ) -> Result<Reply, Failure> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| Failure::Build("the client is shut down".into()))?;
+        if let Some(l) = &self.limiter {
+            l.acquire().await;
+        }
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.request_timeout, self.send(ep, call, url, cred))
+            .await
+            .unwrap_or(Err(Failure::Timeout));
+        let code = match &result {
+            Ok(r) => r.status.to_string(),
+            Err(Failure::Timeout) => "timeout".into(),
+            Err(Failure::Connect(_)) => "connect".into(),
+            Err(_) => "error".into(),
+        };
+        self.metrics.api_request(
+            &ep.target.name,
+            call.op,
+            &code,
+            started.elapsed().as_secs_f64(),
+        );
+        result
+    }
+
+    async fn send(
+        &self,
+        ep: &Endpoint<'_>,
+        call: &Call<'_>,
+        url: &Url,
+        cred: &Credential,
+    ) -> Result<Reply, Failure> {
+        let headers = self.headers(ep, call, url, cred)?;
+        let mut req = ep
+            .http
+            .request(call.method.clone(), url.clone())
+            .headers(headers);
+        if !call.body.is_empty() || call.method == Method::POST {
+            req = req.body(call.body.to_vec());
+        }
+        let mut resp = req.send().await.map_err(transport_failure)?;
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let request_id = header("x-request-id")
+            .map(|s| sanitize(&s))
+            .filter(|s| !s.is_empty());
+        let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v, Utc::now()));
+        let subject_token = if call.iam {
+            header("x-subject-token").map(SecretString::from)
+        } else {
+            None
+        };
+        let cap = self.max_body_bytes.load(Ordering::Relaxed);
+        if resp.content_length().is_some_and(|n| n > cap as u64) {
+            return Err(Failure::TooLarge(format!(
+                "content-length exceeds {cap} bytes"
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport_failure)? {
+            if body.len() + chunk.len() > cap {
+                return Err(Failure::TooLarge(format!("body exceeds {cap} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Reply {
+            status,
+            body,
+            request_id,
+            retry_after,
+            subject_token,
+            url: String::new(),
+            attempts: 0,
+        })
+    }
+
+    /// The headers of one attempt. The URL's query is already the signer's canonical
+    /// query ([`build_url`]), so what is signed is what is sent.
+    fn headers(
+        &self,
+        ep: &Endpoint<'_>,
+        call: &Call<'_>,
+        url: &Url,
+        cred: &Credential,
+    ) -> Result<reqwest::header::HeaderMap, Failure> {
+        let host = host_header(url).ok_or_else(|| Failure::Build("url has no host".into()))?;
+        self.creds
+            .apply(
+                cred,
+                &Outgoing {
+                    method: call.method.as_str(),
+                    host: &host,
+                    path: url.path(),
+                    query: &call.query,
+                    body: call.body,
+                    project_id: &ep.target.project_id,
+                },
+            )
+            .map_err(Failure::Build)
+    }
+
+    async fn fetch_iam_token(&self, ep: &Endpoint<'_>) -> Result<iam::IssuedToken, ApiError> {
+        let Some(body) = self.creds.iam_token_body(&ep.target.project_id) else {
+            return Err(
+                ApiError::new(OP_IAM_TOKEN, ep.iam_base.to_owned(), ApiErrorKind::Client)
+                    .with_message("not using password authentication"),
+            );
+        };
+        let call = Call {
+            op: OP_IAM_TOKEN,
+            method: Method::POST,
+            iam: true,
+            path: "/v3/auth/tokens".into(),
+            query: vec![("nocatalog".into(), "true".into())],
+            body: &body,
+        };
+        let reply = Box::pin(self.execute(ep, &call)).await?;
+        let subject = reply.subject_token.as_ref().map(|s| s.expose_secret());
+        iam::parse_token_response(subject, &reply.body, Utc::now())
+            .map_err(|m| malformed(OP_IAM_TOKEN, &reply, &m))
+    }
+}
+
+/// Whether either endpoint of `t` is `https://` (redirects are never followed, so a
+/// target whose endpoints are both plain HTTP never does TLS).
+pub(crate) fn uses_tls(t: &Target) -> bool {
+    [&t.vpcep_endpoint, &t.iam_endpoint].iter().any(|u| {
+        !u.get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("http://"))
+    })
+}
+
+/// The HTTP client of a target: no redirects, its `ca_file` trusted on top of the
+/// system roots, no trust store at all for plain-HTTP (loopback) targets.
+pub(crate) fn build_http(
+    t: &Target,
+    request_timeout: Duration,
+) -> Result<reqwest::Client, CloudError> {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(request_timeout)
+        .pool_idle_timeout(Duration::from_secs(50))
+        .tcp_nodelay(true);
+    if let Some(path) = &t.ca_file {
+        let pem = std::fs::read(path).map_err(|source| CloudError::CaFileRead {
+            target: t.name.clone(),
+            path: path.clone(),
+            source,
+        })?;
+        let invalid = |message: String| CloudError::CaFileInvalid {
+            target: t.name.clone(),
+            path: path.clone(),
+            message,
+        };
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| invalid(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(invalid("no PEM certificate in it".into()));
+        }
+        b = b.tls_certs_merge(certs);
+    } else if !uses_tls(t) {
+        // Plain HTTP (loopback only, see config): no TLS handshake can happen, so skip
+        // loading the system's trust store (~150 files, ~20 ms and ~1 MiB at start-up).
+        b = b.tls_certs_only(Vec::<reqwest::Certificate>::new());
+    }
+    b.build().map_err(|source| CloudError::Build {
+        target: t.name.clone(),
+        source,
+    })
+}
+
+fn build_url(base: &str, path: &str, query: &str) -> Result<Url, String> {
+    let mut u = Url::parse(&format!("{base}{path}")).map_err(|e| format!("invalid url: {e}"))?;
+    u.set_query((!query.is_empty()).then_some(query));
+    u.set_fragment(None);
+    Ok(u)
+}
+
+/// The `Host` header as reqwest sends it: host, plus `:port` for a non-default port.
+fn host_header(u: &Url) -> Option<String> {
+    let h = u.host_str()?;
+    Some(match u.port() {
+        Some(p) => format!("{h}:{p}"),
+        None => h.to_owned(),
+    })
+}
+
+fn transport_failure(e: reqwest::Error) -> Failure {
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    if e.is_timeout() {
+        Failure::Timeout
+    } else if e.is_builder() || e.is_redirect() {
+        Failure::Build(msg)
+    } else {
+        // Connect, request and body errors: the exchange broke off, worth another try.
+        Failure::Connect(msg)
+    }
+}
+
+fn failure_error(op: &'static str, url: &str, f: Failure, attempts: u32) -> ApiError {
+    let (kind, msg) = match f {
+        Failure::Timeout => (
+            ApiErrorKind::Timeout,
+            "no complete answer within request_timeout".to_owned(),
+        ),
+        Failure::Connect(m) => (ApiErrorKind::Connect, m),
+        Failure::TooLarge(m) => (ApiErrorKind::TooLarge, m),
+        Failure::Build(m) => (ApiErrorKind::Client, m),
+    };
+    let mut e = ApiError::new(op, url, kind).with_message(msg);
+    e.attempts = attempts;
+    e
+}
+
+pub(crate) fn error_from_reply(
+    op: &'static str,
+    url: &str,
+    reply: &Reply,
+    attempts: u32,
+) -> ApiError {
+    let parsed = parse_error_body(&reply.body);
+    let code = parsed.code;
+    let kind = match reply.status {
+        429 => ApiErrorKind::Throttled,
+        400 if code.as_deref() == Some("EndPoint.0022") => ApiErrorKind::Throttled,
+        401 => ApiErrorKind::Unauthorized,
+        500..=599 => ApiErrorKind::Server,
+        _ => ApiErrorKind::Client,
+    };
+    ApiError {
+        operation: op,
+        url: url.to_owned(),
+        http_status: Some(reply.status),
+        error_code: code,
+        error_message: parsed.message,
+        request_id: reply.request_id.clone().or(parsed.request_id),
+        kind,
+        attempts,
+    }
+}
+
+fn log_failure(target: &str, e: &ApiError) {
+    if e.kind == ApiErrorKind::Client {
+        tracing::info!(
+            target_name = %target,
+            operation = e.operation,
+            http_status = e.http_status,
+            error_code = e.error_code.as_deref(),
+            request_id = e.request_id.as_deref(),
+            attempts = e.attempts,
+            error = %e,
+            "api request rejected"
+        );
+    } else {
+        tracing::warn!(
+            target_name = %target,
+            operation = e.operation,
+            http_status = e.http_status,
+            error_code = e.error_code.as_deref(),
+            request_id = e.request_id.as_deref(),
+            attempts = e.attempts,
+            error = %e,
+            "api request failed"
+        );
+    }
+}
+
+/// A success answer that is not what the API documents.
+pub(crate) fn malformed(op: &'static str, reply: &Reply, what: &str) -> ApiError {
+    let mut e = ApiError::new(op, reply.url.clone(), ApiErrorKind::Malformed).with_message(what);
+    e.http_status = Some(reply.status);
+    e.request_id = reply.request_id.clone();
+    e.attempts = reply.attempts;
+    e
+}
+
+/// The body as `T`: UTF-8 and the documented JSON, or a malformed-answer error.
+pub(crate) fn decode<T: DeserializeOwned>(op: &'static str, reply: &Reply) -> Result<T, ApiError> {
+    if std::str::from_utf8(&reply.body).is_err() {
+        return Err(malformed(op, reply, "body is not valid UTF-8"));
+    }
+    serde_json::from_slice(&reply.body)
+        .map_err(|e| malformed(op, reply, &format!("body is not the documented JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            body: body.as_bytes().to_vec(),
+            request_id: Some("rid".into()),
+            retry_after: None,
+            subject_token: None,
+            url: String::new(),
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn host_header_matches_what_reqwest_sends() {
+        let h = |u: &str| host_header(&Url::parse(u).expect("url"));
+        assert_eq!(
+            h("https://vpcep.example.com/v1").as_deref(),
+            Some("vpcep.example.com")
+        );
+        assert_eq!(
+            h("https://vpcep.example.com:443/v1").as_deref(),
+            Some("vpcep.example.com")
+        );
+        assert_eq!(
+            h("https://vpcep.example.com:8443/v1").as_deref(),
+            Some("vpcep.example.com:8443")
+        );
+        assert_eq!(
+            h("http://127.0.0.1:8080").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(h("http://[::1]:9/").as_deref(), Some("[::1]:9"));
+    }
+
+    #[test]
+    fn statuses_and_codes_are_classified() {
+        let k = |s: u16, b: &str| error_from_reply("action", "u", &reply(s, b), 1).kind;
+        assert_eq!(k(429, ""), ApiErrorKind::Throttled);
+        assert_eq!(
+            k(
+                400,
+                r#"{"error_code":"EndPoint.0022","error_msg":"slow down"}"#
+            ),
+            ApiErrorKind::Throttled
+        );
+        assert_eq!(
+            k(
+                400,
+                r#"{"error":{"code":"EndPoint.0022","message":"slow down"}}"#
+            ),
+            ApiErrorKind::Throttled
+        );
+        assert_eq!(
+            k(400, r#"{"error_code":"EndPoint.2014"}"#),
+            ApiErrorKind::Client
+        );
+        assert_eq!(
+            k(401, r#"{"error_code":"APIGW.0301"}"#),
+            ApiErrorKind::Unauthorized
+        );
+        assert_eq!(k(404, ""), ApiErrorKind::Client);
+        assert_eq!(k(302, ""), ApiErrorKind::Client);
+        assert_eq!(k(500, "<html>"), ApiErrorKind::Server);
+        assert_eq!(k(503, ""), ApiErrorKind::Server);
+        let e = error_from_reply(
+            "action",
+            "u",
+            &reply(400, r#"{"error_code":"X","request_id":"body-rid"}"#),
+            2,
+        );
+        assert_eq!(
+            e.request_id.as_deref(),
+            Some("rid"),
+            "the header wins over the body"
+        );
+        assert_eq!(e.attempts, 2);
+    }
+
+    #[test]
+    fn only_https_targets_need_tls() {
+        let text = "[[target]]\nname = \"a\"\nregion = \"cn-north-4\"\nproject_id = \"p\"\n\
+                    [[target]]\nname = \"b\"\nregion = \"cn-north-4\"\nproject_id = \"p\"\n\
+                    vpcep_endpoint = \"http://127.0.0.1:1\"\niam_endpoint = \"http://[::1]:2\"\n\
+                    [[target]]\nname = \"c\"\nregion = \"cn-north-4\"\nproject_id = \"p\"\n\
+                    vpcep_endpoint = \"http://localhost:1\"\n";
+        let cfg =
+            crate::config::Config::parse(text, Path::new("/x/config.toml")).expect("valid config");
+        let tls: Vec<bool> = cfg.targets.iter().map(uses_tls).collect();
+        // c still reaches IAM over HTTPS.
+        assert_eq!(tls, [true, false, true]);
+    }
+}

@@ -1,0 +1,89 @@
+//! What a cycle did, for logs, `run --once`, `demo` and readiness.
+
+use crate::decision::{Decision, Outcome};
+
+/// One decided connection, for the report of a cycle.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Target label.
+    pub target: String,
+    /// Service name (or id when the name is unknown).
+    pub service: String,
+    /// Endpoint id.
+    pub endpoint_id: String,
+    /// Consumer account.
+    pub domain_id: String,
+    /// Description as given (untrusted).
+    pub description: String,
+    /// The decision.
+    pub decision: Decision,
+    /// What happened to the action; `None` when none was sent.
+    pub outcome: Option<Outcome>,
+}
+
+/// The result of one cycle over one target.
+#[derive(Debug, Clone, Default)]
+pub struct TargetReport {
+    /// Target label.
+    pub target: String,
+    /// Services processed without a listing or audit failure.
+    pub services_ok: usize,
+    /// One line per failure (listing, audit), naming the service.
+    pub failures: Vec<String>,
+    /// Pending connections seen.
+    pub pending: usize,
+    /// Decision records written.
+    pub decisions: usize,
+    /// Actions sent, by outcome.
+    pub applied: usize,
+    /// Actions that found the connection no longer pending.
+    pub not_pending: usize,
+    /// Actions that failed.
+    pub failed: usize,
+    /// Rows when `collect_rows` is set.
+    pub rows: Vec<Row>,
+}
+
+impl TargetReport {
+    /// Whether the target's cycle succeeded: every service listed and audited.
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// The result of one cycle over all targets.
+#[derive(Debug, Clone, Default)]
+pub struct CycleReport {
+    /// One per target, in config order.
+    pub targets: Vec<TargetReport>,
+}
+
+impl CycleReport {
+    /// Whether every target listed everything and no action failed.
+    pub fn fully_ok(&self) -> bool {
+        self.targets.iter().all(|t| t.ok() && t.failed == 0)
+    }
+}
+
+impl TargetReport {
+    /// Adds one service's figures to the target's.
+    pub(crate) fn absorb(&mut self, s: TargetReport) {
+        self.services_ok += s.services_ok;
+        self.pending += s.pending;
+        self.decisions += s.decisions;
+        self.applied += s.applied;
+        self.not_pending += s.not_pending;
+        self.failed += s.failed;
+        self.rows.extend(s.rows);
+    }
+
+    /// Counts one outcome.
+    pub(crate) fn count(&mut self, o: Outcome) {
+        match o {
+            Outcome::Applied => self.applied += 1,
+            Outcome::NotPending => self.not_pending += 1,
+            // Not produced yet: the freshness and shutdown rules come next.
+            Outcome::Failed | Outcome::Skipped | Outcome::Unknown => self.failed += 1,
+        }
+    }
+}
