@@ -225,7 +225,6 @@ impl<C: Cloud> Daemon<C> {
             }
         };
         let mut open = true;
-        let mut rng = rand::rng();
         let mut reload_due = false;
         let mut cycle_no: u64 = 0;
         loop {
@@ -277,7 +276,7 @@ impl<C: Cloud> Daemon<C> {
                 // Re-decide pending connections under the new version now.
                 continue;
             }
-            let wait = tokio::time::sleep(next_wait(self.interval, self.jitter, &mut rng));
+            let wait = tokio::time::sleep(next_wait(self.interval, self.jitter, &mut rand::rng()));
             tokio::pin!(wait);
             loop {
                 tokio::select! {
@@ -338,7 +337,10 @@ impl<C: Cloud> Daemon<C> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod wait_tests {
     use super::*;
     use rand::SeedableRng;
 

@@ -24,8 +24,8 @@ pub enum State {
 pub enum Notifier {
     /// `$NOTIFY_SOCKET` when it is set, else nowhere.
     Systemd,
-    /// A list (tests).
-    Record(Arc<Mutex<Vec<State>>>),
+    /// A list (tests), as if systemd's watchdog asked for a ping every period.
+    Record(Arc<Mutex<Vec<State>>>, Option<Duration>),
 }
 
 impl Notifier {
@@ -51,7 +51,7 @@ impl Notifier {
                     warn!(error = %e, "sd_notify failed");
                 }
             }
-            Notifier::Record(list) => list.lock().unwrap_or_else(|p| p.into_inner()).push(state),
+            Notifier::Record(list, _) => list.lock().unwrap_or_else(|p| p.into_inner()).push(state),
         }
     }
 
@@ -61,7 +61,7 @@ impl Notifier {
             Notifier::Systemd => {
                 sd_notify::watchdog_enabled().map(|d| (d / 2).max(Duration::from_millis(100)))
             }
-            Notifier::Record(_) => None,
+            Notifier::Record(_, period) => *period,
         }
     }
 }

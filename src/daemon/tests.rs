@@ -1,0 +1,292 @@
+//! The poll loop under paused time: reload, the shutdown grace and its second signal,
+//! heartbeats and the watchdog while a long cycle runs. The cloud is an in-memory fake
+//! behind the same trait the real client implements, so tokio's clock can jump without
+//! sockets.
+
+use super::*;
+use crate::cloud::error::ApiError;
+use crate::cloud::types::{EndpointService, WireConnection, status};
+use crate::cloud::{ActResponse, TargetApi};
+use crate::config::{AuditPath, Target};
+use crate::decision::{Action, OnNoMatch};
+use crate::engine::EngineOptions;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+
+const SVC: &str = "4189d3c2-8882-4871-a3c2-d380272eed88";
+const PARTNER: &str = "6e9dfd51d1124e8d8498dce894923a0d";
+
+/// One target with one service; every action takes `act_delay`.
+struct FakeTarget {
+    target: Target,
+    pending: Mutex<Vec<WireConnection>>,
+    act_delay: Duration,
+    acts: AtomicUsize,
+}
+
+impl TargetApi for FakeTarget {
+    fn target(&self) -> &Target {
+        &self.target
+    }
+
+    async fn list_services(&self) -> Result<Vec<EndpointService>, ApiError> {
+        Ok(vec![EndpointService {
+            id: Some(SVC.into()),
+            service_name: Some("payments".into()),
+            approval_enabled: Some(true),
+            status: Some(status::AVAILABLE.into()),
+            ..EndpointService::default()
+        }])
+    }
+
+    async fn list_connections(
+        &self,
+        _service_id: &str,
+        st: &str,
+    ) -> Result<Vec<WireConnection>, ApiError> {
+        Ok(if st == status::PENDING {
+            self.pending.lock().expect("lock").clone()
+        } else {
+            Vec::new()
+        })
+    }
+
+    async fn get_connection(
+        &self,
+        _service_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<WireConnection>, ApiError> {
+        Ok(self
+            .pending
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|c| c.id.as_deref() == Some(endpoint_id))
+            .cloned())
+    }
+
+    async fn act(
+        &self,
+        _service_id: &str,
+        endpoint_id: &str,
+        action: Action,
+    ) -> Result<ActResponse, ApiError> {
+        self.acts.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.act_delay).await;
+        let mut pending = self.pending.lock().expect("lock");
+        pending.retain(|c| c.id.as_deref() != Some(endpoint_id));
+        Ok(ActResponse {
+            http_status: 200,
+            connection: Some(WireConnection {
+                id: Some(endpoint_id.into()),
+                status: action.resulting_status().map(str::to_owned),
+                ..WireConnection::default()
+            }),
+            attempts: 1,
+        })
+    }
+
+    fn unready_reason(&self) -> Option<String> {
+        None
+    }
+}
+
+struct FakeCloud(Vec<FakeTarget>);
+
+impl Cloud for FakeCloud {
+    type Target = FakeTarget;
+    fn targets(&self) -> &[FakeTarget] {
+        &self.0
+    }
+}
+
+fn connection(id: &str) -> WireConnection {
+    WireConnection {
+        id: Some(id.into()),
+        domain_id: Some(PARTNER.into()),
+        description: Some("CHG-1234 payments link".into()),
+        status: Some(status::PENDING.into()),
+        created_at: Some(crate::clock::format_secs(chrono::Utc::now())),
+        ..WireConnection::default()
+    }
+}
+
+struct Rig {
+    daemon: Arc<Daemon<FakeCloud>>,
+    states: Arc<Mutex<Vec<State>>>,
+    policies: tempfile::TempDir,
+    _audit: tempfile::TempDir,
+}
+
+impl Rig {
+    fn new(pending: usize, act_delay: Duration, watchdog: Option<Duration>) -> Rig {
+        let policies = tempfile::tempdir().expect("tempdir");
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        for e in std::fs::read_dir(&repo).expect("policies") {
+            let e = e.expect("entry");
+            if e.file_type().expect("type").is_file() {
+                std::fs::copy(e.path(), policies.path().join(e.file_name())).expect("copy");
+            }
+        }
+        let audit = tempfile::tempdir().expect("tempdir");
+        let writer = AuditWriter::open(
+            AuditPath::File(audit.path().join("audit.jsonl")),
+            false,
+            crate::clock::system(),
+        )
+        .expect("audit");
+        let engine = Arc::new(Engine::new(
+            Arc::new(Policies::load(policies.path()).expect("policies")),
+            Arc::new(Mutex::new(writer)),
+            Metrics::new(),
+            crate::clock::system(),
+            EngineOptions {
+                dry_run: false,
+                on_no_match: OnNoMatch::LeavePending,
+                collect_rows: false,
+                max_in_flight: 4,
+            },
+        ));
+        let cloud = Arc::new(FakeCloud(vec![FakeTarget {
+            target: Target::new("fake", "cn-north-4", "0605767a3300d5762fb7c0186d8bfc2b"),
+            pending: Mutex::new((0..pending).map(|i| connection(&format!("e{i}"))).collect()),
+            act_delay,
+            acts: AtomicUsize::new(0),
+        }]));
+        let interval = Duration::from_secs(30);
+        let health = Arc::new(Health::new(engine.clone(), cloud.clone(), interval));
+        health.beat();
+        let states = Arc::new(Mutex::new(Vec::new()));
+        let daemon = Arc::new(Daemon {
+            engine,
+            cloud,
+            health,
+            policy_dir: policies.path().to_owned(),
+            interval,
+            jitter: Duration::ZERO,
+            notifier: Notifier::Record(states.clone(), watchdog),
+        });
+        Rig {
+            daemon,
+            states,
+            policies,
+            _audit: audit,
+        }
+    }
+
+    /// Runs the loop beside `steps` (a test's script, given the shutdown token and the
+    /// control sender) until both end; returns when the loop ended, measured from the
+    /// start. Joined rather than spawned: the loop's future need not be `Send`.
+    async fn drive<F: std::future::Future<Output = ()>>(
+        &self,
+        steps: impl FnOnce(CancellationToken, UnboundedSender<Control>, Arc<AtomicBool>) -> F,
+    ) -> Duration {
+        let (tx, rx) = unbounded_channel();
+        let stop = CancellationToken::new();
+        let ended = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
+        let run = async {
+            self.daemon.poll_loop(stop.clone(), rx).await;
+            ended.store(true, Ordering::SeqCst);
+            start.elapsed()
+        };
+        let (took, ()) = tokio::join!(run, steps(stop.clone(), tx, ended.clone()));
+        took
+    }
+
+    fn states(&self) -> Vec<State> {
+        self.states.lock().expect("lock").clone()
+    }
+
+    fn acts(&self) -> usize {
+        self.daemon.cloud.0[0].acts.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_time_reload_takes_effect_between_cycles_and_is_announced() {
+    let rig = Rig::new(0, Duration::ZERO, None);
+    let r = &rig;
+    r.drive(|stop, tx, _| async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(r.states(), [State::Ready]);
+        let before = r.daemon.engine.policies().version().to_owned();
+        std::fs::write(
+            r.policies.path().join("zz-new.cedar"),
+            "@id(\"zz-new\")\nforbid (principal, action, resource) when { context.description == \"x\" };\n",
+        )
+        .expect("write");
+        tx.send(Control::Reload).expect("send");
+        // Mid-wait (the interval is 30 s): the reload happens at once, not at the next
+        // cycle.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_ne!(r.daemon.engine.policies().version(), before);
+        assert_eq!(r.states(), [State::Ready, State::Reloading, State::Ready]);
+        // A broken directory keeps the new set.
+        let kept = r.daemon.engine.policies().version().to_owned();
+        std::fs::write(r.policies.path().join("zz-broken.cedar"), "forbid (").expect("write");
+        tx.send(Control::Reload).expect("send");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(r.daemon.engine.policies().version(), kept);
+        stop.cancel();
+    })
+    .await;
+    assert_eq!(rig.states().last(), Some(&State::Stopping));
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_time_shutdown_waits_the_grace_for_in_flight_actions_and_no_longer() {
+    // Every action hangs for an hour; the loop gives them exactly the grace period.
+    let rig = Rig::new(3, Duration::from_secs(3600), None);
+    let r = &rig;
+    let took = r
+        .drive(|stop, _tx, _| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(r.acts(), 3, "all three actions are on the wire");
+            stop.cancel();
+        })
+        .await;
+    assert_eq!(took, Duration::from_secs(1) + SHUTDOWN_GRACE);
+    assert_eq!(rig.states(), [State::Ready, State::Stopping]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_time_a_second_stop_signal_ends_the_wait_at_once() {
+    let rig = Rig::new(2, Duration::from_secs(3600), None);
+    let r = &rig;
+    let took = r
+        .drive(|_stop, tx, ended| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tx.send(Control::Shutdown).expect("send");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert!(
+                !ended.load(Ordering::SeqCst),
+                "the first signal waits for in-flight actions"
+            );
+            tx.send(Control::Shutdown).expect("send");
+        })
+        .await;
+    assert_eq!(took, Duration::from_secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_time_heartbeats_and_the_watchdog_go_on_while_a_long_cycle_runs() {
+    // One action takes ten minutes, far beyond the liveness limit of 2 × 30 s + 60 s.
+    let rig = Rig::new(1, Duration::from_secs(600), Some(Duration::from_secs(15)));
+    let r = &rig;
+    r.drive(|stop, _tx, _| async move {
+        for minute in 1..=9 {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            r.daemon
+                .health
+                .alive()
+                .unwrap_or_else(|e| panic!("not alive after {minute} min: {e}"));
+        }
+        let pings = r.states().iter().filter(|s| **s == State::Watchdog).count();
+        // One ping every 15 s for 9 minutes: the immediate first one, then one per
+        // period (the one due at exactly 9:00 may come just after this check).
+        assert!((36..=37).contains(&pings), "{pings}: {:?}", r.states());
+        stop.cancel();
+    })
+    .await;
+}
