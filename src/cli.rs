@@ -1,4 +1,4 @@
-//! The command-line interface (SPEC §2). Parsing only; [`crate::commands`] runs them.
+//! The command-line interface (README "Commands"). Parsing only; [`crate::commands`] runs them.
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// How the policies judged one connection (SPEC §5.3).
+/// How the policies judged one connection (README "Policies").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
@@ -74,7 +74,7 @@ impl fmt::Display for Action {
     }
 }
 
-/// What `on_no_match` says to do when no policy decided (SPEC §3).
+/// What `on_no_match` says to do when no policy decided (README "Configuration").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnNoMatch {
@@ -134,7 +134,7 @@ impl fmt::Display for Outcome {
 /// The result of evaluating the policies for one connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
-    /// The verdict (SPEC §5.3).
+    /// The verdict (README "Policies").
     pub verdict: Verdict,
     /// The action the verdict maps to.
     pub action: Action,
@@ -146,7 +146,7 @@ pub struct Decision {
     pub errors: Vec<String>,
 }
 
-/// Everything a policy decision may look at for one connection (SPEC §5.2).
+/// Everything a policy decision may look at for one connection (README "Policies").
 /// Owned strings so that callers can build it from wire data or from flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionFacts {

@@ -1,4 +1,4 @@
-//! The small HTTP surface (SPEC §7): `/healthz`, `/readyz` and `/metrics`.
+//! The small HTTP surface (README "Health, metrics and alerts"): `/healthz`, `/readyz` and `/metrics`.
 
 use crate::health::Health;
 use axum::Router;

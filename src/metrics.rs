@@ -1,4 +1,4 @@
-//! The Prometheus metrics of SPEC §7, in one registry shared by the engine, the client and
+//! The Prometheus metrics (README "Health, metrics and alerts"), in one registry shared by the engine, the client and
 //! the HTTP surface. Counters only go up from events that also reach the audit log or
 //! the logs, so they can be reconciled with them.
 

@@ -1,4 +1,4 @@
-//! The audit log (SPEC §6): JSON Lines, one decision or outcome record per line, each
+//! The audit log (README "Audit log"): JSON Lines, one decision or outcome record per line, each
 //! carrying the SHA-256 of the line before it, so that any edit, deletion, insertion or
 //! reordering breaks the chain and `audit verify` finds it.
 //!

@@ -1,4 +1,4 @@
-//! The two record kinds of the audit log, their exact line format (SPEC §6.1) and the
+//! The two record kinds of the audit log, their exact line format (README "Audit log") and the
 //! strict parser `audit verify` uses.
 //!
 //! A line is rendered by serde_json from a struct whose fields are declared in the order
@@ -21,7 +21,7 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// memory `audit verify` needs for a damaged file without newlines.
 pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
-/// One decision (SPEC §6.1 `kind: "decision"`), written before any action is sent.
+/// One decision (README "Audit log", `kind: "decision"`), written before any action is sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionRecord {
@@ -61,7 +61,7 @@ pub struct DecisionRecord {
     pub dry_run: bool,
 }
 
-/// How a sent action ended (SPEC §6.1 `kind: "outcome"`).
+/// How a sent action ended (README "Audit log", `kind: "outcome"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomeRecord {
@@ -122,7 +122,7 @@ impl fmt::Display for InvalidLine {
 
 impl std::error::Error for InvalidLine {}
 
-/// The decision line's fields, in order (SPEC §6.1).
+/// The decision line's fields, in order (README "Audit log").
 const DECISION_FIELDS: &[&str] = &[
     "ts",
     "kind",
@@ -146,7 +146,7 @@ const DECISION_FIELDS: &[&str] = &[
     "prev",
 ];
 
-/// The outcome line's fields, in order (SPEC §6.1).
+/// The outcome line's fields, in order (README "Audit log").
 const OUTCOME_FIELDS: &[&str] = &[
     "ts",
     "kind",

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 /// Size of the chunks used to find and hash the last line of an existing file.
 const TAIL_CHUNK: usize = 64 * 1024;
 
-/// Appends hash-chained records to the audit log (SPEC §6).
+/// Appends hash-chained records to the audit log (README "Audit log").
 ///
 /// Each append is one `write` of the whole line and its newline, so the line reaches the
 /// OS before the call returns; [`AuditWriter::sync`] makes the lines written so far

@@ -2,7 +2,7 @@
 //! HTTP status, `error_code`, message and request id that a person needs to follow it up
 //! with Huawei support) and [`CloudError`] for building the client at startup.
 //!
-//! Error bodies come in several documented shapes (reference §3); [`parse_error_body`]
+//! Error bodies come in several documented shapes (docs/design.md, "The API as the daemon uses it"); [`parse_error_body`]
 //! understands all of them. Messages from the server are trimmed and stripped of control
 //! characters before they reach a log line or an audit record.
 
@@ -52,7 +52,7 @@ impl ApiErrorKind {
         }
     }
 
-    /// Whether a failure of this kind is worth another attempt (SPEC §4).
+    /// Whether a failure of this kind is worth another attempt (README "How a cycle works").
     pub fn is_retryable(self) -> bool {
         matches!(
             self,

@@ -1,5 +1,5 @@
 //! `SDK-HMAC-SHA256` request signing, as the official Huawei Cloud SDKs do it
-//! (reference §6), and its verification for the simulator.
+//! (docs/design.md, "The API as the daemon uses it"), and its verification for the simulator.
 //!
 //! The canonical query string is also the query sent on the wire, so what is signed is
 //! exactly what the gateway sees.

@@ -1,4 +1,4 @@
-//! Wire types of the VPCEP v1 API (reference §1–§3). Every field is optional, as in the
+//! Wire types of the VPCEP v1 API (docs/design.md, "The API as the daemon uses it"). Every field is optional, as in the
 //! official SDK models, and unknown fields are ignored: the client decides what is
 //! required. The simulator serialises the same types, so both ends agree on the shape.
 

@@ -1,4 +1,4 @@
-//! The policy directory (SPEC §5): loading and validating `*.cedar`, `schema.cedarschema`
+//! The policy directory (README "Policies"): loading and validating `*.cedar`, `schema.cedarschema`
 //! and `entities.json` into an immutable [`Policies`] set, turning [`ConnectionFacts`] into
 //! a Cedar request, mapping Cedar's answer to a [`Decision`], and running policy test
 //! cases (§5.5). No I/O happens after loading; [`Policies::decide`] is pure.
@@ -315,7 +315,7 @@ impl Policies {
         self.model.rotate_cache();
     }
 
-    /// Decides one connection (SPEC §5.3). Never fails: anything that goes wrong while
+    /// Decides one connection (README "Policies"). Never fails: anything that goes wrong while
     /// building or evaluating the request is an `error` verdict with action `none`.
     pub fn decide(&self, facts: &ConnectionFacts, on_no_match: OnNoMatch) -> Decision {
         match self.model.request(facts, &self.index, self.schema.as_ref()) {

@@ -1,4 +1,4 @@
-//! Building the Cedar request for one connection (SPEC §5.2) from typed values only:
+//! Building the Cedar request for one connection (README "Policies") from typed values only:
 //! entity ids, strings and datetimes are constructed, never spliced into Cedar source,
 //! so a description can hold any text at all.
 //!
@@ -270,7 +270,7 @@ impl RequestModel {
     }
 
     /// Checks once, at load, that `schema` accepts the request and resource entity this
-    /// module builds, so a schema that drifted from SPEC §5.2 is a load error.
+    /// module builds, so a schema that drifted from the request model (README "Policies") is a load error.
     pub(crate) fn check_schema(&self, schema: &Schema) -> Result<(), String> {
         let sample = ConnectionFacts {
             target: "t".into(),

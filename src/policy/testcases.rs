@@ -1,4 +1,4 @@
-//! Policy test cases (SPEC §5.5): TOML files of `[[case]]` tables, each a hypothetical
+//! Policy test cases (README "Policies"): TOML files of `[[case]]` tables, each a hypothetical
 //! connection and the action expected for it.
 //!
 //! Keys of a case (unknown keys are errors):

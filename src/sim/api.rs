@@ -1,4 +1,4 @@
-//! Error answers in the shapes the real services use (reference §3):
+//! Error answers in the shapes the real services use (docs/design.md, "The API as the daemon uses it"):
 //! - VPCEP, flat: `{"error_code":"EndPoint.0002","error_msg":"Parameter error."}`
 //! - VPCEP, nested (per-API pages): `{"error":{"code":"EndPoint.0002","message":"…"}}`
 //! - API gateway (`APIGW.`/`APIG.` codes: auth, throttling, unknown API):

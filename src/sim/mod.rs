@@ -1,6 +1,6 @@
-//! The built-in VPCEP + IAM simulator (SPEC §10), used by `simulate`, `demo`, the
+//! The built-in VPCEP + IAM simulator (README "Simulator"), used by `simulate`, `demo`, the
 //! integration tests and the benchmarks. It behaves like the real API as documented in
-//! `reference/huawei-vpcep-api.md`:
+//! the documented API (docs/design.md, "The API as the daemon uses it"):
 //!
 //! | route | notes |
 //! |---|---|

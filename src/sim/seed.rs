@@ -1,4 +1,4 @@
-//! The seed file (SPEC §10): endpoint services with their connections nested inside, in
+//! The seed file (README "Simulator"): endpoint services with their connections nested inside, in
 //! the same shape the API returns them. Every field may be omitted and gets a default:
 //! service `status` `available`, `approval_enabled` true, connection `status`
 //! `pendingAcceptance`, fresh UUIDs, `created_at` now, `description` "", a random

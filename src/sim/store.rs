@@ -6,7 +6,7 @@
 //! matches for `total_count` and clones only the requested page, so 10,000+ connections
 //! and hundreds of concurrent reads stay cheap.
 //!
-//! Action transitions (the real behaviour off the happy path is UNVERIFIED, reference §3):
+//! Action transitions (the real behaviour off the happy path is UNVERIFIED, docs/design.md, "The API as the daemon uses it"):
 //!
 //! | status | `receive` | `reject` |
 //! |---|---|---|

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Conformance of the built-in simulator (`vpcep-approver simulate`, SPEC §10) with the
+"""Conformance of the built-in simulator (`vpcep-approver simulate`, README "Simulator") with the
 official Huawei Cloud Python SDK (huaweicloudsdkcore/-vpcep/-iam, pinned in
 requirements.txt).
 
@@ -289,14 +289,14 @@ def invalid_action(ctx):
 
 @case
 def unknown_endpoint(ctx):
-    # reference §3: 404 EndPoint.2006 "The endpoint does not exist."
+    # docs/design.md, "The API as the daemon uses it": 404 EndPoint.2006 "The endpoint does not exist."
     expect_error(lambda: ctx.act("receive", [EP_UNKNOWN]), 404, {"EndPoint.2006"},
                  "receive on an unknown endpoint")
 
 
 @case
 def unknown_service(ctx):
-    # reference §3: 404 EndPoint.0005 for an unknown service/resource
+    # docs/design.md, "The API as the daemon uses it": 404 EndPoint.0005 for an unknown service/resource
     expect_error(lambda: ctx.conns(service=EP_UNKNOWN), 404, {"EndPoint.0005"},
                  "list connections of an unknown service")
     expect_error(lambda: ctx.act("receive", [EP_UNTOUCHED], service=EP_UNKNOWN), 404,
