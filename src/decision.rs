@@ -177,3 +177,30 @@ pub struct ConnectionFacts {
     /// Pending connections of this domain on this service, this one included.
     pub pending_from_domain: i64,
 }
+
+impl ConnectionFacts {
+    /// A connection of `domain_id` to the shipped examples' payments service, created
+    /// and decided at 2026-11-27T12:00:00Z, no other connections of the account (tests,
+    /// benchmarks).
+    #[doc(hidden)]
+    pub fn example(domain_id: &str, description: &str) -> ConnectionFacts {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
+            .expect("a valid time")
+            .with_timezone(&chrono::Utc);
+        ConnectionFacts {
+            target: "cn-north-4".into(),
+            region: "cn-north-4".into(),
+            project_id: "0605767a3300d5762fb7c0186d8bfc2b".into(),
+            service_id: "4189d3c2-8882-4871-a3c2-d380272eed88".into(),
+            service_name: "payments".into(),
+            endpoint_id: "705290f3-0d2e-4b7a-9d0c-6f1e2a3b4c5d".into(),
+            domain_id: domain_id.into(),
+            description: description.into(),
+            marker_id: 16_777_510,
+            created_at: t,
+            now: t,
+            accepted_from_domain: 0,
+            pending_from_domain: 1,
+        }
+    }
+}

@@ -19,7 +19,7 @@ use crate::decision::Action;
 use crate::metrics::Metrics;
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -156,6 +156,8 @@ trait Page: DeserializeOwned {
     fn parts(self) -> Option<(Vec<Self::Item>, u64)>;
     /// The item's id (`None` or empty: not usable).
     fn id(item: &Self::Item) -> Option<&str>;
+    /// Whether two copies of one id say the same in every field a decision uses.
+    fn same(a: &Self::Item, b: &Self::Item) -> bool;
 }
 
 impl Page for ServiceList {
@@ -167,6 +169,10 @@ impl Page for ServiceList {
     fn id(item: &EndpointService) -> Option<&str> {
         item.id.as_deref()
     }
+    fn same(a: &EndpointService, b: &EndpointService) -> bool {
+        (&a.service_name, a.approval_enabled, &a.status)
+            == (&b.service_name, b.approval_enabled, &b.status)
+    }
 }
 
 impl Page for ConnectionList {
@@ -177,6 +183,9 @@ impl Page for ConnectionList {
     }
     fn id(item: &WireConnection) -> Option<&str> {
         item.id.as_deref()
+    }
+    fn same(a: &WireConnection, b: &WireConnection) -> bool {
+        a.same_decision_fields(b)
     }
 }
 
@@ -200,10 +209,12 @@ impl TargetClient {
         self.inner.transport.execute(&self.endpoint(), call).await
     }
 
-    /// Every item of a list call (`limit=1000`, paged by `offset` until `total_count` or
-    /// an empty page). A page without its list or `total_count`, an item without an id,
-    /// or a body that is not the documented JSON fails the whole call: never partial
-    /// data. An id seen again (pages can shift while they are read) is kept once.
+    /// Every item of a list call (`limit=1000`, paged by `offset` until `total_count`),
+    /// complete or an error: never partial data. A page without its list or
+    /// `total_count`, an item without an id, a body that is not the documented JSON, an
+    /// empty or short page before `total_count`, or one id listed twice with different
+    /// contents fails the whole call. An identical repeat (pages can shift while they are
+    /// read) is kept once.
     async fn list_all<P: Page>(
         &self,
         op: &'static str,
@@ -211,7 +222,7 @@ impl TargetClient {
         extra: &[(&str, &str)],
     ) -> Result<Vec<P::Item>, ApiError> {
         let mut out: Vec<P::Item> = Vec::new();
-        let mut seen = HashSet::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
         let mut offset = 0u64;
         for _ in 0..MAX_PAGES {
             let mut query = vec![
@@ -239,17 +250,36 @@ impl TargetClient {
                 return Err(malformed(op, &reply, &what));
             };
             let n = items.len() as u64;
+            if offset + n < total && n < PAGE_LIMIT {
+                let what = format!(
+                    "incomplete listing: the page at offset {offset} has {n} of {} items \
+                     before total_count {total}",
+                    PAGE_LIMIT.min(total - offset)
+                );
+                return Err(malformed(op, &reply, &what));
+            }
             for item in items {
                 let Some(id) = P::id(&item).filter(|i| !i.is_empty()) else {
                     let what = format!("an item of {} has no id", P::WHAT);
                     return Err(malformed(op, &reply, &what));
                 };
-                if seen.insert(id.to_owned()) {
-                    out.push(item);
+                match index.get(id) {
+                    Some(&i) if P::same(&out[i], &item) => {}
+                    Some(_) => {
+                        let what = format!(
+                            "{id} is listed twice with different contents: which one is \
+                             true is unknown"
+                        );
+                        return Err(malformed(op, &reply, &what));
+                    }
+                    None => {
+                        index.insert(id.to_owned(), out.len());
+                        out.push(item);
+                    }
                 }
             }
             offset += n;
-            if n == 0 || offset >= total {
+            if offset >= total {
                 return Ok(out);
             }
         }
@@ -285,16 +315,17 @@ impl TargetClient {
             .await
     }
 
-    /// Every connection of a service with `status` (empty: any status).
+    /// Every connection of a service with `status` (empty: any status), oldest first,
+    /// so that connections created while the pages are read are appended at the end.
     pub async fn list_connections(
         &self,
         service_id: &str,
         status: &str,
     ) -> Result<Vec<WireConnection>, ApiError> {
         let filter: &[(&str, &str)] = if status.is_empty() {
-            &[]
+            &[("sort_dir", "asc")]
         } else {
-            &[("status", status)]
+            &[("sort_dir", "asc"), ("status", status)]
         };
         self.list_all::<ConnectionList>(
             OP_LIST_CONNECTIONS,

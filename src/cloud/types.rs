@@ -95,6 +95,26 @@ pub struct WireConnection {
     pub error: Option<Vec<ConnectionError>>,
 }
 
+impl WireConnection {
+    /// Whether two copies of one connection agree on every field a decision uses
+    /// (`domain_id`, `description`, `marker_id`, `created_at`, `status`).
+    pub fn same_decision_fields(&self, other: &WireConnection) -> bool {
+        (
+            &self.domain_id,
+            &self.description,
+            self.marker_id,
+            &self.created_at,
+            &self.status,
+        ) == (
+            &other.domain_id,
+            &other.description,
+            other.marker_id,
+            &other.created_at,
+            &other.status,
+        )
+    }
+}
+
 /// Error detail of a failed connection.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionError {

@@ -228,6 +228,22 @@ async fn paused_time_reload_takes_effect_between_cycles_and_is_announced() {
         tx.send(Control::Reload).expect("send");
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(r.daemon.engine.policies().version(), kept);
+        // So does a half-deployed one: a forbid whose link points nowhere.
+        std::fs::remove_file(r.policies.path().join("zz-broken.cedar")).expect("rm");
+        std::fs::remove_file(r.policies.path().join("forbid.cedar")).expect("rm");
+        std::os::unix::fs::symlink(
+            r.policies.path().join("..gone/forbid.cedar"),
+            r.policies.path().join("forbid.cedar"),
+        )
+        .expect("link");
+        tx.send(Control::Reload).expect("send");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(r.daemon.engine.policies().version(), kept);
+        let m = r.daemon.engine.metrics().encode();
+        assert!(
+            m.contains("vpcep_approver_policy_reloads_total{result=\"failure\"} 2"),
+            "{m}"
+        );
         stop.cancel();
     })
     .await;

@@ -270,12 +270,12 @@ impl Engine {
         if shutdown.is_cancelled() {
             return Ok(rep);
         }
-        let Some((pending, accepted)) = self.list(tc, &svc, &mut rep).await? else {
+        let Some((pending, counted)) = self.list(tc, &svc, &mut rep).await? else {
             rep.services_ok = 1;
             return Ok(rep);
         };
-        let planned = self.plan(tc, &svc, pending, &accepted);
-        drop(accepted);
+        let planned = self.plan(tc, &svc, pending, &counted);
+        drop(counted);
         let recorded = self.record(tc, &svc, planned).await?;
         rep.decisions = recorded.len();
         let outcomes = self.act_all(tc, &svc, &recorded, shutdown).await;
@@ -301,8 +301,8 @@ impl Engine {
         Ok(rep)
     }
 
-    /// The pending connections of a service and, when there are any, the accepted ones
-    /// to count; `None` when nothing is pending.
+    /// The pending connections of a service and, when there are any, its accepted and
+    /// creating ones to count; `None` when nothing is pending.
     async fn list<T: TargetApi>(
         &self,
         tc: &T,
@@ -321,43 +321,56 @@ impl Engine {
             .list_connections(&svc.id, status::PENDING)
             .await
             .map_err(list_err("pending"))?;
-        let pending = plan::pending_of(listed).map_err(|message| ServiceError::Malformed {
+        let mut pending = plan::pending_of(listed).map_err(|message| ServiceError::Malformed {
             service: svc.id.clone(),
             message,
         })?;
-        rep.pending = pending.len();
-        let ids: HashSet<String> = pending.iter().filter_map(|c| c.id.clone()).collect();
-        self.prune_recorded(&tc.target().name, &svc.id, &ids);
         if pending.is_empty() {
+            self.prune_recorded(&tc.target().name, &svc.id, &HashSet::new());
             return Ok(None);
         }
-        let accepted = tc
+        let mut counted = tc
             .list_connections(&svc.id, status::ACCEPTED)
             .await
             .map_err(list_err("accepted"))?;
-        Ok(Some((pending, accepted)))
+        counted.extend(
+            tc.list_connections(&svc.id, status::CREATING)
+                .await
+                .map_err(list_err("creating"))?,
+        );
+        // One that was decided between the listings is no longer pending.
+        let decided: HashSet<&str> = counted.iter().filter_map(|c| c.id.as_deref()).collect();
+        pending.retain(|c| !c.id.as_deref().is_some_and(|id| decided.contains(id)));
+        rep.pending = pending.len();
+        let ids: HashSet<String> = pending.iter().filter_map(|c| c.id.clone()).collect();
+        self.prune_recorded(&tc.target().name, &svc.id, &ids);
+        Ok(Some((pending, counted)))
     }
 
-    /// Decides every pending connection with one policy set and one `now`.
+    /// Decides every pending connection with one policy set and one `now`, oldest first,
+    /// each with the counts of its account so far.
     fn plan<T: TargetApi>(
         &self,
         tc: &T,
         svc: &ServiceRef,
-        pending: Vec<WireConnection>,
-        accepted: &[WireConnection],
+        mut pending: Vec<WireConnection>,
+        counted: &[WireConnection],
     ) -> Vec<Planned> {
-        let accepted_by = plan::count_by_domain(accepted, status::ACCEPTED);
-        let pending_by = plan::count_by_domain(&pending, status::PENDING);
+        plan::in_decision_order(&mut pending);
+        let mut counts = plan::Counts::new(&pending, counted);
         let policies = self.policies();
         let now = self.clock.now();
         pending
             .into_iter()
             .map(|conn| {
-                let decision =
-                    match plan::facts(tc.target(), svc, &conn, now, &accepted_by, &pending_by) {
-                        Ok(f) => policies.decide(&f, self.opts.on_no_match),
-                        Err(why) => plan::error_decision(why),
-                    };
+                let decision = match plan::facts(tc.target(), svc, &conn, now, &counts) {
+                    Ok(f) => {
+                        let d = policies.decide(&f, self.opts.on_no_match);
+                        counts.decided(&f.domain_id, d.verdict);
+                        d
+                    }
+                    Err(why) => plan::error_decision(why),
+                };
                 Planned {
                     conn,
                     decision,

@@ -8,7 +8,7 @@ use crate::cloud::types::{WireConnection, status};
 use crate::config::Target;
 use crate::decision::{Action, ConnectionFacts, Decision, Outcome, Verdict};
 use chrono::{DateTime, Utc};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// An endpoint service to process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,41 +31,97 @@ impl ServiceRef {
 }
 
 /// The connections of a pending listing that really are pending (the filter is the
-/// server's), or why the listing cannot be used: a connection without an id, or one
-/// endpoint listed twice.
+/// server's), once each, or why the listing cannot be used: a connection without an id,
+/// or one endpoint listed twice with different contents. An identical repeat counts once.
 pub fn pending_of(listed: Vec<WireConnection>) -> Result<Vec<WireConnection>, String> {
-    let mut seen = HashSet::new();
-    let mut pending = Vec::with_capacity(listed.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut pending: Vec<WireConnection> = Vec::with_capacity(listed.len());
     for c in listed {
         if c.status.as_deref() != Some(status::PENDING) {
             continue;
         }
-        let id = c.id.as_deref().unwrap_or_default();
+        let id = c.id.clone().unwrap_or_default();
         if id.is_empty() {
             return Err("a pending connection has no id".into());
         }
-        if !seen.insert(id.to_owned()) {
-            return Err(format!("endpoint {id} is listed twice"));
+        match seen.get(&id) {
+            Some(&i) if pending[i].same_decision_fields(&c) => {}
+            Some(_) => {
+                return Err(format!(
+                    "endpoint {id} is listed twice with different contents"
+                ));
+            }
+            None => {
+                seen.insert(id, pending.len());
+                pending.push(c);
+            }
         }
-        pending.push(c);
     }
     Ok(pending)
 }
 
-/// Connections per consumer account among `conns` whose status is `status`.
-pub fn count_by_domain<'a>(
-    conns: impl IntoIterator<Item = &'a WireConnection>,
-    status: &str,
-) -> HashMap<String, i64> {
-    let mut by: HashMap<String, i64> = HashMap::new();
-    for c in conns {
-        if c.status.as_deref() == Some(status)
-            && let Some(d) = c.domain_id.as_deref()
-        {
-            *by.entry(d.to_owned()).or_default() += 1;
+/// Puts pending connections in the order they are decided: oldest first (`created_at`,
+/// then `id`); a connection whose `created_at` does not parse comes last (it is decided
+/// `error` anyway).
+pub fn in_decision_order(pending: &mut [WireConnection]) {
+    pending.sort_by_cached_key(|c| {
+        let t = c
+            .created_at
+            .as_deref()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc));
+        (t.is_none(), t, c.id.clone())
+    });
+}
+
+/// The counts an account's connection is decided with, kept while a service's pending
+/// connections are decided in order: the account's `accepted` and `creating` connections
+/// plus those decided `permit` before this one (so a quota holds within a burst), and
+/// its pending ones.
+#[derive(Debug, Default)]
+pub struct Counts {
+    accepted: HashMap<String, i64>,
+    pending: HashMap<String, i64>,
+}
+
+impl Counts {
+    /// Counts from the listings: `pending`, and the accepted and creating connections.
+    pub fn new(pending: &[WireConnection], accepted_or_creating: &[WireConnection]) -> Counts {
+        let mut c = Counts::default();
+        for conn in accepted_or_creating {
+            if matches!(
+                conn.status.as_deref(),
+                Some(status::ACCEPTED | status::CREATING)
+            ) && let Some(d) = conn.domain_id.as_deref()
+            {
+                *c.accepted.entry(d.to_owned()).or_default() += 1;
+            }
+        }
+        for conn in pending {
+            if let Some(d) = conn.domain_id.as_deref() {
+                *c.pending.entry(d.to_owned()).or_default() += 1;
+            }
+        }
+        c
+    }
+
+    /// `accepted_from_domain` for the next connection of `domain`.
+    pub fn accepted(&self, domain: &str) -> i64 {
+        self.accepted.get(domain).copied().unwrap_or(0)
+    }
+
+    /// `pending_from_domain` for a connection of `domain`.
+    pub fn pending(&self, domain: &str) -> i64 {
+        self.pending.get(domain).copied().unwrap_or(0)
+    }
+
+    /// Records a decision: a `permit` counts as accepted for the connections after it,
+    /// whether or not its action is sent or succeeds in this cycle.
+    pub fn decided(&mut self, domain: &str, verdict: Verdict) {
+        if verdict == Verdict::Permit {
+            *self.accepted.entry(domain.to_owned()).or_default() += 1;
         }
     }
-    by
 }
 
 /// What a connection is decided on: the target, the service, the connection's own fields
@@ -75,8 +131,7 @@ pub fn facts(
     svc: &ServiceRef,
     c: &WireConnection,
     now: DateTime<Utc>,
-    accepted_by: &HashMap<String, i64>,
-    pending_by: &HashMap<String, i64>,
+    counts: &Counts,
 ) -> Result<ConnectionFacts, String> {
     let domain_id = c
         .domain_id
@@ -97,8 +152,8 @@ pub fn facts(
         service_id: svc.id.clone(),
         service_name: svc.name.clone(),
         endpoint_id: c.id.clone().unwrap_or_default(),
-        accepted_from_domain: accepted_by.get(&domain_id).copied().unwrap_or(0),
-        pending_from_domain: pending_by.get(&domain_id).copied().unwrap_or(0),
+        accepted_from_domain: counts.accepted(&domain_id),
+        pending_from_domain: counts.pending(&domain_id),
         domain_id,
         description: c.description.clone().unwrap_or_default(),
         marker_id: c.marker_id.unwrap_or(0),
@@ -299,27 +354,62 @@ mod tests {
         ])
         .expect("usable");
         assert_eq!(ok.len(), 1);
-        let e = pending_of(vec![
+        let once = pending_of(vec![
             conn("a", "d1", "pendingAcceptance"),
             conn("a", "d1", "pendingAcceptance"),
         ])
-        .expect_err("twice");
-        assert!(e.contains("endpoint a is listed twice"), "{e}");
+        .expect("an identical repeat counts once");
+        assert_eq!(once.len(), 1);
+        let e = pending_of(vec![
+            conn("a", "d1", "pendingAcceptance"),
+            conn("a", "d2", "pendingAcceptance"),
+        ])
+        .expect_err("twice, differently");
+        assert!(
+            e.contains("endpoint a is listed twice with different contents"),
+            "{e}"
+        );
         let e = pending_of(vec![conn("", "d1", "pendingAcceptance")]).expect_err("no id");
         assert!(e.contains("no id"), "{e}");
     }
 
     #[test]
-    fn counts_are_per_domain_and_status() {
-        let all = [
+    fn counts_take_accepted_creating_and_earlier_permits() {
+        let counted = [
             conn("a", "d1", "accepted"),
-            conn("b", "d1", "accepted"),
+            conn("b", "d1", "creating"),
             conn("c", "d2", "accepted"),
-            conn("d", "d2", "pendingAcceptance"),
+            conn("x", "d2", "rejected"),
         ];
-        let by = count_by_domain(&all, "accepted");
-        assert_eq!(by.get("d1"), Some(&2));
-        assert_eq!(by.get("d2"), Some(&1));
+        let pending = [
+            conn("p", "d1", "pendingAcceptance"),
+            conn("q", "d1", "pendingAcceptance"),
+        ];
+        let mut c = Counts::new(&pending, &counted);
+        assert_eq!((c.accepted("d1"), c.pending("d1")), (2, 2));
+        assert_eq!((c.accepted("d2"), c.pending("d2")), (1, 0));
+        c.decided("d1", Verdict::Forbid);
+        assert_eq!(c.accepted("d1"), 2);
+        c.decided("d1", Verdict::Permit);
+        assert_eq!(c.accepted("d1"), 3);
+        assert_eq!(c.accepted("d3"), 0);
+    }
+
+    #[test]
+    fn decisions_go_oldest_first_then_by_id() {
+        let mut v = vec![
+            conn("c", "d", "pendingAcceptance"),
+            conn("b", "d", "pendingAcceptance"),
+            conn("a", "d", "pendingAcceptance"),
+        ];
+        v[0].created_at = Some("2026-11-27T09:00:00Z".into());
+        v[1].created_at = Some("garbage".into());
+        v[2].created_at = Some("2026-11-27T10:00:00Z".into());
+        v.push(conn("0", "d", "pendingAcceptance"));
+        v[3].created_at = Some("2026-11-27T09:00:00Z".into());
+        in_decision_order(&mut v);
+        let ids: Vec<&str> = v.iter().filter_map(|c| c.id.as_deref()).collect();
+        assert_eq!(ids, ["0", "c", "a", "b"]);
     }
 
     #[test]
@@ -330,16 +420,16 @@ mod tests {
             name: String::new(),
         };
         let now = Utc::now();
-        let none = HashMap::new();
+        let none = Counts::default();
         let mut c = conn("a", "", "pendingAcceptance");
-        let e = facts(&t, &svc, &c, now, &none, &none).expect_err("no domain");
+        let e = facts(&t, &svc, &c, now, &none).expect_err("no domain");
         assert!(e.contains("domain_id"), "{e}");
         c.domain_id = Some("d1".into());
         c.created_at = Some("yesterday".into());
-        let e = facts(&t, &svc, &c, now, &none, &none).expect_err("bad time");
+        let e = facts(&t, &svc, &c, now, &none).expect_err("bad time");
         assert!(e.contains("yesterday"), "{e}");
         c.created_at = None;
-        assert!(facts(&t, &svc, &c, now, &none, &none).is_err());
+        assert!(facts(&t, &svc, &c, now, &none).is_err());
         assert_eq!(svc.label(), "s");
     }
 

@@ -103,42 +103,52 @@ fn role(name: &str) -> Option<Role> {
 
 impl Policies {
     /// Loads `dir`: every `*.cedar`, plus `schema.cedarschema` and `entities.json` when
-    /// present. Other files and subdirectories (such as `tests/`) are ignored. Problems
-    /// name files as `<dir>/<file name>`.
+    /// present. Other files and subdirectories (such as `tests/`) are ignored, and so is
+    /// every entry whose name starts with `.` (a Kubernetes ConfigMap volume's `..data`
+    /// links and timestamped directories), so such a volume loads as the files it shows.
+    ///
+    /// Fails closed: an entry with one of those names that is not a readable regular
+    /// file (or a symlink to one) — a dangling link, a directory, a FIFO, an unreadable
+    /// file — or a `*.cedar` name that is not UTF-8, is an error naming the entry, and so
+    /// is a `*.cedar` file that holds no policy. A half-deployed directory must not go
+    /// live with some of its forbids missing. Problems name files as `<dir>/<name>`.
     pub fn load(dir: &Path) -> Result<Policies, PolicyError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            PolicyError::new(vec![PolicyProblem::file(
+        let dir_problem = |e: std::io::Error| {
+            PolicyProblem::file(
                 &dir.display().to_string(),
                 format!("cannot read policy directory: {e}"),
-            )])
-        })?;
+            )
+        };
+        let entries = std::fs::read_dir(dir).map_err(|e| PolicyError::new(vec![dir_problem(e)]))?;
         let mut files = Vec::new();
         let mut problems = Vec::new();
         for entry in entries {
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(e) => {
-                    problems.push(PolicyProblem::file(
-                        &dir.display().to_string(),
-                        format!("cannot read policy directory: {e}"),
-                    ));
+                    problems.push(dir_problem(e));
                     continue;
                 }
             };
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            let raw = entry.file_name();
+            let path = entry.path();
+            let shown = path.display().to_string();
+            let Some(name) = raw.to_str() else {
+                let lossy = raw.to_string_lossy();
+                if !lossy.starts_with('.') && lossy.ends_with(&format!(".{POLICY_EXTENSION}")) {
+                    problems.push(PolicyProblem::file(
+                        &shown,
+                        "file name is not UTF-8: rename it (it would be a policy file)",
+                    ));
+                }
                 continue;
             };
-            let path = entry.path();
-            // `metadata` follows symlinks (ConfigMap mounts are symlinks to files).
-            if role(&name).is_none() || !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            if name.starts_with('.') || role(name).is_none() {
                 continue;
             }
-            match std::fs::read(&path) {
-                Ok(bytes) => files.push((name, bytes)),
-                Err(e) => problems.push(PolicyProblem::file(
-                    &path.display().to_string(),
-                    format!("cannot read file: {e}"),
-                )),
+            match read_regular(&path) {
+                Ok(bytes) => files.push((name.to_owned(), bytes)),
+                Err(message) => problems.push(PolicyProblem::file(&shown, message)),
             }
         }
         if !problems.is_empty() {
@@ -248,15 +258,18 @@ impl Policies {
         }
 
         let model = RequestModel::new();
+        let literals = request::literals(&set);
         let index = match &entities_src {
-            Some((shown, text)) => match EntityIndex::from_json(text, schema.as_ref(), &model) {
-                Ok(index) => Some(index),
-                Err(message) => {
-                    problems.push(PolicyProblem::file(shown, message));
-                    None
+            Some((shown, text)) => {
+                match EntityIndex::from_json(text, schema.as_ref(), &model, &literals) {
+                    Ok(index) => Some(index),
+                    Err(message) => {
+                        problems.push(PolicyProblem::file(shown, message));
+                        None
+                    }
                 }
-            },
-            None => match EntityIndex::empty(schema.as_ref(), &model) {
+            }
+            None => match EntityIndex::empty(schema.as_ref(), &model, &literals) {
                 Ok(index) => Some(index),
                 Err(message) => {
                     problems.push(PolicyProblem::general(message));
@@ -389,6 +402,37 @@ impl Policies {
     }
 }
 
+/// The bytes of a regular file (following symlinks, as ConfigMap mounts need), or what is
+/// wrong with the entry.
+fn read_regular(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        if std::fs::symlink_metadata(path).is_ok() {
+            format!("dangling symbolic link: {e}")
+        } else {
+            format!("cannot read: {e}")
+        }
+    })?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_dir() {
+            "a directory"
+        } else {
+            use std::os::unix::fs::FileTypeExt;
+            if ft.is_fifo() {
+                "a FIFO"
+            } else if ft.is_socket() {
+                "a socket"
+            } else if ft.is_char_device() || ft.is_block_device() {
+                "a device"
+            } else {
+                "not a regular file"
+            }
+        };
+        return Err(format!("is {what}, not a regular file"));
+    }
+    std::fs::read(path).map_err(|e| format!("cannot read file: {e}"))
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let mut end = offset.min(text.len());
@@ -435,6 +479,13 @@ fn parse_policy_file(
             return;
         }
     };
+    if parsed.policies().next().is_none() && parsed.templates().next().is_none() {
+        problems.push(PolicyProblem::file(
+            shown,
+            "holds no policy: an empty or half-written file would silently drop its rules",
+        ));
+        return;
+    }
     if parsed.templates().next().is_some() {
         problems.push(PolicyProblem::file(
             shown,

@@ -2,11 +2,16 @@
 //! entity ids, strings and datetimes are constructed, never spliced into Cedar source,
 //! so a description can hold any text at all.
 //!
-//! Speed: `entities.json` is parsed, validated and closed transitively once, at load.
-//! [`EntityIndex`] then keeps, per listed account and per listed service, the few
-//! entities a request needs (the account and its groups; the service's groups and
-//! their ancestors). A request gets a small entity set of its own built from those, so
-//! no decision ever copies the whole store.
+//! Exactness and speed: a request is answered as Cedar answers it over the whole of
+//! `entities.json` plus the principal and resource built from the connection. Cedar
+//! reads an entity's data only to test membership (`in`, through the ancestors) or to
+//! read its attributes and tags; an entity whose data a policy can reach is therefore the
+//! principal, the action, an entity named literally in a policy, or one reached from
+//! those through attribute and tag values, recursively. [`EntityIndex`] computes that
+//! closure once, at load, per listed account, plus one shared part (the action and the
+//! policies' literals); every entity in it lists all of its ancestors as parents, so no
+//! group needs to be present for membership. A request's entity set is built from those
+//! few entities, so no decision copies the whole store, and the answer is the same.
 
 use crate::decision::ConnectionFacts;
 use cedar_policy::{
@@ -85,25 +90,23 @@ pub(crate) struct RequestModel {
     datetimes: Mutex<DatetimeCache>,
 }
 
-/// What a request needs from `entities.json` about one service.
+/// What a request needs from `entities.json` about one service: its ancestors, the
+/// parents of the resource built from the facts (its attributes come from the facts).
 #[derive(Debug, Default)]
 struct ServiceEntry {
-    /// Every ancestor of the service (closed transitively): the resource's parents.
     parents: HashSet<EntityUid>,
-    /// The ancestor entities that carry attributes or tags, so policies can read them.
-    ancestors: Vec<Entity>,
 }
 
-/// Per-account and per-service slices of `entities.json`, plus the action entities; each
-/// holds only the entities a request needs (see [`needed`]).
+/// The entities a request can reach, from `entities.json` (see the module docs).
 #[derive(Debug, Default)]
 pub(crate) struct EntityIndex {
-    /// domain id → the account entity followed by the ancestor entities it needs.
+    /// domain id → the account entity followed by what it reaches through attributes.
     accounts: HashMap<String, Vec<Entity>>,
-    /// service id → its parents and ancestor entities.
+    /// service id → its ancestors.
     services: HashMap<String, ServiceEntry>,
-    /// The `connect` action and its ancestors, when it is in an action group.
-    actions: Vec<Entity>,
+    /// Reachable by every request: the action (with its groups) and the entities the
+    /// policies name, with what those reach.
+    shared: Vec<Entity>,
 }
 
 /// A time as Cedar's `datetime("…")`, in whole seconds (fractions are dropped). The API
@@ -113,20 +116,41 @@ fn cedar_datetime(t: DateTime<Utc>) -> RestrictedExpression {
     RestrictedExpression::new_datetime(t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
-/// Whether a request needs `entity` in its store. Membership (`in`) is answered from the
-/// principal's and resource's own (transitively closed) ancestor sets, so an ancestor is
-/// only needed when a policy could read its attributes or tags; the action also when it
-/// has parents (action groups).
-fn needed(entity: &Entity, parents_count: bool) -> bool {
-    let Ok(json) = entity.to_json_value() else {
-        return true;
-    };
-    let non_empty = |key: &str| match json.get(key) {
-        Some(serde_json::Value::Object(map)) => !map.is_empty(),
-        Some(serde_json::Value::Array(list)) => !list.is_empty(),
-        _ => false,
-    };
-    non_empty("attrs") || non_empty("tags") || (parents_count && non_empty("parents"))
+/// Every entity a policy of `set` names (in its scope or its conditions).
+pub(crate) fn literals(set: &cedar_policy::PolicySet) -> Vec<EntityUid> {
+    let mut out = Vec::new();
+    for p in set.policies() {
+        if let Ok(json) = p.to_json() {
+            uids_in(&json, &mut out);
+        }
+    }
+    out.sort_by_key(ToString::to_string);
+    out.dedup();
+    out
+}
+
+/// Every entity uid written in `v` (entity references in attribute and tag values, and
+/// the `{"type":…,"id":…}` objects of a policy in Cedar's JSON form).
+fn uids_in(v: &serde_json::Value, out: &mut Vec<EntityUid>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if map.len() == 2
+                && let (Some(t), Some(id)) = (
+                    map.get("type").and_then(serde_json::Value::as_str),
+                    map.get("id").and_then(serde_json::Value::as_str),
+                )
+                && let Ok(ty) = EntityTypeName::from_str(t)
+            {
+                out.push(EntityUid::from_type_name_and_id(ty, EntityId::new(id)));
+                return;
+            }
+            for x in map.values() {
+                uids_in(x, out);
+            }
+        }
+        serde_json::Value::Array(list) => list.iter().for_each(|x| uids_in(x, out)),
+        _ => {}
+    }
 }
 
 impl RequestModel {
@@ -240,21 +264,14 @@ impl RequestModel {
         let service = index.services.get(&facts.service_id);
         let account = index.accounts.get(&facts.domain_id);
 
-        let mut entities = Vec::with_capacity(
-            1 + account.map_or(1, Vec::len)
-                + service.map_or(0, |s| s.ancestors.len())
-                + index.actions.len(),
-        );
+        let mut entities = Vec::with_capacity(2 + account.map_or(0, Vec::len) + index.shared.len());
         match account {
             Some(listed) => entities.extend(listed.iter().cloned()),
             None => entities.push(Entity::new_no_attrs(principal.clone(), HashSet::new())),
         }
         let parents = service.map(|s| s.parents.clone()).unwrap_or_default();
         entities.push(self.resource(facts, parents)?);
-        if let Some(service) = service {
-            entities.extend(service.ancestors.iter().cloned());
-        }
-        entities.extend(index.actions.iter().cloned());
+        entities.extend(index.shared.iter().cloned());
         let entities = small_store(entities)?;
 
         let context = self.context(facts)?;
@@ -304,8 +321,8 @@ impl RequestModel {
     }
 }
 
-/// Builds a request's entity store; an entity reachable both from the principal and from
-/// the resource (possible only without a schema) is kept once.
+/// Builds a request's entity store; an entity reached both from the principal and from
+/// the policies is kept once.
 fn small_store(entities: Vec<Entity>) -> Result<Entities, String> {
     // A handful of entities: a quadratic check is cheaper than hashing, and it spares
     // cloning every entity in case Cedar refuses a duplicate.
@@ -322,84 +339,109 @@ fn small_store(entities: Vec<Entity>) -> Result<Entities, String> {
 
 impl EntityIndex {
     /// The index without `entities.json`: only the action entities of the schema.
-    pub(crate) fn empty(schema: Option<&Schema>, model: &RequestModel) -> Result<Self, String> {
+    pub(crate) fn empty(
+        schema: Option<&Schema>,
+        model: &RequestModel,
+        literals: &[EntityUid],
+    ) -> Result<Self, String> {
         let store = match schema {
             Some(schema) => schema
                 .action_entities()
                 .map_err(|e| format!("cannot read the actions of the schema: {e}"))?,
             None => Entities::empty(),
         };
-        Self::from_store(&store, model)
+        Self::from_store(&store, model, literals)
     }
 
     /// Parses `entities.json` (Cedar's JSON entity format), validates it against the
-    /// schema when there is one, and indexes it.
+    /// schema when there is one, and indexes it for requests that can reach the entities
+    /// in `literals` (those the policies name).
     pub(crate) fn from_json(
         text: &str,
         schema: Option<&Schema>,
         model: &RequestModel,
+        literals: &[EntityUid],
     ) -> Result<Self, String> {
         let mut json: serde_json::Value =
             serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
         if schema.is_some() {
             fill_service_attrs(&mut json);
         }
+        // With a schema, Cedar adds the schema's action entities (and their groups).
         let store = Entities::from_json_value(json, schema)
             .map_err(|e| format!("invalid entities: {}", super::chain(&e)))?;
-        Self::from_store(&store, model)
+        Self::from_store(&store, model, literals)
     }
 
-    fn from_store(store: &Entities, model: &RequestModel) -> Result<Self, String> {
-        // An entity in a request's small store has none of its groups beside it, so it
-        // must list every ancestor (the closure computed over the whole file) as a
-        // parent; a group's own store entry would otherwise be needed to reach the next.
-        let ancestors_of = |uid: &EntityUid| -> Vec<EntityUid> {
-            let mut all: Vec<EntityUid> = store
-                .ancestors(uid)
+    fn from_store(
+        store: &Entities,
+        model: &RequestModel,
+        literals: &[EntityUid],
+    ) -> Result<Self, String> {
+        // Every entity with all of its ancestors as parents (the closure over the whole
+        // file), and the entities its attribute and tag values refer to.
+        let mut flat: HashMap<EntityUid, (Entity, Vec<EntityUid>)> = HashMap::new();
+        for entity in store.iter() {
+            let uid = entity.uid();
+            let mut ancestors: Vec<EntityUid> = store
+                .ancestors(&uid)
                 .map(|a| a.cloned().collect())
                 .unwrap_or_default();
             // Sorted so a request's store is built the same way every time.
-            all.sort_by_key(ToString::to_string);
-            all
-        };
-        let flat = |entity: &Entity| -> Result<(Entity, Vec<EntityUid>), String> {
-            let ancestors = ancestors_of(&entity.uid());
-            Ok((flatten(entity, &ancestors)?, ancestors))
-        };
-        let with_groups = |ancestors: &[EntityUid]| -> Result<Vec<Entity>, String> {
-            ancestors
-                .iter()
-                .filter_map(|a| store.get(a))
-                .filter(|a| needed(a, false))
-                .map(|a| flat(a).map(|(e, _)| e))
-                .collect()
+            ancestors.sort_by_key(ToString::to_string);
+            let json = entity
+                .to_json_value()
+                .map_err(|e| format!("cannot index entity {uid}: {e}"))?;
+            let mut refs = Vec::new();
+            for key in ["attrs", "tags"] {
+                if let Some(v) = json.get(key) {
+                    uids_in(v, &mut refs);
+                }
+            }
+            flat.insert(uid, (flatten(entity, &ancestors)?, refs));
+        }
+        // What `start` reaches through attribute and tag values, `start` first.
+        let reach = |start: &[EntityUid]| -> Vec<Entity> {
+            let mut seen: HashSet<EntityUid> = HashSet::new();
+            let mut queue: std::collections::VecDeque<EntityUid> = start.iter().cloned().collect();
+            let mut out = Vec::new();
+            while let Some(uid) = queue.pop_front() {
+                if !seen.insert(uid.clone()) {
+                    continue;
+                }
+                if let Some((entity, refs)) = flat.get(&uid) {
+                    out.push(entity.clone());
+                    queue.extend(refs.iter().cloned());
+                }
+            }
+            out
         };
         let mut index = EntityIndex::default();
         for entity in store.iter() {
             let uid = entity.uid();
             if *uid.type_name() == model.account {
-                let (account, ancestors) = flat(entity)?;
-                let mut slice = vec![account];
-                slice.extend(with_groups(&ancestors)?);
-                index
-                    .accounts
-                    .insert(uid.id().unescaped().to_owned(), slice);
-            } else if *uid.type_name() == model.service {
-                let ancestors = ancestors_of(&uid);
-                let groups = with_groups(&ancestors)?;
-                index.services.insert(
+                index.accounts.insert(
                     uid.id().unescaped().to_owned(),
-                    ServiceEntry {
-                        parents: ancestors.into_iter().collect(),
-                        ancestors: groups,
-                    },
+                    reach(std::slice::from_ref(&uid)),
                 );
-            } else if uid == model.action && needed(entity, true) {
-                let (action, ancestors) = flat(entity)?;
-                index.actions.push(action);
-                index.actions.extend(with_groups(&ancestors)?);
+            } else if *uid.type_name() == model.service {
+                let parents = flat
+                    .get(&uid)
+                    .map(|(e, _)| {
+                        store
+                            .ancestors(&e.uid())
+                            .map(|a| a.cloned().collect())
+                            .unwrap_or_default()
+                    })
+                    .unwrap_or_default();
+                index
+                    .services
+                    .insert(uid.id().unescaped().to_owned(), ServiceEntry { parents });
             }
         }
+        let mut shared_start = vec![model.action.clone()];
+        shared_start.extend(literals.iter().cloned());
+        index.shared = reach(&shared_start);
         Ok(index)
     }
 }
@@ -468,7 +510,7 @@ mod tests {
     #[test]
     fn unlisted_account_and_service_get_bare_entities() {
         let model = RequestModel::new();
-        let index = EntityIndex::empty(None, &model).unwrap();
+        let index = EntityIndex::empty(None, &model, &[]).unwrap();
         let now = Utc::now();
         let facts = ConnectionFacts {
             target: "t".into(),
@@ -516,36 +558,43 @@ mod tests {
     }
 
     #[test]
-    fn an_ancestor_shared_by_account_and_service_is_in_the_store_once() {
-        // Without a schema one entity (with attributes, so it is needed) can be an
-        // ancestor of both the account and the service.
+    fn an_entity_reached_twice_is_in_the_store_once_and_unreachable_ones_not_at_all() {
+        // The zone is both the account's attribute and named by a policy; the other zone
+        // is only an ancestor, which membership answers without its entity.
         let model = RequestModel::new();
         let json = r#"[
           {"uid": {"type": "Vpcep::Zone", "id": "shared"}, "attrs": {"tier": "gold"}, "parents": []},
-          {"uid": {"type": "Vpcep::Account", "id": "a"}, "attrs": {},
-           "parents": [{"type": "Vpcep::Zone", "id": "shared"}]},
+          {"uid": {"type": "Vpcep::Zone", "id": "other"}, "attrs": {"tier": "lead"}, "parents": []},
+          {"uid": {"type": "Vpcep::Account", "id": "a"},
+           "attrs": {"zone": {"__entity": {"type": "Vpcep::Zone", "id": "shared"}}},
+           "parents": [{"type": "Vpcep::Zone", "id": "other"}]},
           {"uid": {"type": "Vpcep::EndpointService", "id": "svc"}, "attrs": {},
            "parents": [{"type": "Vpcep::Zone", "id": "shared"}]}
         ]"#;
-        let index = EntityIndex::from_json(json, None, &model).unwrap();
-        let now = Utc::now();
-        let facts = ConnectionFacts {
-            target: "t".into(),
-            region: "r".into(),
-            project_id: "p".into(),
-            service_id: "svc".into(),
-            service_name: "n".into(),
-            endpoint_id: "e".into(),
-            domain_id: "a".into(),
-            description: String::new(),
-            marker_id: 0,
-            created_at: now,
-            now,
-            accepted_from_domain: 0,
-            pending_from_domain: 1,
-        };
+        let zone = EntityUid::from_str(r#"Vpcep::Zone::"shared""#).unwrap();
+        let index = EntityIndex::from_json(json, None, &model, &[zone]).unwrap();
+        let mut facts = ConnectionFacts::example("a", "");
+        facts.service_id = "svc".into();
         let (_, entities) = model.request(&facts, &index, None).unwrap();
         // The account, the service and the shared zone, once.
         assert_eq!(entities.len(), 3);
+    }
+
+    #[test]
+    fn policy_literals_are_found_in_scopes_and_conditions() {
+        let set = cedar_policy::PolicySet::from_str(
+            r#"permit (principal in Vpcep::AccountGroup::"g", action in [Vpcep::Action::"connect"], resource)
+               when { Vpcep::Org::"o".tier == "gold" };"#,
+        )
+        .unwrap();
+        let found: Vec<String> = literals(&set).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            found,
+            [
+                r#"Vpcep::AccountGroup::"g""#,
+                r#"Vpcep::Action::"connect""#,
+                r#"Vpcep::Org::"o""#
+            ]
+        );
     }
 }

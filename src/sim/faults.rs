@@ -8,6 +8,7 @@
 //! faults apply to the `/v1` routes only; a script entry may target the IAM token route.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -121,6 +122,14 @@ pub struct ScriptedFault {
         skip_serializing_if = "Option::is_none"
     )]
     pub delay: Option<Duration>,
+    /// Only requests whose query has all these parameters with these values (e.g.
+    /// `{"status":"accepted"}` for the accepted listing, `{"offset":"1000"}` for a second
+    /// page); default any.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    /// Only actions on this endpoint (the body's `endpoints[0]`); default any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 fn any() -> Operation {
@@ -145,7 +154,21 @@ impl ScriptedFault {
             apply: false,
             retry_after: None,
             delay: None,
+            query: BTreeMap::new(),
+            endpoint: None,
         }
+    }
+
+    /// Answers only actions on `endpoint_id`.
+    pub fn for_endpoint(mut self, endpoint_id: &str) -> Self {
+        self.endpoint = Some(endpoint_id.to_owned());
+        self
+    }
+
+    /// Answers only requests whose query has `key=value`.
+    pub fn when_query(mut self, key: &str, value: &str) -> Self {
+        self.query.insert(key.to_owned(), value.to_owned());
+        self
     }
 
     /// Sends this raw body.
@@ -191,8 +214,13 @@ impl ScriptedFault {
         self
     }
 
-    fn matches(&self, op: Operation) -> bool {
-        self.op == Operation::Any || self.op == op
+    fn matches(&self, op: Operation, query: &[(String, String)], endpoint: Option<&str>) -> bool {
+        (self.op == Operation::Any || self.op == op)
+            && self.endpoint.as_deref().is_none_or(|e| Some(e) == endpoint)
+            && self
+                .query
+                .iter()
+                .all(|(k, v)| query.iter().any(|(qk, qv)| qk == k && qv == v))
     }
 }
 
@@ -272,10 +300,20 @@ impl FaultState {
         }
     }
 
-    /// Takes the answer for one request of `op`, if any: the first matching script entry,
+    /// Takes the answer for one request of `op` (with its query, and the endpoint of an
+    /// action), if any: the first matching script entry,
     /// else a random fault with probability `fault_rate` (`/v1` operations only).
-    pub fn take(&mut self, op: Operation) -> Option<Injected> {
-        if let Some(i) = self.script.iter().position(|s| s.matches(op)) {
+    pub fn take(
+        &mut self,
+        op: Operation,
+        query: &[(String, String)],
+        endpoint: Option<&str>,
+    ) -> Option<Injected> {
+        if let Some(i) = self
+            .script
+            .iter()
+            .position(|s| s.matches(op, query, endpoint))
+        {
             let entry = &mut self.script[i];
             entry.times -= 1;
             let out = entry.clone();
@@ -297,25 +335,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_query_condition_picks_the_request_it_answers() {
+        let mut s = FaultState::new(Faults::script(vec![
+            ScriptedFault::new(Operation::ListConnections, 500).when_query("status", "accepted"),
+        ]));
+        let pending = [("status".to_owned(), "pendingAcceptance".to_owned())];
+        let accepted = [
+            ("limit".to_owned(), "1000".to_owned()),
+            ("status".to_owned(), "accepted".to_owned()),
+        ];
+        assert_eq!(s.take(Operation::ListConnections, &pending, None), None);
+        assert!(
+            s.take(Operation::ListConnections, &accepted, None)
+                .is_some()
+        );
+        assert_eq!(s.take(Operation::ListConnections, &accepted, None), None);
+    }
+
+    #[test]
     fn script_is_consumed_in_order_per_operation() {
         let mut s = FaultState::new(Faults::script(vec![
             ScriptedFault::new(Operation::ListConnections, 200).with_body("garbage"),
             ScriptedFault::new(Operation::Any, 429).times(2),
             ScriptedFault::new(Operation::Action, 500),
         ]));
-        let Some(Injected::Scripted(f)) = s.take(Operation::Action) else {
+        let Some(Injected::Scripted(f)) = s.take(Operation::Action, &[], None) else {
             panic!("any matches action");
         };
         assert_eq!(f.status, 429);
-        let Some(Injected::Scripted(f)) = s.take(Operation::ListConnections) else {
+        let Some(Injected::Scripted(f)) = s.take(Operation::ListConnections, &[], None) else {
             panic!("scripted");
         };
         assert_eq!(f.body.as_deref(), Some("garbage"));
-        assert!(matches!(s.take(Operation::Token), Some(Injected::Scripted(f)) if f.status == 429));
         assert!(
-            matches!(s.take(Operation::Action), Some(Injected::Scripted(f)) if f.status == 500)
+            matches!(s.take(Operation::Token, &[], None), Some(Injected::Scripted(f)) if f.status == 429)
         );
-        assert_eq!(s.take(Operation::Action), None);
+        assert!(
+            matches!(s.take(Operation::Action, &[], None), Some(Injected::Scripted(f)) if f.status == 500)
+        );
+        assert_eq!(s.take(Operation::Action, &[], None), None);
     }
 
     #[test]
@@ -327,16 +385,16 @@ mod tests {
         assert_eq!(s.fault_rate, 1.0);
         for _ in 0..50 {
             assert!(matches!(
-                s.take(Operation::ListServices),
+                s.take(Operation::ListServices, &[], None),
                 Some(Injected::Random(429 | 500 | 503))
             ));
         }
-        assert_eq!(s.take(Operation::Token), None);
+        assert_eq!(s.take(Operation::Token, &[], None), None);
         s.set(Faults {
             fault_rate: f64::NAN,
             ..Faults::default()
         });
-        assert_eq!(s.take(Operation::ListServices), None);
+        assert_eq!(s.take(Operation::ListServices, &[], None), None);
     }
 
     #[test]

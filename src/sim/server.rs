@@ -446,7 +446,11 @@ impl Shared {
         {
             return (Reply::error(&e, shape, request_id), None, body);
         }
-        let injected = lock(&self.faults).take(op);
+        let query = signer::parse_query(parts.uri.query().unwrap_or(""));
+        let endpoint = (op == Operation::Action)
+            .then(|| parse_action(&body).ok().map(|(_, e)| e))
+            .flatten();
+        let injected = lock(&self.faults).take(op, &query, endpoint.as_deref());
         let mut replacement = None;
         if let Some(inj) = injected {
             let (reply, apply, delay) = self.injected_reply(inj, shape, request_id);

@@ -268,17 +268,30 @@ async fn client_garbage_and_truncated_bodies_are_malformed() {
         assert_eq!(e.kind, ApiErrorKind::Malformed, "{body}: {e}");
         assert_eq!(e.attempts, 1, "malformed answers are not retried");
     }
-    // A bad second page fails the whole call: never partial data.
+    // A short first page is an incomplete listing, not the end of it.
     sim.push_fault(
         ScriptedFault::new(Operation::ListConnections, 200)
             .with_body(r#"{"connections":[{"id":"x1"}],"total_count":5}"#),
+    );
+    let e = within(t.list_connections(SVC, "pendingAcceptance"))
+        .await
+        .expect_err("short page");
+    assert_eq!(e.kind, ApiErrorKind::Malformed);
+    assert!(e.to_string().contains("incomplete listing"), "{e}");
+    // A bad second page fails the whole call: never partial data.
+    let full: Vec<String> = (0..1000).map(|i| format!(r#"{{"id":"x{i}"}}"#)).collect();
+    sim.push_fault(
+        ScriptedFault::new(Operation::ListConnections, 200).with_body(format!(
+            r#"{{"connections":[{}],"total_count":1005}}"#,
+            full.join(",")
+        )),
     );
     sim.push_fault(ScriptedFault::new(Operation::ListConnections, 200).with_body("{\"conn"));
     let e = within(t.list_connections(SVC, "pendingAcceptance"))
         .await
         .expect_err("page 2");
     assert_eq!(e.kind, ApiErrorKind::Malformed);
-    assert!(e.url.contains("offset=1"), "{e}");
+    assert!(e.url.contains("offset=1000"), "{e}");
 
     sim.push_fault(ScriptedFault::new(Operation::ListServices, 200).with_body("[]"));
     let e = within(t.list_services()).await.expect_err("services");

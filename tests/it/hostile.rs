@@ -359,7 +359,8 @@ async fn hostile_endless_chunked_body_stops_at_the_cap() {
 #[tokio::test]
 async fn hostile_bad_second_page_decides_nothing() {
     let r = rig(seed_many(SVC, 5), false).await;
-    let ids: Vec<serde_json::Value> = (0..3)
+    // A full first page, so the listing goes on to the bad second one.
+    let ids: Vec<serde_json::Value> = (0..1000)
         .map(|i| {
             serde_json::json!({"id": format!("e{i:05}"), "domain_id": "d0", "marker_id": 1,
                 "status": "pendingAcceptance", "created_at": "2026-01-01T00:00:00Z"})
@@ -371,8 +372,9 @@ async fn hostile_bad_second_page_decides_nothing() {
         "{\"connections\":[]}",
     ] {
         r.sim.push_fault(
-            ScriptedFault::new(Operation::ListConnections, 200)
-                .with_body(serde_json::json!({"connections": ids, "total_count": 5}).to_string()),
+            ScriptedFault::new(Operation::ListConnections, 200).with_body(
+                serde_json::json!({"connections": ids, "total_count": 1005}).to_string(),
+            ),
         );
         r.sim
             .push_fault(ScriptedFault::new(Operation::ListConnections, 200).with_body(bad));

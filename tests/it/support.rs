@@ -152,3 +152,188 @@ pub async fn send(
     }
     within(req.send()).await.expect("request sent")
 }
+
+/// A config for one target (`sim`, project [`PROJECT`]) at `url`; `poll` lines come
+/// first, then the test defaults (2 s timeout, no rate limit) for keys they do not set.
+pub fn target_config(url: &str, poll: &str) -> vpcep_approver::config::Config {
+    let mut poll = poll.to_owned();
+    for (key, value) in [
+        ("request_timeout", "\"2s\""),
+        ("max_requests_per_second", "0"),
+    ] {
+        if !poll.lines().any(|l| l.starts_with(key)) {
+            poll.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    let text = format!(
+        "[[target]]\nname = \"sim\"\nregion = \"cn-north-4\"\nproject_id = \"{PROJECT}\"\n\
+         vpcep_endpoint = \"{url}\"\niam_endpoint = \"{url}\"\n[poll]\n{poll}"
+    );
+    vpcep_approver::config::Config::parse(&text, std::path::Path::new("/nonexistent/config.toml"))
+        .expect("test config is valid")
+}
+
+/// What an [`EngineRig`] is built with.
+pub struct RigSpec {
+    /// The policy set (default: the shipped examples).
+    pub policies: Option<vpcep_approver::policy::Policies>,
+    /// Never send an action.
+    pub dry_run: bool,
+    /// What `no-match` does.
+    pub on_no_match: vpcep_approver::decision::OnNoMatch,
+    /// `[poll]` lines of the client's config.
+    pub poll: String,
+    /// Audit path (default: `audit.jsonl` in the rig's directory).
+    pub audit: Option<vpcep_approver::config::AuditPath>,
+    /// fsync the audit log.
+    pub fsync: bool,
+}
+
+impl Default for RigSpec {
+    fn default() -> Self {
+        RigSpec {
+            policies: None,
+            dry_run: false,
+            on_no_match: vpcep_approver::decision::OnNoMatch::LeavePending,
+            poll: "max_retries = 0\nmax_in_flight = 8\n".into(),
+            audit: None,
+            fsync: false,
+        }
+    }
+}
+
+/// The simulator, the real client (default AK/SK), an engine and an audit file.
+pub struct EngineRig {
+    pub sim: Simulator,
+    pub cloud: vpcep_approver::cloud::client::CloudClient,
+    pub engine: vpcep_approver::engine::Engine,
+    pub audit: std::path::PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts the simulator with `sim` and builds the rest by `spec`.
+pub async fn engine_rig(sim: SimConfig, spec: RigSpec) -> EngineRig {
+    use std::sync::{Arc, Mutex};
+    use vpcep_approver::audit::AuditWriter;
+    use vpcep_approver::config::AuditPath;
+    let sim = spawn_sim(sim).await;
+    let cfg = target_config(&sim.base_url(), &spec.poll);
+    vpcep_approver::cloud::init_tls();
+    let metrics = vpcep_approver::metrics::Metrics::new();
+    let cloud = vpcep_approver::cloud::client::CloudClient::new(
+        &cfg,
+        vpcep_approver::cloud::auth::Credentials::aksk(
+            vpcep_approver::sim::DEFAULT_AK,
+            vpcep_approver::sim::DEFAULT_SK,
+            None,
+        ),
+        metrics.clone(),
+    )
+    .expect("cloud builds");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audit = dir.path().join("audit.jsonl");
+    let writer = AuditWriter::open(
+        spec.audit.unwrap_or(AuditPath::File(audit.clone())),
+        spec.fsync,
+        vpcep_approver::clock::system(),
+    )
+    .expect("audit");
+    let policies = match spec.policies {
+        Some(p) => p,
+        None => vpcep_approver::policy::Policies::embedded_examples().expect("example policies"),
+    };
+    let engine = vpcep_approver::engine::Engine::new(
+        Arc::new(policies),
+        Arc::new(Mutex::new(writer)),
+        metrics,
+        vpcep_approver::clock::system(),
+        vpcep_approver::engine::EngineOptions {
+            dry_run: spec.dry_run,
+            on_no_match: spec.on_no_match,
+            collect_rows: true,
+            max_in_flight: cfg.poll.max_in_flight,
+        },
+    );
+    EngineRig {
+        sim,
+        cloud,
+        engine,
+        audit,
+        dir,
+    }
+}
+
+impl EngineRig {
+    /// One cycle over every target.
+    pub async fn cycle(&self) -> vpcep_approver::engine::CycleReport {
+        within(
+            self.engine
+                .run_cycle(&self.cloud, &tokio_util::sync::CancellationToken::new()),
+        )
+        .await
+    }
+
+    /// The audit file's records (the chain verified).
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        audit_lines(&self.audit)
+    }
+
+    /// A connection's status in the simulator.
+    pub fn status(&self, endpoint: &str) -> String {
+        self.sim
+            .connection(endpoint)
+            .expect("connection exists")
+            .status
+    }
+}
+
+/// Every audit line: exactly one JSON object per line, and the chain verifies.
+pub fn audit_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<serde_json::Value> = text
+        .split_terminator('\n')
+        .map(|l| serde_json::from_str(l).expect("every audit line is one JSON value"))
+        .collect();
+    if !lines.is_empty() {
+        let mut out = Vec::new();
+        let report =
+            vpcep_approver::audit::verify_files(&[path.to_owned()], &mut out).expect("verify runs");
+        assert!(report.is_ok(), "{}", String::from_utf8_lossy(&out));
+    }
+    lines
+}
+
+/// A seed connection of `domain` created `offset_secs` after a time an hour ago (so a
+/// smaller offset is older).
+pub fn seed_conn(
+    id: &str,
+    domain: &str,
+    description: &str,
+    status: &str,
+    offset_secs: i64,
+) -> SeedConnection {
+    let base = chrono::Utc::now() - chrono::Duration::hours(1);
+    SeedConnection {
+        id: Some(id.to_owned()),
+        domain_id: Some(domain.to_owned()),
+        description: Some(description.to_owned()),
+        status: Some(status.to_owned()),
+        created_at: Some(
+            (base + chrono::Duration::seconds(offset_secs))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+        ..SeedConnection::default()
+    }
+}
+
+/// A seed of one service `service_id` (name `payments`) with these connections.
+pub fn seed_of(service_id: &str, connections: Vec<SeedConnection>) -> Seed {
+    Seed {
+        services: vec![SeedService {
+            id: Some(service_id.to_owned()),
+            service_name: Some("cn-north-4.payments.4189d3c2".to_owned()),
+            connections,
+            ..SeedService::default()
+        }],
+    }
+}
