@@ -9,7 +9,6 @@ use crate::cloud::client::CloudClient;
 use crate::config::{
     AuditConfig, AuditPath, Auth, Config, LogConfig, PolicyConfig, Poll, SecretSource, Target,
 };
-use crate::decision::OnNoMatch;
 use crate::engine::{Engine, EngineOptions, Row};
 use crate::exit::{CmdResult, Failure};
 use crate::metrics::Metrics;
@@ -207,10 +206,8 @@ pub async fn run(policies: Option<&Path>) -> CmdResult {
         metrics,
         clock,
         EngineOptions {
-            dry_run: false,
-            on_no_match: OnNoMatch::LeavePending,
             collect_rows: true,
-            max_in_flight: 8,
+            ..EngineOptions::from_config(&cfg, false)
         },
     );
     println!(
@@ -222,9 +219,7 @@ pub async fn run(policies: Option<&Path>) -> CmdResult {
         engine.policies().version()
     );
     println!();
-    let report = engine
-        .run_cycle(&cloud, &tokio_util::sync::CancellationToken::new())
-        .await;
+    let report = engine.run_cycle(&cloud, &crate::stop::Stop::new()).await;
     let mut rows: Vec<Row> = report.targets.iter().flat_map(|t| t.rows.clone()).collect();
     rows.sort_by(|a, b| (&a.service, &a.endpoint_id).cmp(&(&b.service, &b.endpoint_id)));
     print_table(&rows);

@@ -21,6 +21,7 @@
 //!   (cargo feature `sim`, on by default).
 //! - [`demo`]: the self-contained demonstration (feature `sim`).
 //! - [`clock`]: wall-clock time behind a trait.
+//! - [`stop`]: the two-step stop signal (no new requests; give up those on the wire).
 
 pub mod audit;
 pub mod cli;
@@ -42,3 +43,4 @@ pub mod metrics;
 pub mod policy;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod stop;

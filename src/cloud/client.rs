@@ -6,10 +6,10 @@
 //! requests included), and the metrics; each [`TargetClient`] adds the target's endpoints,
 //! its HTTP client (one per distinct `ca_file`) and its authentication gate.
 
-use super::auth::{Credentials, Gate};
+use super::auth::Credentials;
 use super::error::{ApiError, ApiErrorKind, CloudError};
 use super::signer;
-use super::transport::{self, Call, Endpoint, Reply, Transport, decode, malformed};
+use super::transport::{self, Call, Endpoint, Guard, Reply, Transport, decode, malformed};
 use super::types::{
     ActionRequest, ActionResponse, ConnectionList, EndpointService, ServiceList, WireConnection,
 };
@@ -17,6 +17,7 @@ use super::{ActResponse, Cloud, TargetApi};
 use crate::config::{Config, Target};
 use crate::decision::Action;
 use crate::metrics::Metrics;
+use crate::stop::Stop;
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -61,8 +62,19 @@ impl CloudClient {
         creds: Credentials,
         metrics: Metrics,
     ) -> Result<CloudClient, CloudError> {
+        CloudClient::with_stop(cfg, creds, metrics, Stop::new())
+    }
+
+    /// The same, with requests that stop with `stop`: none starts once it begins, those
+    /// on the wire are given up when it is final.
+    pub fn with_stop(
+        cfg: &Config,
+        creds: Credentials,
+        metrics: Metrics,
+        stop: Stop,
+    ) -> Result<CloudClient, CloudError> {
         transport::init_tls();
-        let transport = Arc::new(Transport::new(&cfg.poll, creds, metrics));
+        let transport = Arc::new(Transport::new(&cfg.poll, creds, metrics, stop));
         let mut clients: HashMap<(Option<PathBuf>, bool), reqwest::Client> = HashMap::new();
         let mut targets = Vec::with_capacity(cfg.targets.len());
         for t in &cfg.targets {
@@ -95,7 +107,6 @@ impl CloudClient {
                     vpcep_base: t.vpcep_endpoint.trim_end_matches('/').to_owned(),
                     iam_base: t.iam_endpoint.trim_end_matches('/').to_owned(),
                     http,
-                    gate: transport.creds.gate(&t.name),
                     transport: transport.clone(),
                 }),
             });
@@ -143,7 +154,6 @@ struct TargetInner {
     vpcep_base: String,
     iam_base: String,
     http: reqwest::Client,
-    gate: Arc<Gate>,
     transport: Arc<Transport>,
 }
 
@@ -201,12 +211,14 @@ impl TargetClient {
             http: &self.inner.http,
             vpcep_base: &self.inner.vpcep_base,
             iam_base: &self.inner.iam_base,
-            gate: &self.inner.gate,
         }
     }
 
-    async fn execute(&self, call: &Call<'_>) -> Result<Reply, ApiError> {
-        self.inner.transport.execute(&self.endpoint(), call).await
+    async fn execute(&self, call: &Call<'_>, guard: Guard<'_>) -> Result<Reply, ApiError> {
+        self.inner
+            .transport
+            .execute(&self.endpoint(), call, guard)
+            .await
     }
 
     /// Every item of a list call (`limit=1000`, paged by `offset` until `total_count`),
@@ -235,14 +247,17 @@ impl TargetClient {
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
             );
             let reply = self
-                .execute(&Call {
-                    op,
-                    method: Method::GET,
-                    iam: false,
-                    path: path.clone(),
-                    query,
-                    body: b"",
-                })
+                .execute(
+                    &Call {
+                        op,
+                        method: Method::GET,
+                        iam: false,
+                        path: path.clone(),
+                        query,
+                        body: b"",
+                    },
+                    &|| None,
+                )
                 .await?;
             let page: P = decode(op, &reply)?;
             let Some((items, total)) = page.parts() else {
@@ -350,7 +365,7 @@ impl TargetClient {
             query: vec![("id".into(), endpoint_id.to_owned())],
             body: b"",
         };
-        let reply = match self.execute(&call).await {
+        let reply = match self.execute(&call, &|| None).await {
             Ok(r) => r,
             Err(e) if e.http_status == Some(404) => return Ok(None),
             Err(e) => return Err(e),
@@ -365,13 +380,16 @@ impl TargetClient {
     }
 
     /// Accepts (`receive`) or rejects one endpoint. `Action::None` is refused without a
-    /// request. A non-2xx answer is an error carrying the status and `error_code`; the
-    /// caller reads the connection back.
+    /// request; `guard` is asked right before each attempt, and a `Some(why)` means the
+    /// action is not sent (kind `NotSent`). A non-2xx answer is an error carrying the
+    /// status and `error_code`; the caller reads the connection back. The answer's
+    /// connection is given only when it names this endpoint.
     pub async fn act(
         &self,
         service_id: &str,
         endpoint_id: &str,
         action: Action,
+        guard: Guard<'_>,
     ) -> Result<ActResponse, ApiError> {
         let path = format!("{}/action", self.connections_path(service_id));
         let refuse = |message: String| {
@@ -391,28 +409,27 @@ impl TargetClient {
         })
         .map_err(|e| refuse(format!("cannot serialise the action body: {e}")))?;
         let reply = self
-            .execute(&Call {
-                op: OP_ACTION,
-                method: Method::POST,
-                iam: false,
-                path: path.clone(),
-                query: Vec::new(),
-                body: &body,
-            })
+            .execute(
+                &Call {
+                    op: OP_ACTION,
+                    method: Method::POST,
+                    iam: false,
+                    path: path.clone(),
+                    query: Vec::new(),
+                    body: &body,
+                },
+                guard,
+            )
             .await?;
-        let connection = if reply.body.iter().all(u8::is_ascii_whitespace) {
-            None
-        } else {
-            let r: ActionResponse = decode(OP_ACTION, &reply)?;
-            let list = r.connections.unwrap_or_default();
-            let pos = list
-                .iter()
-                .position(|c| c.id.as_deref() == Some(endpoint_id));
-            match pos {
-                Some(i) => list.into_iter().nth(i),
-                None => list.into_iter().next(),
-            }
-        };
+        // An empty or unreadable body says nothing about the endpoint: the caller reads
+        // it back.
+        let connection = serde_json::from_slice::<ActionResponse>(&reply.body)
+            .ok()
+            .and_then(|r| r.connections)
+            .and_then(|list| {
+                list.into_iter()
+                    .find(|c| c.id.as_deref() == Some(endpoint_id))
+            });
         Ok(ActResponse {
             http_status: reply.status,
             connection,
@@ -422,7 +439,7 @@ impl TargetClient {
 
     /// Why this target cannot work right now (an authentication backoff), if it cannot.
     pub fn unready_reason(&self) -> Option<String> {
-        self.inner.gate.unready_reason()
+        self.inner.transport.creds.unready_reason()
     }
 }
 
@@ -456,8 +473,9 @@ impl TargetApi for TargetClient {
         service_id: &str,
         endpoint_id: &str,
         action: Action,
+        guard: Guard<'_>,
     ) -> Result<ActResponse, ApiError> {
-        TargetClient::act(self, service_id, endpoint_id, action).await
+        TargetClient::act(self, service_id, endpoint_id, action, guard).await
     }
 
     fn unready_reason(&self) -> Option<String> {

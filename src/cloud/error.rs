@@ -24,8 +24,13 @@ pub enum ApiErrorKind {
     Client,
     /// HTTP 401: the signature, token or password was not accepted.
     Unauthorized,
-    /// Not sent: the target is in its AK/SK (or IAM password) authentication backoff.
+    /// Not sent: the credential's key is in its authentication backoff.
     AuthBackoff,
+    /// Not sent: the caller withdrew it (stopping, or the decision it carries is no
+    /// longer fresh).
+    NotSent,
+    /// Sent, but given up before an answer came (the shutdown deadline).
+    Aborted,
     /// No complete answer within `request_timeout`.
     Timeout,
     /// Connection refused, reset, TLS failure or a broken response stream.
@@ -45,6 +50,8 @@ impl ApiErrorKind {
             ApiErrorKind::Client => "request rejected",
             ApiErrorKind::Unauthorized => "unauthorized",
             ApiErrorKind::AuthBackoff => "authentication backoff in effect",
+            ApiErrorKind::NotSent => "not sent",
+            ApiErrorKind::Aborted => "no answer before the shutdown deadline",
             ApiErrorKind::Timeout => "timed out",
             ApiErrorKind::Connect => "connection failed",
             ApiErrorKind::Malformed => "malformed response",
@@ -110,6 +117,16 @@ impl ApiError {
     /// Sets the client-side or server message (sanitised and truncated).
     pub fn with_message(mut self, message: impl AsRef<str>) -> ApiError {
         self.error_message = Some(sanitize(message.as_ref()));
+        self
+    }
+
+    /// The same error, saying why it was not retried.
+    pub fn not_retried(mut self, why: &str) -> ApiError {
+        let msg = match self.error_message.take() {
+            Some(m) => format!("{m}; not retried: {why}"),
+            None => format!("not retried: {why}"),
+        };
+        self.error_message = Some(sanitize(&msg));
         self
     }
 
@@ -377,7 +394,15 @@ mod tests {
         for k in [Throttled, Server, Timeout, Connect] {
             assert!(k.is_retryable(), "{k:?}");
         }
-        for k in [Client, Unauthorized, AuthBackoff, Malformed, TooLarge] {
+        for k in [
+            Client,
+            Unauthorized,
+            AuthBackoff,
+            NotSent,
+            Aborted,
+            Malformed,
+            TooLarge,
+        ] {
             assert!(!k.is_retryable(), "{k:?}");
         }
     }

@@ -19,13 +19,15 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod ratelimit;
 pub mod retry;
 pub mod signer;
 mod transport;
 pub mod types;
 
-pub use transport::{MAX_BODY_BYTES, OP_IAM_TOKEN, init_tls};
+pub use transport::{Guard, MAX_BODY_BYTES, OP_IAM_TOKEN, init_tls};
 
 use crate::config::Target;
 use crate::decision::Action;
@@ -67,12 +69,14 @@ pub trait TargetApi: Send + Sync {
         endpoint_id: &str,
     ) -> impl Future<Output = Result<Option<WireConnection>, ApiError>> + Send;
 
-    /// Accepts (`receive`) or rejects one endpoint.
+    /// Accepts (`receive`) or rejects one endpoint, unless `guard` says otherwise right
+    /// before an attempt (then the error is `NotSent`, with the attempts made so far).
     fn act(
         &self,
         service_id: &str,
         endpoint_id: &str,
         action: Action,
+        guard: Guard<'_>,
     ) -> impl Future<Output = Result<ActResponse, ApiError>> + Send;
 
     /// Why this target cannot work right now (an authentication backoff), if it cannot.

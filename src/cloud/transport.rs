@@ -4,24 +4,31 @@
 //! Every request of every target goes through [`Transport::execute`]:
 //! - the credential of the attempt (for `password`, the project's IAM token, fetched
 //!   through this same loop first when it is absent or due);
-//! - the authentication gate of the credential: fail fast while it is in backoff;
+//! - the authentication gate of the credential's key: wait while the first request with
+//!   the key probes it, fail fast while it is in backoff;
 //! - an in-flight permit, then a rate-limit slot (in that order, so slots are not spent
-//!   by requests that then queue for a permit), send, read the body in chunks up to a
-//!   size cap, all within `request_timeout`; count the attempt; release the permit;
+//!   by requests that then queue for a permit); then, right before sending, the gate
+//!   again, the stop signal and the caller's guard (an action whose decision is no
+//!   longer fresh is not sent); send, read the body in chunks up to a size cap, all
+//!   within `request_timeout`; count the attempt; release the permit;
 //! - 429, 5xx, `EndPoint.0022`, timeouts and connection errors: sleep (permit released)
 //!   with exponential backoff and full jitter, at least `Retry-After`, up to
 //!   `max_retries` retries;
 //! - 401: signing credentials enter the backoff and are never retried in a burst (five
 //!   bad signatures lock the key for five minutes); a token is re-read or re-fetched
 //!   once and the request retried once.
+//!
+//! Once stopping begins no new request starts (waits for a permit, a slot or a retry end
+//! at once); when the stop is final, requests on the wire are given up.
 
-use super::auth::{Credential, Credentials, Gate, Outgoing, iam};
+use super::auth::{Credential, Credentials, Outgoing, iam};
 use super::error::{ApiError, ApiErrorKind, CloudError, parse_error_body, sanitize};
 use super::ratelimit::RateLimiter;
 use super::retry::{Backoff, parse_retry_after};
 use super::signer;
 use crate::config::{Poll, Target};
 use crate::metrics::Metrics;
+use crate::stop::Stop;
 use chrono::Utc;
 use reqwest::{Method, Url};
 use secrecy::{ExposeSecret, SecretString};
@@ -52,7 +59,11 @@ pub(crate) struct Transport {
     backoff: Backoff,
     max_body_bytes: AtomicUsize,
     pub(crate) creds: Credentials,
+    stop: Stop,
 }
+
+/// Asked right before each attempt of an action: `Some(why)` when it must not be sent.
+pub type Guard<'a> = &'a (dyn Fn() -> Option<String> + Sync);
 
 /// Where one target's requests go.
 pub(crate) struct Endpoint<'a> {
@@ -60,7 +71,6 @@ pub(crate) struct Endpoint<'a> {
     pub http: &'a reqwest::Client,
     pub vpcep_base: &'a str,
     pub iam_base: &'a str,
-    pub gate: &'a Gate,
 }
 
 /// One request to make.
@@ -91,10 +101,14 @@ pub(crate) enum Failure {
     Connect(String),
     TooLarge(String),
     Build(String),
+    /// Not sent after all (the gate closed, stopping began, the guard said no).
+    Refused(ApiError),
+    /// Given up on the wire at the final stop.
+    Aborted,
 }
 
 impl Transport {
-    pub(crate) fn new(poll: &Poll, creds: Credentials, metrics: Metrics) -> Transport {
+    pub(crate) fn new(poll: &Poll, creds: Credentials, metrics: Metrics, stop: Stop) -> Transport {
         Transport {
             limiter: RateLimiter::new(poll.max_requests_per_second),
             in_flight: Semaphore::new(poll.max_in_flight.max(1)),
@@ -104,6 +118,7 @@ impl Transport {
             backoff: Backoff::default(),
             max_body_bytes: AtomicUsize::new(MAX_BODY_BYTES),
             creds,
+            stop,
         }
     }
 
@@ -111,11 +126,13 @@ impl Transport {
         self.max_body_bytes.store(n, Ordering::Relaxed);
     }
 
-    /// The request loop: credential, gate, attempts, retries, 401 handling.
+    /// The request loop: credential, gate, attempts, retries, 401 handling. `guard` is
+    /// asked right before every attempt (the first and each retry).
     pub(crate) async fn execute(
         &self,
         ep: &Endpoint<'_>,
         call: &Call<'_>,
+        guard: Guard<'_>,
     ) -> Result<Reply, ApiError> {
         let base = if call.iam { ep.iam_base } else { ep.vpcep_base };
         let query = signer::canonical_query(&call.query);
@@ -129,12 +146,21 @@ impl Transport {
         })?;
         let url_text = url.to_string();
         let project = &ep.target.project_id;
+        let not_sent = |why: String, attempts: u32| {
+            let mut e =
+                ApiError::new(call.op, url_text.clone(), ApiErrorKind::NotSent).with_message(why);
+            e.attempts = attempts;
+            e
+        };
         let mut attempts = 0u32;
         let mut retries = 0u32;
         let mut reauthenticated = false;
         loop {
+            if let Some(why) = self.refusal(guard) {
+                return Err(not_sent(why, attempts));
+            }
             // Credentials first: for `password` the IAM request is itself the probe after
-            // a backoff, and it checks the gate on its own.
+            // a backoff, and it passes the gate on its own.
             let cred = if call.iam {
                 Credential::None
             } else {
@@ -143,24 +169,39 @@ impl Transport {
                     .credential(project, || Box::pin(self.fetch_iam_token(ep)))
                     .await?
             };
-            let probe = ep.gate.admit(call.op, &url_text, attempts)?;
-            attempts += 1;
-            let outcome = self.attempt(ep, call, &url, &cred).await;
+            let gate = self.creds.gate_for(&cred, call.iam);
+            let probe = match &gate {
+                Some(g) => tokio::select! {
+                    p = g.admit(call.op, &url_text, attempts) => Some(p?),
+                    () = self.stop.begun() => {
+                        return Err(not_sent("shutting down".into(), attempts));
+                    }
+                },
+                None => None,
+            };
+            let outcome = self
+                .attempt(ep, call, &url, &cred, &url_text, attempts, guard)
+                .await;
             let mut retry_after = None;
             let err = match outcome {
-                Ok(mut reply) if (200..300).contains(&reply.status) => {
-                    if ep.gate.succeeded() {
+                Err(Failure::Refused(e)) => return Err(e),
+                Ok(mut reply) => {
+                    attempts += 1;
+                    if reply.status != 401
+                        && let Some(g) = &gate
+                        && g.succeeded()
+                    {
                         tracing::info!(
                             target_name = %ep.target.name,
-                            "authentication works again; backoff reset"
+                            "authentication works again; backoff ended"
                         );
                     }
-                    drop(probe);
-                    reply.url = url_text;
-                    reply.attempts = attempts;
-                    return Ok(reply);
-                }
-                Ok(reply) => {
+                    if (200..300).contains(&reply.status) {
+                        drop(probe);
+                        reply.url = url_text;
+                        reply.attempts = attempts;
+                        return Ok(reply);
+                    }
                     retry_after = reply.retry_after;
                     let err = error_from_reply(call.op, &url_text, &reply, attempts);
                     if reply.status == 401 || (call.iam && reply.status == 403) {
@@ -181,14 +222,19 @@ impl Transport {
                                 }
                             }
                             (Credential::Sign, _) | (Credential::None, _) => {
-                                self.enter_backoff(ep, &err)
+                                if let Some(g) = &gate {
+                                    self.enter_backoff(ep, g, &err);
+                                }
                             }
                             (Credential::Token(..), true) => {}
                         }
                     }
                     err
                 }
-                Err(f) => failure_error(call.op, &url_text, f, attempts),
+                Err(f) => {
+                    attempts += 1;
+                    failure_error(call.op, &url_text, f, attempts)
+                }
             };
             drop(probe);
             if err.is_retryable() && retries < self.max_retries {
@@ -206,7 +252,14 @@ impl Transport {
                     delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                     "api request failed; retrying"
                 );
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = self.stop.begun() => {}
+                }
+                if let Some(why) = self.refusal(guard) {
+                    log_failure(&ep.target.name, &err);
+                    return Err(err.not_retried(&why));
+                }
                 continue;
             }
             log_failure(&ep.target.name, &err);
@@ -214,7 +267,15 @@ impl Transport {
         }
     }
 
-    fn enter_backoff(&self, ep: &Endpoint<'_>, err: &ApiError) {
+    /// Why no request may start now: stopping, or the caller's guard.
+    fn refusal(&self, guard: Guard<'_>) -> Option<String> {
+        if self.stop.stopping() {
+            return Some("shutting down".into());
+        }
+        guard()
+    }
+
+    fn enter_backoff(&self, ep: &Endpoint<'_>, gate: &super::auth::Gate, err: &ApiError) {
         let what = format!(
             "{} authentication failed ({}{}{})",
             self.creds.method(),
@@ -230,7 +291,7 @@ impl Transport {
                 .map(|r| format!(", request_id {r}"))
                 .unwrap_or_default(),
         );
-        if let Some((d, wall)) = ep.gate.failed(what) {
+        if let Some((d, wall)) = gate.failed(what) {
             tracing::error!(
                 target_name = %ep.target.name,
                 operation = err.operation,
@@ -244,31 +305,58 @@ impl Transport {
         }
     }
 
-    /// One attempt: permit, rate slot, credentials on the request, send, read the body,
-    /// all within `request_timeout`; counted in the metrics.
+    /// One attempt: permit, rate slot, the last checks, credentials on the request, send,
+    /// read the body, all within `request_timeout`; counted in the metrics.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         ep: &Endpoint<'_>,
         call: &Call<'_>,
         url: &Url,
         cred: &Credential,
+        url_text: &str,
+        attempts: u32,
+        guard: Guard<'_>,
     ) -> Result<Reply, Failure> {
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| Failure::Build("the client is shut down".into()))?;
+        let refused = |why: String| {
+            let mut e = ApiError::new(call.op, url_text.to_owned(), ApiErrorKind::NotSent)
+                .with_message(why);
+            e.attempts = attempts;
+            Failure::Refused(e)
+        };
+        let _permit = tokio::select! {
+            p = self.in_flight.acquire() => {
+                p.map_err(|_| Failure::Build("the client is shut down".into()))?
+            }
+            () = self.stop.begun() => return Err(refused("shutting down".into())),
+        };
         if let Some(l) = &self.limiter {
-            l.acquire().await;
+            tokio::select! {
+                () = l.acquire() => {}
+                () = self.stop.begun() => return Err(refused("shutting down".into())),
+            }
+        }
+        // The waits above can be long: a failure with the key, the stop or a reload may
+        // have come meanwhile.
+        if let Some(g) = self.creds.gate_for(cred, call.iam) {
+            g.still_open(call.op, url_text, attempts)
+                .map_err(Failure::Refused)?;
+        }
+        if let Some(why) = self.refusal(guard) {
+            return Err(refused(why));
         }
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(self.request_timeout, self.send(ep, call, url, cred))
-            .await
-            .unwrap_or(Err(Failure::Timeout));
+        let result = tokio::select! {
+            r = tokio::time::timeout(self.request_timeout, self.send(ep, call, url, cred)) => {
+                r.unwrap_or(Err(Failure::Timeout))
+            }
+            () = self.stop.given_up() => Err(Failure::Aborted),
+        };
         let code = match &result {
             Ok(r) => r.status.to_string(),
             Err(Failure::Timeout) => "timeout".into(),
             Err(Failure::Connect(_)) => "connect".into(),
+            Err(Failure::Aborted) => "aborted".into(),
             Err(_) => "error".into(),
         };
         self.metrics.api_request(
@@ -376,7 +464,7 @@ impl Transport {
             query: vec![("nocatalog".into(), "true".into())],
             body: &body,
         };
-        let reply = Box::pin(self.execute(ep, &call)).await?;
+        let reply = Box::pin(self.execute(ep, &call, &|| None)).await?;
         let subject = reply.subject_token.as_ref().map(|s| s.expose_secret());
         iam::parse_token_response(subject, &reply.body, Utc::now())
             .map_err(|m| malformed(OP_IAM_TOKEN, &reply, &m))
@@ -475,6 +563,11 @@ fn failure_error(op: &'static str, url: &str, f: Failure, attempts: u32) -> ApiE
         Failure::Connect(m) => (ApiErrorKind::Connect, m),
         Failure::TooLarge(m) => (ApiErrorKind::TooLarge, m),
         Failure::Build(m) => (ApiErrorKind::Client, m),
+        Failure::Aborted => (
+            ApiErrorKind::Aborted,
+            "given up at the shutdown deadline".to_owned(),
+        ),
+        Failure::Refused(e) => return e,
     };
     let mut e = ApiError::new(op, url, kind).with_message(msg);
     e.attempts = attempts;

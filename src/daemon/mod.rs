@@ -20,6 +20,7 @@ use crate::exit::{CmdResult, EXIT_FAILURE, Failure};
 use crate::health::{Health, heartbeat_period};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
+use crate::stop::Stop;
 use anyhow::{Context, anyhow};
 use notify::{Notifier, State};
 use std::path::PathBuf;
@@ -79,8 +80,9 @@ pub async fn run(
     let writer = AuditWriter::open(cfg.audit.path.clone(), cfg.audit.fsync, clock.clone())
         .map_err(|e| Failure::runtime(anyhow!(e).context("opening the audit log")))?;
     let metrics = Metrics::new();
+    let stop = Stop::on(shutdown);
     let cloud = Arc::new(
-        CloudClient::new(&cfg, creds, metrics.clone())
+        CloudClient::with_stop(&cfg, creds, metrics.clone(), stop.clone())
             .map_err(|e| Failure::config(anyhow!(e).context("setting up the cloud client")))?,
     );
     let engine = Arc::new(Engine::new(
@@ -88,12 +90,7 @@ pub async fn run(
         Arc::new(Mutex::new(writer)),
         metrics,
         clock,
-        EngineOptions {
-            dry_run: opts.dry_run,
-            on_no_match: cfg.policy.on_no_match,
-            collect_rows: false,
-            max_in_flight: cfg.poll.max_in_flight,
-        },
+        EngineOptions::from_config(&cfg, opts.dry_run),
     ));
     info!(
         targets = cfg.targets.len(),
@@ -101,31 +98,44 @@ pub async fn run(
         dry_run = opts.dry_run,
         "vpcep-approver starting"
     );
-    if opts.once {
-        let report = engine.run_cycle(&*cloud, &shutdown).await;
-        return Ok(once_exit_code(&report));
-    }
     let health = Arc::new(Health::new(
         engine.clone(),
         cloud.clone(),
         cfg.poll.interval,
     ));
     health.beat();
-    if let Some(h) = cfg.http {
-        spawn_http(h, health.clone(), shutdown.clone())
-            .await
-            .map_err(Failure::runtime)?;
-    }
     let daemon = Daemon {
         engine: engine.clone(),
         cloud,
-        health,
+        health: health.clone(),
         policy_dir: cfg.policy.dir.clone(),
         interval: cfg.poll.interval,
         jitter: cfg.poll.jitter,
         notifier: Notifier::Systemd,
     };
-    daemon.poll_loop(shutdown, control).await;
+    let mut control = Controls::new(control);
+    let code = if opts.once {
+        match daemon.cycle(1, &stop, &mut control, None).await {
+            Some(report) => once_exit_code(&report, stop.stopping()),
+            None => EXIT_FAILURE,
+        }
+    } else {
+        if let Some(h) = cfg.http {
+            spawn_http(h, health, stop.token().clone())
+                .await
+                .map_err(Failure::runtime)?;
+        }
+        let unknown = daemon.poll_loop(&stop, &mut control).await;
+        if unknown > 0 {
+            warn!(
+                unknown,
+                "actions were left without an answer at the shutdown deadline"
+            );
+            EXIT_FAILURE
+        } else {
+            0
+        }
+    };
     if let Err(e) = engine
         .audit()
         .lock()
@@ -135,13 +145,15 @@ pub async fn run(
         error!(error = %e, "final audit sync failed");
     }
     info!("vpcep-approver stopped");
-    Ok(0)
+    Ok(code)
 }
 
-/// `run --once`: 0 when every target listed everything and no action failed; else each
-/// failure on stderr and 1.
-fn once_exit_code(report: &CycleReport) -> u8 {
-    if report.fully_ok() {
+/// `run --once`: 0 when every target listed everything and no action failed or was left
+/// without an answer; else each failure on stderr and 1. Stopped by a signal, only actions
+/// that failed or got no answer count (what the stop kept from starting does not).
+fn once_exit_code(report: &CycleReport, stopped: bool) -> u8 {
+    let failed: usize = report.targets.iter().map(|t| t.failed).sum();
+    if report.fully_ok() || (stopped && failed == 0 && report.unknown() == 0) {
         return 0;
     }
     for t in &report.targets {
@@ -154,8 +166,37 @@ fn once_exit_code(report: &CycleReport) -> u8 {
                 t.target, t.failed
             );
         }
+        if t.unknown > 0 {
+            eprintln!(
+                "vpcep-approver: target {}: {} action(s) got no answer before the shutdown deadline",
+                t.target, t.unknown
+            );
+        }
     }
     EXIT_FAILURE
+}
+
+/// The control channel; once its sender is gone it never yields again.
+pub struct Controls {
+    rx: UnboundedReceiver<Control>,
+    open: bool,
+}
+
+impl Controls {
+    /// Wraps the receiving end.
+    pub fn new(rx: UnboundedReceiver<Control>) -> Controls {
+        Controls { rx, open: true }
+    }
+
+    async fn recv(&mut self) -> Control {
+        if self.open {
+            if let Some(c) = self.rx.recv().await {
+                return c;
+            }
+            self.open = false;
+        }
+        std::future::pending().await
+    }
 }
 
 /// Binds the HTTP listener and serves `/healthz`, `/readyz` and `/metrics` until
@@ -206,102 +247,129 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
+/// After the final stop, how long the cycle may take to write the last outcomes.
+const FINAL_WAIT: Duration = Duration::from_secs(2);
+
 impl<C: Cloud> Daemon<C> {
-    /// Cycles until `shutdown` is cancelled or [`Control::Shutdown`] arrives; after that,
-    /// in-flight actions get [`SHUTDOWN_GRACE`] (a second shutdown ends the wait).
-    /// Heartbeats (and the systemd watchdog) go out while cycles run and while waiting.
-    pub async fn poll_loop(
+    /// Runs one cycle while obeying control messages: a reload is in force at once (the
+    /// engine decides again what it had decided under the old policies); the first stop
+    /// lets actions on the wire finish for [`SHUTDOWN_GRACE`], a second one (or the end of
+    /// the grace) gives them up. `None` when the cycle did not end after that.
+    pub async fn cycle(
         &self,
-        shutdown: CancellationToken,
-        mut control: UnboundedReceiver<Control>,
-    ) {
+        n: u64,
+        stop: &Stop,
+        control: &mut Controls,
+        mut tick: Option<(&mut tokio::time::Interval, Option<Duration>)>,
+    ) -> Option<CycleReport> {
+        let cycle = self
+            .engine
+            .run_cycle(&*self.cloud, stop)
+            .instrument(info_span!("cycle", cycle = n));
+        tokio::pin!(cycle);
+        let mut grace: Option<Instant> = None;
+        let mut last: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                r = &mut cycle => return Some(r),
+                _ = async {
+                    match tick.as_mut() {
+                        Some((t, _)) => { t.tick().await; }
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let watchdog = tick.as_ref().and_then(|(_, w)| *w);
+                    self.beat(watchdog);
+                }
+                () = stop.begun(), if grace.is_none() => {
+                    info!("shutdown requested; no new actions, finishing those on the wire");
+                    self.notifier.send(State::Stopping);
+                    grace = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
+                msg = control.recv() => match msg {
+                    Control::Shutdown if stop.stopping() => {
+                        warn!("second stop signal: not waiting for actions on the wire");
+                        stop.abort();
+                        last.get_or_insert(Instant::now() + FINAL_WAIT);
+                    }
+                    Control::Shutdown => stop.begin(),
+                    Control::Reload => self.reload(),
+                },
+                () = sleep_until_opt(grace), if last.is_none() => {
+                    warn!("actions on the wire did not finish within {}s; giving them up", SHUTDOWN_GRACE.as_secs());
+                    stop.abort();
+                    last = Some(Instant::now() + FINAL_WAIT);
+                }
+                () = sleep_until_opt(last) => {
+                    error!("the cycle did not end after the final stop; outcomes may be missing");
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn beat(&self, watchdog: Option<Duration>) {
+        self.health.beat();
+        if watchdog.is_some() {
+            self.notifier.send(State::Watchdog);
+        }
+    }
+
+    /// Cycles until the stop begins (its token, or [`Control::Shutdown`]); see
+    /// [`Daemon::cycle`] for what happens then. Heartbeats (and the systemd watchdog) go
+    /// out while cycles run and while waiting. Returns how many actions were left without
+    /// an answer.
+    pub async fn poll_loop(&self, stop: &Stop, control: &mut Controls) -> usize {
         let watchdog = self.notifier.watchdog();
         let mut tick = tokio::time::interval(heartbeat_period(self.interval, watchdog));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let beat = |health: &Health| {
-            health.beat();
-            if watchdog.is_some() {
-                self.notifier.send(State::Watchdog);
-            }
-        };
-        let mut open = true;
-        let mut reload_due = false;
+        let mut unknown = 0;
         let mut cycle_no: u64 = 0;
         loop {
             cycle_no += 1;
-            let cycle = self
-                .engine
-                .run_cycle(&*self.cloud, &shutdown)
-                .instrument(info_span!("cycle", cycle = cycle_no));
-            tokio::pin!(cycle);
             if cycle_no == 1 {
                 self.notifier.send(State::Ready);
             }
-            let mut deadline: Option<Instant> = None;
-            let report = loop {
-                tokio::select! {
-                    r = &mut cycle => break Some(r),
-                    _ = tick.tick() => beat(&self.health),
-                    _ = shutdown.cancelled(), if deadline.is_none() => {
-                        info!("shutdown requested; finishing in-flight actions");
-                        self.notifier.send(State::Stopping);
-                        deadline = Some(Instant::now() + SHUTDOWN_GRACE);
-                    }
-                    msg = control.recv(), if open => match msg {
-                        Some(Control::Shutdown) if deadline.is_some() => {
-                            warn!("second stop signal: not waiting for in-flight actions");
-                            break None;
-                        }
-                        Some(Control::Shutdown) => shutdown.cancel(),
-                        // Applied when the cycle ends, before the next one starts.
-                        Some(Control::Reload) => reload_due = true,
-                        None => open = false,
-                    },
-                    _ = sleep_until_opt(deadline) => {
-                        warn!("in-flight work did not finish within {}s; exiting", SHUTDOWN_GRACE.as_secs());
-                        break None;
-                    }
+            match self
+                .cycle(cycle_no, stop, control, Some((&mut tick, watchdog)))
+                .await
+            {
+                Some(r) => {
+                    unknown += r.unknown();
+                    self.health.record(&r);
                 }
-            };
-            if let Some(r) = &report {
-                self.health.record(r);
+                None => unknown += 1,
             }
-            if shutdown.is_cancelled() {
+            if stop.stopping() {
                 break;
             }
             crate::mem::release_free_memory();
-            if reload_due {
-                reload_due = false;
-                self.reload();
-                // Re-decide pending connections under the new version now.
-                continue;
-            }
             let wait = tokio::time::sleep(next_wait(self.interval, self.jitter, &mut rand::rng()));
             tokio::pin!(wait);
             loop {
                 tokio::select! {
-                    _ = &mut wait => break,
-                    msg = control.recv(), if open => match msg {
-                        Some(Control::Reload) => {
+                    () = &mut wait => break,
+                    msg = control.recv() => match msg {
+                        Control::Reload => {
                             self.reload();
                             // Re-decide pending connections under the new version now.
                             break;
                         }
-                        Some(Control::Shutdown) => {
-                            shutdown.cancel();
+                        Control::Shutdown => {
+                            stop.begin();
                             break;
                         }
-                        None => open = false,
                     },
-                    _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => beat(&self.health),
+                    () = stop.begun() => break,
+                    _ = tick.tick() => self.beat(watchdog),
                 }
             }
-            if shutdown.is_cancelled() {
+            if stop.stopping() {
                 self.notifier.send(State::Stopping);
                 break;
             }
         }
+        unknown
     }
 
     /// Reloads the policy directory (keeping the old set on any error) and reopens the

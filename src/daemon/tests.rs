@@ -4,112 +4,11 @@
 //! sockets.
 
 use super::*;
-use crate::cloud::error::ApiError;
-use crate::cloud::types::{EndpointService, WireConnection, status};
-use crate::cloud::{ActResponse, TargetApi};
-use crate::config::{AuditPath, Target};
-use crate::decision::{Action, OnNoMatch};
+use crate::cloud::fake::{FakeCloud, FakeTarget, connection};
+use crate::config::AuditPath;
 use crate::engine::EngineOptions;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
-
-const SVC: &str = "4189d3c2-8882-4871-a3c2-d380272eed88";
-const PARTNER: &str = "6e9dfd51d1124e8d8498dce894923a0d";
-
-/// One target with one service; every action takes `act_delay`.
-struct FakeTarget {
-    target: Target,
-    pending: Mutex<Vec<WireConnection>>,
-    act_delay: Duration,
-    acts: AtomicUsize,
-}
-
-impl TargetApi for FakeTarget {
-    fn target(&self) -> &Target {
-        &self.target
-    }
-
-    async fn list_services(&self) -> Result<Vec<EndpointService>, ApiError> {
-        Ok(vec![EndpointService {
-            id: Some(SVC.into()),
-            service_name: Some("payments".into()),
-            approval_enabled: Some(true),
-            status: Some(status::AVAILABLE.into()),
-            ..EndpointService::default()
-        }])
-    }
-
-    async fn list_connections(
-        &self,
-        _service_id: &str,
-        st: &str,
-    ) -> Result<Vec<WireConnection>, ApiError> {
-        Ok(if st == status::PENDING {
-            self.pending.lock().expect("lock").clone()
-        } else {
-            Vec::new()
-        })
-    }
-
-    async fn get_connection(
-        &self,
-        _service_id: &str,
-        endpoint_id: &str,
-    ) -> Result<Option<WireConnection>, ApiError> {
-        Ok(self
-            .pending
-            .lock()
-            .expect("lock")
-            .iter()
-            .find(|c| c.id.as_deref() == Some(endpoint_id))
-            .cloned())
-    }
-
-    async fn act(
-        &self,
-        _service_id: &str,
-        endpoint_id: &str,
-        action: Action,
-    ) -> Result<ActResponse, ApiError> {
-        self.acts.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(self.act_delay).await;
-        let mut pending = self.pending.lock().expect("lock");
-        pending.retain(|c| c.id.as_deref() != Some(endpoint_id));
-        Ok(ActResponse {
-            http_status: 200,
-            connection: Some(WireConnection {
-                id: Some(endpoint_id.into()),
-                status: action.resulting_status().map(str::to_owned),
-                ..WireConnection::default()
-            }),
-            attempts: 1,
-        })
-    }
-
-    fn unready_reason(&self) -> Option<String> {
-        None
-    }
-}
-
-struct FakeCloud(Vec<FakeTarget>);
-
-impl Cloud for FakeCloud {
-    type Target = FakeTarget;
-    fn targets(&self) -> &[FakeTarget] {
-        &self.0
-    }
-}
-
-fn connection(id: &str) -> WireConnection {
-    WireConnection {
-        id: Some(id.into()),
-        domain_id: Some(PARTNER.into()),
-        description: Some("CHG-1234 payments link".into()),
-        status: Some(status::PENDING.into()),
-        created_at: Some(crate::clock::format_secs(chrono::Utc::now())),
-        ..WireConnection::default()
-    }
-}
 
 struct Rig {
     daemon: Arc<Daemon<FakeCloud>>,
@@ -141,18 +40,16 @@ impl Rig {
             Metrics::new(),
             crate::clock::system(),
             EngineOptions {
-                dry_run: false,
-                on_no_match: OnNoMatch::LeavePending,
-                collect_rows: false,
                 max_in_flight: 4,
+                ..EngineOptions::default()
             },
         ));
-        let cloud = Arc::new(FakeCloud(vec![FakeTarget {
-            target: Target::new("fake", "cn-north-4", "0605767a3300d5762fb7c0186d8bfc2b"),
-            pending: Mutex::new((0..pending).map(|i| connection(&format!("e{i}"))).collect()),
+        let cloud = Arc::new(FakeCloud(vec![FakeTarget::new(
+            (0..pending)
+                .map(|i| connection(&format!("e{i}"), i as i64))
+                .collect(),
             act_delay,
-            acts: AtomicUsize::new(0),
-        }]));
+        )]));
         let interval = Duration::from_secs(30);
         let health = Arc::new(Health::new(engine.clone(), cloud.clone(), interval));
         health.beat();
@@ -186,7 +83,10 @@ impl Rig {
         let ended = Arc::new(AtomicBool::new(false));
         let start = Instant::now();
         let run = async {
-            self.daemon.poll_loop(stop.clone(), rx).await;
+            let stopping = Stop::on(stop.clone());
+            self.daemon
+                .poll_loop(&stopping, &mut Controls::new(rx))
+                .await;
             ended.store(true, Ordering::SeqCst);
             start.elapsed()
         };
@@ -199,7 +99,7 @@ impl Rig {
     }
 
     fn acts(&self) -> usize {
-        self.daemon.cloud.0[0].acts.load(Ordering::SeqCst)
+        self.daemon.cloud.0[0].acts().len()
     }
 }
 

@@ -1,7 +1,13 @@
 //! One poll cycle (docs/design.md, "The life of a connection"): for each target and
-//! service, list the pending connections, count accepted ones per account, decide each
-//! pending connection, write the decision records durably, and only then send the
-//! actions and record their outcomes.
+//! service, list the pending connections, count accepted and creating ones per account,
+//! decide each pending connection, write the decision records durably, and only then send
+//! the actions and record their outcomes.
+//!
+//! An action is sent only while its decision is fresh: its facts were listed at most
+//! `max_decision_age` ago and the policies that decided it are still in force. So a long
+//! backlog is worked in batches of what can be sent within that age, each batch listed
+//! and decided again; a decision that went stale is recorded `skipped` and its connection
+//! decided again on fresh facts.
 //!
 //! The engine owns no sockets or timers of its own: it drives the cloud it is given
 //! (through the [`Cloud`] trait), the policy set and the audit writer, so tests step it
@@ -17,16 +23,22 @@ use crate::clock::SharedClock;
 use crate::cloud::error::{ApiError, ApiErrorKind};
 use crate::cloud::types::{EndpointService, WireConnection, status};
 use crate::cloud::{Cloud, TargetApi};
-use crate::decision::{Decision, OnNoMatch, Outcome};
+use crate::config::Config;
+use crate::decision::{Action, Decision, OnNoMatch, Outcome};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
+use crate::stop::Stop;
 use futures_util::StreamExt;
 use plan::{Observed, ServiceRef, Subject};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+/// Longest wait before a connection whose action failed is sent again.
+pub const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(60 * 60);
 
 /// What the engine needs besides the cloud client.
 #[derive(Debug, Clone, Copy)]
@@ -39,11 +51,53 @@ pub struct EngineOptions {
     pub collect_rows: bool,
     /// Actions sent concurrently within one service (the client bounds the total).
     pub max_in_flight: usize,
+    /// An action is sent only on facts listed at most this long ago.
+    pub max_decision_age: Duration,
+    /// How long a connection whose action failed waits before it is sent again (doubling
+    /// per consecutive failure up to [`MAX_FAILURE_BACKOFF`]).
+    pub retry_failed_after: Duration,
+    /// The client's rate limit (0: none), to size batches.
+    pub max_requests_per_second: u32,
 }
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        let poll = crate::config::Poll::default();
+        EngineOptions {
+            dry_run: false,
+            on_no_match: OnNoMatch::LeavePending,
+            collect_rows: false,
+            max_in_flight: poll.max_in_flight,
+            max_decision_age: poll.max_decision_age,
+            retry_failed_after: poll.interval,
+            max_requests_per_second: poll.max_requests_per_second,
+        }
+    }
+}
+
+impl EngineOptions {
+    /// The options a config gives.
+    pub fn from_config(cfg: &Config, dry_run: bool) -> EngineOptions {
+        EngineOptions {
+            dry_run,
+            on_no_match: cfg.policy.on_no_match,
+            collect_rows: false,
+            max_in_flight: cfg.poll.max_in_flight,
+            max_decision_age: cfg.poll.max_decision_age,
+            retry_failed_after: cfg.poll.interval,
+            max_requests_per_second: cfg.poll.max_requests_per_second,
+        }
+    }
+}
+
+/// A connection of one service of one target.
+type ConnKey = (String, String, String);
 
 /// The decision state shared across cycles.
 pub struct Engine {
     policies: RwLock<Arc<Policies>>,
+    /// Bumped by every policy swap: a decision made under another one is superseded.
+    generation: AtomicU64,
     audit: Arc<Mutex<AuditWriter>>,
     metrics: Metrics,
     clock: SharedClock,
@@ -52,6 +106,16 @@ pub struct Engine {
     /// Connections recorded with no action, per (target, service): endpoint id → policy
     /// version, so a connection left pending is recorded once per version, not per cycle.
     recorded: Mutex<HashMap<(String, String), HashMap<String, String>>>,
+    /// Connections whose action failed: consecutive failures and when they may be sent
+    /// again.
+    failed: Mutex<HashMap<ConnKey, (u32, Instant)>>,
+    /// Outcome records owed to decision records already in the log (an audit failure
+    /// came between them), with their target; written before anything else.
+    owed: Mutex<Vec<(String, OutcomeRecord)>>,
+    /// Services sending actions right now (a batch's share of the rate).
+    acting: AtomicUsize,
+    /// How long an action takes, smoothed (seconds, as f64 bits).
+    latency: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -78,11 +142,29 @@ enum ServiceError {
     Audit { service: String, message: String },
 }
 
+impl ServiceError {
+    /// A listing that failed only because the key is in its backoff (logged once when
+    /// the backoff starts, not on every cycle).
+    fn is_backoff(&self) -> bool {
+        matches!(self, ServiceError::List { source, .. } if source.kind == ApiErrorKind::AuthBackoff)
+    }
+}
+
 /// One pending connection and what was decided about it.
 struct Planned {
     conn: WireConnection,
     decision: Decision,
     decision_id: String,
+}
+
+/// What a listing of one service gave, for one round of decisions.
+struct Listing {
+    pending: Vec<WireConnection>,
+    counted: Vec<WireConnection>,
+    /// When the listing started: the age of its facts.
+    at: Instant,
+    /// The policy generation its decisions are made under.
+    generation: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -101,12 +183,17 @@ impl Engine {
         metrics.policy_version(policies.version());
         Engine {
             policies: RwLock::new(policies),
+            generation: AtomicU64::new(0),
             audit,
             metrics,
             clock,
             opts,
             audit_ok: AtomicBool::new(true),
             recorded: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+            owed: Mutex::new(Vec::new()),
+            acting: AtomicUsize::new(0),
+            latency: AtomicU64::new(0.1f64.to_bits()),
         }
     }
 
@@ -118,11 +205,14 @@ impl Engine {
             .clone()
     }
 
-    /// Swaps in a new policy set (after a successful reload). Pending connections are
-    /// re-decided and re-recorded under the new version on the next cycle.
+    /// Swaps in a new policy set (after a successful reload). Actions decided under the
+    /// old one and not yet sent are not sent; their connections are decided again under
+    /// the new one.
     pub fn set_policies(&self, p: Arc<Policies>) {
         self.metrics.policy_version(p.version());
-        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = p;
+        let mut slot = self.policies.write().unwrap_or_else(|p| p.into_inner());
+        *slot = p;
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The shared audit writer (the daemon reopens it on SIGHUP).
@@ -140,17 +230,14 @@ impl Engine {
         &self.metrics
     }
 
-    /// Runs one cycle over every target, targets concurrently. Stops starting new work
-    /// when `shutdown` is cancelled; actions already sent finish and are recorded.
-    pub async fn run_cycle<C: Cloud>(
-        &self,
-        cloud: &C,
-        shutdown: &CancellationToken,
-    ) -> CycleReport {
+    /// Runs one cycle over every target, targets concurrently. Once `stop` begins no new
+    /// request or action starts; actions already sent finish and are recorded (`unknown`
+    /// when the stop is final first); decided actions not sent are recorded `skipped`.
+    pub async fn run_cycle<C: Cloud>(&self, cloud: &C, stop: &Stop) -> CycleReport {
         self.policies().new_cycle();
         let futs = cloud.targets().iter().map(|tc| {
             let span = info_span!("target", target_name = %tc.target().name);
-            self.run_target(tc, shutdown).instrument(span)
+            self.run_target(tc, stop).instrument(span)
         });
         CycleReport {
             targets: futures_util::future::join_all(futs).await,
@@ -158,19 +245,19 @@ impl Engine {
     }
 
     /// Runs one cycle over one target.
-    pub async fn run_target<T: TargetApi>(
-        &self,
-        tc: &T,
-        shutdown: &CancellationToken,
-    ) -> TargetReport {
+    pub async fn run_target<T: TargetApi>(&self, tc: &T, stop: &Stop) -> TargetReport {
         let mut report = TargetReport {
             target: tc.target().name.clone(),
             ..TargetReport::default()
         };
         let services = match self.services(tc).await {
             Ok(s) => s,
-            Err(e) => {
-                error!(error = %e, "listing endpoint services failed");
+            Err((e, backoff)) => {
+                if backoff {
+                    debug!(error = %e, "listing endpoint services not sent: key in backoff");
+                } else {
+                    error!(error = %e, "listing endpoint services failed");
+                }
                 report.failures.push(e);
                 self.finish_target(&report);
                 return report;
@@ -178,7 +265,7 @@ impl Engine {
         };
         let results = futures_util::stream::iter(services.into_iter().map(|svc| {
             let span = info_span!("service", service_id = %svc.id);
-            self.run_service(tc, svc, shutdown).instrument(span)
+            self.run_service(tc, svc, stop).instrument(span)
         }))
         // As many services at once as requests may be in flight: the client's semaphore
         // bounds the requests anyway, and with fewer, services of equal size finish in
@@ -190,7 +277,11 @@ impl Engine {
             match r {
                 Ok(s) => report.absorb(s),
                 Err(e) => {
-                    error!(error = %e, "service cycle failed");
+                    if e.is_backoff() {
+                        debug!(error = %e, "service cycle not run: key in backoff");
+                    } else {
+                        error!(error = %e, "service cycle failed");
+                    }
                     report.failures.push(e.to_string());
                 }
             }
@@ -212,18 +303,23 @@ impl Engine {
             applied = report.applied,
             not_pending = report.not_pending,
             failed = report.failed,
+            skipped = report.skipped,
+            unknown = report.unknown,
             "target cycle finished"
         );
     }
 
     /// The services to process: the configured list (names looked up), or every available
-    /// service with approval enabled.
-    async fn services<T: TargetApi>(&self, tc: &T) -> Result<Vec<ServiceRef>, String> {
+    /// service with approval enabled. The error says whether it was only the key's
+    /// backoff.
+    async fn services<T: TargetApi>(&self, tc: &T) -> Result<Vec<ServiceRef>, (String, bool)> {
         let target = tc.target();
-        let all = tc
-            .list_services()
-            .await
-            .map_err(|e| format!("listing endpoint services of target {}: {e}", target.name))?;
+        let all = tc.list_services().await.map_err(|e| {
+            (
+                format!("listing endpoint services of target {}: {e}", target.name),
+                e.kind == ApiErrorKind::AuthBackoff,
+            )
+        })?;
         let name_of = |s: &EndpointService| s.service_name.clone().unwrap_or_default();
         match &target.services {
             Some(ids) => {
@@ -259,43 +355,76 @@ impl Engine {
         }
     }
 
-    /// list → plan → record → act → record.
+    /// Rounds of list → plan → record → act → record, until nothing fresh is left to
+    /// send: each round sends what can be sent while its facts are fresh.
     async fn run_service<T: TargetApi>(
         &self,
         tc: &T,
         svc: ServiceRef,
-        shutdown: &CancellationToken,
+        stop: &Stop,
     ) -> Result<TargetReport, ServiceError> {
         let mut rep = TargetReport::default();
-        if shutdown.is_cancelled() {
-            return Ok(rep);
-        }
-        let Some((pending, counted)) = self.list(tc, &svc, &mut rep).await? else {
-            rep.services_ok = 1;
-            return Ok(rep);
-        };
-        let planned = self.plan(tc, &svc, pending, &counted);
-        drop(counted);
-        let recorded = self.record(tc, &svc, planned).await?;
-        rep.decisions = recorded.len();
-        let outcomes = self.act_all(tc, &svc, &recorded, shutdown).await;
-        for o in outcomes.values() {
-            rep.count(*o);
-        }
-        if self.opts.collect_rows {
-            rep.rows = recorded
-                .into_iter()
-                .enumerate()
-                .map(|(i, p)| Row {
-                    target: tc.target().name.clone(),
-                    service: svc.label().to_owned(),
-                    endpoint_id: p.conn.id.clone().unwrap_or_default(),
-                    domain_id: p.conn.domain_id.clone().unwrap_or_default(),
-                    description: p.conn.description.clone().unwrap_or_default(),
-                    outcome: outcomes.get(&i).copied(),
-                    decision: p.decision,
-                })
-                .collect();
+        let mut first = true;
+        loop {
+            if stop.stopping() {
+                break;
+            }
+            let Some(listing) = self.list(tc, &svc).await? else {
+                if first {
+                    rep.services_ok = 1;
+                }
+                break;
+            };
+            if first {
+                rep.pending = listing.pending.len();
+                first = false;
+            }
+            let planned = self.plan(tc, &svc, &listing);
+            let (batch, left) = self.batch(tc, &svc, planned, &listing);
+            let recorded = self.record(tc, &svc, batch).await?;
+            rep.decisions += recorded.len();
+            let outcomes = self.act_all(tc, &svc, &recorded, &listing, stop).await;
+            let stale = outcomes
+                .values()
+                .filter(|(o, relist)| *o == Outcome::Skipped && *relist)
+                .count();
+            for (o, _) in outcomes.values() {
+                rep.count(*o);
+            }
+            if self.opts.collect_rows {
+                rep.rows
+                    .extend(recorded.into_iter().enumerate().map(|(i, p)| Row {
+                        target: tc.target().name.clone(),
+                        service: svc.label().to_owned(),
+                        endpoint_id: p.conn.id.clone().unwrap_or_default(),
+                        domain_id: p.conn.domain_id.clone().unwrap_or_default(),
+                        description: p.conn.description.clone().unwrap_or_default(),
+                        outcome: outcomes.get(&i).map(|(o, _)| *o),
+                        decision: p.decision,
+                    }));
+            }
+            if left == 0 && stale == 0 {
+                break;
+            }
+            let sent = outcomes
+                .values()
+                .filter(|(o, _)| *o != Outcome::Skipped)
+                .count();
+            if sent == 0 && self.generation.load(Ordering::SeqCst) == listing.generation {
+                // No progress: the listing itself takes longer than max_decision_age
+                // (or everything waits). The next cycle tries again.
+                warn!(
+                    left,
+                    stale,
+                    listing_ms =
+                        u64::try_from(listing.at.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    max_decision_age_ms =
+                        u64::try_from(self.opts.max_decision_age.as_millis()).unwrap_or(u64::MAX),
+                    "no action could be sent on fresh facts; the service's listing takes longer than max_decision_age"
+                );
+                break;
+            }
+            debug!(left, stale, "listing the service again for fresh facts");
         }
         rep.services_ok = 1;
         Ok(rep)
@@ -307,8 +436,7 @@ impl Engine {
         &self,
         tc: &T,
         svc: &ServiceRef,
-        rep: &mut TargetReport,
-    ) -> Result<Option<(Vec<WireConnection>, Vec<WireConnection>)>, ServiceError> {
+    ) -> Result<Option<Listing>, ServiceError> {
         let list_err = |what: &'static str| {
             let service = svc.id.clone();
             move |source| ServiceError::List {
@@ -317,6 +445,8 @@ impl Engine {
                 source,
             }
         };
+        let at = Instant::now();
+        let generation = self.generation.load(Ordering::SeqCst);
         let listed = tc
             .list_connections(&svc.id, status::PENDING)
             .await
@@ -326,7 +456,7 @@ impl Engine {
             message,
         })?;
         if pending.is_empty() {
-            self.prune_recorded(&tc.target().name, &svc.id, &HashSet::new());
+            self.prune(&tc.target().name, &svc.id, &HashSet::new());
             return Ok(None);
         }
         let mut counted = tc
@@ -341,23 +471,25 @@ impl Engine {
         // One that was decided between the listings is no longer pending.
         let decided: HashSet<&str> = counted.iter().filter_map(|c| c.id.as_deref()).collect();
         pending.retain(|c| !c.id.as_deref().is_some_and(|id| decided.contains(id)));
-        rep.pending = pending.len();
         let ids: HashSet<String> = pending.iter().filter_map(|c| c.id.clone()).collect();
-        self.prune_recorded(&tc.target().name, &svc.id, &ids);
-        Ok(Some((pending, counted)))
+        self.prune(&tc.target().name, &svc.id, &ids);
+        // A listing's pages took about as long as an action will.
+        let pages = 3 + pending.len() / 1000 + counted.len() / 1000;
+        self.observe_latency(at.elapsed() / pages as u32);
+        Ok(Some(Listing {
+            pending,
+            counted,
+            at,
+            generation,
+        }))
     }
 
     /// Decides every pending connection with one policy set and one `now`, oldest first,
     /// each with the counts of its account so far.
-    fn plan<T: TargetApi>(
-        &self,
-        tc: &T,
-        svc: &ServiceRef,
-        mut pending: Vec<WireConnection>,
-        counted: &[WireConnection],
-    ) -> Vec<Planned> {
+    fn plan<T: TargetApi>(&self, tc: &T, svc: &ServiceRef, listing: &Listing) -> Vec<Planned> {
+        let mut pending = listing.pending.clone();
         plan::in_decision_order(&mut pending);
-        let mut counts = plan::Counts::new(&pending, counted);
+        let mut counts = plan::Counts::new(&pending, &listing.counted);
         let policies = self.policies();
         let now = self.clock.now();
         pending
@@ -380,53 +512,125 @@ impl Engine {
             .collect()
     }
 
-    /// Writes the decision records that need writing and makes them durable before any
-    /// action is sent (write-ahead). Returns the recorded decisions.
-    async fn record<T: TargetApi>(
+    /// What this round records: the first actions that can be sent while the listing is
+    /// fresh (not those waiting after a failure), and each connection left pending the
+    /// first time under the policy version. Returns them and how many actions are left
+    /// for a later round.
+    fn batch<T: TargetApi>(
         &self,
         tc: &T,
         svc: &ServiceRef,
         planned: Vec<Planned>,
+        listing: &Listing,
+    ) -> (Vec<Planned>, usize) {
+        let target = &tc.target().name;
+        let version = self.policies().version().to_owned();
+        let remaining = self
+            .opts
+            .max_decision_age
+            .saturating_sub(listing.at.elapsed());
+        let mut budget = self.budget(remaining);
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut left = 0;
+        for p in planned {
+            let endpoint = p.conn.id.clone().unwrap_or_default();
+            if plan::sends(&p.decision, self.opts.dry_run) {
+                let waiting = lock(&self.failed)
+                    .get(&(target.clone(), svc.id.clone(), endpoint))
+                    .is_some_and(|(_, until)| *until > now);
+                if waiting {
+                    continue;
+                }
+                if budget == 0 {
+                    left += 1;
+                    continue;
+                }
+                budget -= 1;
+                out.push(p);
+            } else if self.first_record(target, &svc.id, &endpoint, &version) {
+                out.push(p);
+            }
+        }
+        (out, left)
+    }
+
+    /// How many actions one service can send within `remaining`: its share of the rate
+    /// limit and of the in-flight requests at the observed latency, with some margin.
+    fn budget(&self, remaining: Duration) -> usize {
+        if remaining.is_zero() {
+            return 0;
+        }
+        let secs = remaining.as_secs_f64();
+        let sharing = (self.acting.load(Ordering::Relaxed) + 1) as f64;
+        let latency = f64::from_bits(self.latency.load(Ordering::Relaxed)).max(0.001);
+        let by_flight = self.opts.max_in_flight.max(1) as f64 * secs / latency;
+        let by_rate = match self.opts.max_requests_per_second {
+            0 => f64::INFINITY,
+            r => f64::from(r) * secs,
+        };
+        let n = (by_flight.min(by_rate) * 0.8 / sharing).floor();
+        if n >= usize::MAX as f64 {
+            usize::MAX
+        } else {
+            (n as usize).max(1)
+        }
+    }
+
+    fn observe_latency(&self, d: Duration) {
+        let old = f64::from_bits(self.latency.load(Ordering::Relaxed));
+        let new = 0.7 * old + 0.3 * d.as_secs_f64();
+        self.latency.store(new.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Writes the owed outcomes and then this round's decision records, and makes them
+    /// durable before any action is sent (write-ahead). Returns the recorded decisions.
+    /// If a record cannot be written, the ones written before it get `skipped` outcomes
+    /// (now, or before anything else once the log works again), and only the ones not
+    /// written are forgotten.
+    async fn record<T: TargetApi>(
+        &self,
+        tc: &T,
+        svc: &ServiceRef,
+        batch: Vec<Planned>,
     ) -> Result<Vec<Planned>, ServiceError> {
         let target = tc.target();
         let version = self.policies().version().to_owned();
-        let to_record: Vec<Planned> = planned
-            .into_iter()
-            .filter(|p| {
-                let first = !plan::sends(&p.decision, self.opts.dry_run)
-                    && self.first_record(
-                        &target.name,
-                        &svc.id,
-                        p.conn.id.as_deref().unwrap_or_default(),
-                        &version,
-                    );
-                plan::should_record(&p.decision, self.opts.dry_run, first)
-            })
-            .collect();
-        let mut recorded = Vec::with_capacity(to_record.len());
+        let audit_err = |message: String| ServiceError::Audit {
+            service: svc.id.clone(),
+            message,
+        };
+        let mut recorded = Vec::with_capacity(batch.len());
         let written = {
             let mut w = lock(&self.audit);
-            let mut res = Ok(());
-            for p in to_record {
-                let rec = plan::decision_record(
-                    p.decision_id.clone(),
-                    Subject::listed(target, svc, &p.conn),
-                    &p.decision,
-                    &version,
-                    self.opts.dry_run,
-                );
-                if let Err(e) = w.append_decision(&rec) {
-                    res = Err(e.to_string());
-                    break;
+            let mut res = self.pay_owed(&mut w);
+            let mut rest = batch.into_iter();
+            if res.is_ok() {
+                for p in rest.by_ref() {
+                    let rec = plan::decision_record(
+                        p.decision_id.clone(),
+                        Subject::listed(target, svc, &p.conn),
+                        &p.decision,
+                        &version,
+                        self.opts.dry_run,
+                    );
+                    if let Err(e) = w.append_decision(&rec) {
+                        res = Err(e.to_string());
+                        self.unrecord(&target.name, &svc.id, &p);
+                        break;
+                    }
+                    // Counted as soon as the line is in the log, so the counter matches
+                    // the log even when the following fsync fails.
+                    self.metrics.decision(
+                        &target.name,
+                        p.decision.verdict.as_str(),
+                        p.decision.action.as_str(),
+                    );
+                    recorded.push(p);
                 }
-                // Counted as soon as the line is in the log, so the counter matches the
-                // log even when the following fsync fails.
-                self.metrics.decision(
-                    &target.name,
-                    p.decision.verdict.as_str(),
-                    p.decision.action.as_str(),
-                );
-                recorded.push(p);
+            }
+            for p in rest {
+                self.unrecord(&target.name, &svc.id, &p);
             }
             res
         };
@@ -437,12 +641,18 @@ impl Engine {
         };
         if let Err(message) = synced {
             self.audit_failed();
-            // Forget what was "recorded" so it is recorded again once the log works.
-            self.forget_recorded(&target.name, &svc.id);
-            return Err(ServiceError::Audit {
-                service: svc.id.clone(),
-                message,
-            });
+            // What is in the log has a decision and must get its one outcome.
+            for p in recorded
+                .iter()
+                .filter(|p| plan::sends(&p.decision, self.opts.dry_run))
+            {
+                self.owe(
+                    &target.name,
+                    skipped(p, format!("not sent: the audit log failed ({message})")),
+                );
+            }
+            let _ = self.pay_owed(&mut lock(&self.audit));
+            return Err(audit_err(message));
         }
         self.audit_ok.store(true, Ordering::Relaxed);
         for p in &recorded {
@@ -461,32 +671,60 @@ impl Engine {
         Ok(recorded)
     }
 
-    /// Sends the recorded actions, at most `max_in_flight` at once, and syncs their
-    /// outcome records. Returns each outcome by index into `recorded`.
+    /// A decision whose record was not written: a connection left pending is recorded
+    /// again next time.
+    fn unrecord(&self, target: &str, service: &str, p: &Planned) {
+        if let Some(per) = lock(&self.recorded).get_mut(&(target.to_owned(), service.to_owned())) {
+            per.remove(p.conn.id.as_deref().unwrap_or_default());
+        }
+    }
+
+    fn owe(&self, target: &str, rec: OutcomeRecord) {
+        lock(&self.owed).push((target.to_owned(), rec));
+    }
+
+    /// Writes the outcome records owed from earlier audit failures, oldest first.
+    fn pay_owed(&self, w: &mut AuditWriter) -> Result<(), String> {
+        let mut owed = lock(&self.owed);
+        while let Some((target, rec)) = owed.first() {
+            w.append_outcome(rec).map_err(|e| e.to_string())?;
+            self.metrics
+                .action(target, rec.action.as_str(), rec.outcome.as_str());
+            owed.remove(0);
+        }
+        Ok(())
+    }
+
+    /// Sends the recorded actions, at most `max_in_flight` at once, each only while its
+    /// decision is fresh, and syncs their outcome records. Returns each outcome by index
+    /// into `recorded`, and whether it was skipped for facts or policies that changed
+    /// (its connection is listed and decided again).
     async fn act_all<T: TargetApi>(
         &self,
         tc: &T,
         svc: &ServiceRef,
         recorded: &[Planned],
-        shutdown: &CancellationToken,
-    ) -> HashMap<usize, Outcome> {
+        listing: &Listing,
+        stop: &Stop,
+    ) -> HashMap<usize, (Outcome, bool)> {
         let to_send: Vec<(usize, &Planned)> = recorded
             .iter()
             .enumerate()
             .filter(|(_, p)| plan::sends(&p.decision, self.opts.dry_run))
             .collect();
-        if to_send.is_empty() || shutdown.is_cancelled() {
-            // Stopping: decisions are recorded, but no new action starts.
+        if to_send.is_empty() {
             return HashMap::new();
         }
-        let outcomes: HashMap<usize, Outcome> = futures_util::stream::iter(
+        self.acting.fetch_add(1, Ordering::Relaxed);
+        let outcomes: HashMap<usize, (Outcome, bool)> = futures_util::stream::iter(
             to_send
                 .into_iter()
-                .map(|(i, p)| async move { (i, self.act(tc, svc, p).await) }),
+                .map(|(i, p)| async move { (i, self.act(tc, svc, p, listing, stop).await) }),
         )
         .buffer_unordered(self.opts.max_in_flight.max(1))
         .collect()
         .await;
+        self.acting.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = self.sync_audit().await {
             self.audit_failed();
             error!(error = %e, "audit sync of outcome records failed");
@@ -494,9 +732,41 @@ impl Engine {
         outcomes
     }
 
-    /// Sends one action and records its outcome. Any error is read back: the connection's
-    /// current status tells whether the action took effect or someone else decided.
-    async fn act<T: TargetApi>(&self, tc: &T, svc: &ServiceRef, p: &Planned) -> Outcome {
+    /// Why an action decided on `listing` must not be sent now, if it must not.
+    fn stale(&self, listing: &Listing, stop: &Stop) -> Option<(String, bool)> {
+        if stop.stopping() {
+            return Some(("shutting down".into(), false));
+        }
+        if self.generation.load(Ordering::SeqCst) != listing.generation {
+            return Some(("the policies were reloaded since the decision".into(), true));
+        }
+        let age = listing.at.elapsed();
+        if age > self.opts.max_decision_age {
+            return Some((
+                format!(
+                    "decided on facts listed {} ms ago, more than max_decision_age ({} ms)",
+                    age.as_millis(),
+                    self.opts.max_decision_age.as_millis()
+                ),
+                true,
+            ));
+        }
+        None
+    }
+
+    /// Sends one action while its decision is fresh and records its one outcome. An
+    /// answer that does not show the status the action produces, and any error, is read
+    /// back: the connection's current status tells whether the action took effect or
+    /// someone else decided. Returns the outcome and whether it was skipped for changed
+    /// facts or policies.
+    async fn act<T: TargetApi>(
+        &self,
+        tc: &T,
+        svc: &ServiceRef,
+        p: &Planned,
+        listing: &Listing,
+        stop: &Stop,
+    ) -> (Outcome, bool) {
         let endpoint_id = p.conn.id.as_deref().unwrap_or_default();
         let action = p.decision.action;
         let mut rec = OutcomeRecord {
@@ -510,50 +780,82 @@ impl Engine {
             error_message: None,
             attempts: 0,
         };
-        match tc.act(&svc.id, endpoint_id, action).await {
-            Ok(resp) => {
+        let relist = std::sync::atomic::AtomicBool::new(false);
+        let guard = || {
+            let (why, again) = self.stale(listing, stop)?;
+            relist.store(again, Ordering::Relaxed);
+            Some(why)
+        };
+        let started = Instant::now();
+        let sent = if let Some(why) = guard() {
+            // Not started at all (e.g. it waited for a place among the actions in flight).
+            Some(Err(ApiError::new(
+                "action",
+                endpoint_id,
+                ApiErrorKind::NotSent,
+            )
+            .with_message(why)))
+        } else {
+            tokio::select! {
+                biased;
+                r = tc.act(&svc.id, endpoint_id, action, &guard) => Some(r),
+                () = stop.given_up() => None,
+            }
+        };
+        match sent {
+            None => {
+                rec.outcome = Outcome::Unknown;
+                rec.attempts = 1;
+                rec.error_message = Some("no answer before the shutdown deadline".into());
+            }
+            Some(Ok(resp)) => {
+                self.observe_latency(started.elapsed() / resp.attempts.max(1));
                 rec.http_status = Some(resp.http_status);
                 rec.attempts = resp.attempts;
-                let after = resp
-                    .connection
-                    .and_then(|c| c.status)
-                    .or_else(|| action.resulting_status().map(str::to_owned))
-                    .unwrap_or_default();
-                rec.outcome = plan::classify_outcome(action, Observed::Status(&after));
-                rec.status_after = Some(after);
+                match resp.connection.and_then(|c| c.status) {
+                    Some(st) if plan::produces(action, &st) => {
+                        rec.outcome = Outcome::Applied;
+                        rec.status_after = Some(st);
+                    }
+                    shown => {
+                        rec.error_message = Some(match &shown {
+                            Some(st) => format!("the answer shows status {st}; read back"),
+                            None => "the answer does not show the endpoint; read back".into(),
+                        });
+                        self.read_back(tc, svc, endpoint_id, action, &mut rec, stop)
+                            .await;
+                    }
+                }
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 rec.http_status = e.http_status;
                 rec.error_code = e.error_code.clone();
                 rec.error_message = Some(e.to_string());
                 rec.attempts = e.attempts;
-                let read_back = !matches!(
+                let not_sent = e.attempts == 0
+                    && matches!(e.kind, ApiErrorKind::NotSent | ApiErrorKind::AuthBackoff);
+                if not_sent {
+                    rec.outcome = Outcome::Skipped;
+                    rec.error_message = Some(format!(
+                        "not sent: {}",
+                        e.error_message.as_deref().unwrap_or(e.kind.as_str())
+                    ));
+                } else if e.kind == ApiErrorKind::Aborted {
+                    rec.outcome = Outcome::Unknown;
+                } else if !matches!(
                     e.kind,
                     ApiErrorKind::Unauthorized | ApiErrorKind::AuthBackoff
-                );
-                if read_back {
-                    match tc.get_connection(&svc.id, endpoint_id).await {
-                        Ok(Some(c)) => {
-                            let st = c.status.unwrap_or_default();
-                            rec.outcome = plan::classify_outcome(action, Observed::Status(&st));
-                            rec.status_after = Some(st);
-                        }
-                        Ok(None) => {
-                            rec.outcome = plan::classify_outcome(action, Observed::Deleted);
-                            rec.status_after = Some("deleted".into());
-                        }
-                        Err(e2) => {
-                            warn!(endpoint_id, error = %e2, "reading the connection back failed");
-                        }
-                    }
+                ) {
+                    self.read_back(tc, svc, endpoint_id, action, &mut rec, stop)
+                        .await;
                 }
                 if rec.outcome == Outcome::Failed {
                     warn!(
                         endpoint_id,
                         action = %action,
-                        http_status = ?e.http_status,
-                        error_code = ?e.error_code,
-                        request_id = ?e.request_id,
+                        http_status = e.http_status,
+                        error_code = e.error_code.as_deref(),
+                        request_id = e.request_id.as_deref(),
                         error = %e,
                         "action failed"
                     );
@@ -561,15 +863,91 @@ impl Engine {
             }
         }
         let outcome = rec.outcome;
-        info!(endpoint_id, action = %action, outcome = %outcome, http_status = ?rec.http_status, "outcome");
-        self.metrics
-            .action(&tc.target().name, action.as_str(), outcome.as_str());
-        let written = lock(&self.audit).append_outcome(&rec);
+        self.after_outcome(&tc.target().name, &svc.id, endpoint_id, outcome);
+        info!(endpoint_id, action = %action, outcome = %outcome, http_status = rec.http_status, "outcome");
+        let written = {
+            let mut w = lock(&self.audit);
+            let r = w.append_outcome(&rec);
+            if r.is_ok() {
+                self.metrics
+                    .action(&tc.target().name, action.as_str(), outcome.as_str());
+            }
+            r
+        };
         if let Err(e) = written {
             self.audit_failed();
-            error!(endpoint_id, error = %e, "writing the outcome record failed");
+            error!(endpoint_id, error = %e, "writing the outcome record failed; it is written when the log works again");
+            self.owe(&tc.target().name, rec);
         }
-        outcome
+        (
+            outcome,
+            outcome == Outcome::Skipped && relist.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Reads a connection back after an unclear answer and classifies the outcome; while
+    /// stopping no new request starts, so the outcome is `unknown`.
+    async fn read_back<T: TargetApi>(
+        &self,
+        tc: &T,
+        svc: &ServiceRef,
+        endpoint_id: &str,
+        action: Action,
+        rec: &mut OutcomeRecord,
+        stop: &Stop,
+    ) {
+        if stop.stopping() {
+            rec.outcome = Outcome::Unknown;
+            rec.error_message = Some(format!(
+                "{}; not read back: shutting down",
+                rec.error_message.as_deref().unwrap_or("sent")
+            ));
+            return;
+        }
+        let read = tokio::select! {
+            r = tc.get_connection(&svc.id, endpoint_id) => r,
+            () = stop.given_up() => {
+                rec.outcome = Outcome::Unknown;
+                return;
+            }
+        };
+        match read {
+            Ok(Some(c)) => {
+                let st = c.status.unwrap_or_default();
+                rec.outcome = plan::classify_outcome(action, Observed::Status(&st));
+                rec.status_after = Some(st);
+            }
+            Ok(None) => {
+                rec.outcome = plan::classify_outcome(action, Observed::Deleted);
+                rec.status_after = Some("deleted".into());
+            }
+            Err(e2) => {
+                rec.outcome = plan::classify_outcome(action, Observed::Unknown);
+                warn!(endpoint_id, error = %e2, "reading the connection back failed");
+            }
+        }
+    }
+
+    /// A failed action waits before it is sent again (one retry interval, doubling per
+    /// consecutive failure up to an hour); any other outcome ends the wait.
+    fn after_outcome(&self, target: &str, service: &str, endpoint: &str, outcome: Outcome) {
+        let key = (target.to_owned(), service.to_owned(), endpoint.to_owned());
+        let mut failed = lock(&self.failed);
+        match outcome {
+            Outcome::Failed => {
+                let n = failed.get(&key).map_or(0, |(n, _)| *n) + 1;
+                let wait = self
+                    .opts
+                    .retry_failed_after
+                    .saturating_mul(1u32.checked_shl(n - 1).unwrap_or(u32::MAX))
+                    .min(MAX_FAILURE_BACKOFF);
+                failed.insert(key, (n, Instant::now() + wait));
+            }
+            Outcome::Applied | Outcome::NotPending => {
+                failed.remove(&key);
+            }
+            Outcome::Skipped | Outcome::Unknown => {}
+        }
     }
 
     fn audit_failed(&self) {
@@ -610,14 +988,29 @@ impl Engine {
     }
 
     /// Drops memory of connections that are no longer pending, so it stays bounded.
-    fn prune_recorded(&self, target: &str, service: &str, pending: &HashSet<String>) {
-        let mut m = lock(&self.recorded);
-        if let Some(per) = m.get_mut(&(target.to_owned(), service.to_owned())) {
+    fn prune(&self, target: &str, service: &str, pending: &HashSet<String>) {
+        if let Some(per) = lock(&self.recorded).get_mut(&(target.to_owned(), service.to_owned())) {
             per.retain(|k, _| pending.contains(k));
         }
-    }
-
-    fn forget_recorded(&self, target: &str, service: &str) {
-        lock(&self.recorded).remove(&(target.to_owned(), service.to_owned()));
+        lock(&self.failed)
+            .retain(|(t, s, e), _| t != target || s != service || pending.contains(e));
     }
 }
+
+/// The outcome of a recorded decision that was never sent.
+fn skipped(p: &Planned, why: String) -> OutcomeRecord {
+    OutcomeRecord {
+        decision_id: p.decision_id.clone(),
+        endpoint_id: p.conn.id.clone().unwrap_or_default(),
+        action: p.decision.action,
+        outcome: Outcome::Skipped,
+        status_after: None,
+        http_status: None,
+        error_code: None,
+        error_message: Some(why),
+        attempts: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -40,6 +40,10 @@ pub struct TargetReport {
     pub not_pending: usize,
     /// Actions that failed.
     pub failed: usize,
+    /// Decided actions never sent (shutdown, newer facts or policies, key backoff).
+    pub skipped: usize,
+    /// Actions sent that got no answer before the shutdown deadline.
+    pub unknown: usize,
     /// Rows when `collect_rows` is set.
     pub rows: Vec<Row>,
 }
@@ -59,9 +63,17 @@ pub struct CycleReport {
 }
 
 impl CycleReport {
-    /// Whether every target listed everything and no action failed.
+    /// Whether every target listed everything and no action failed or was left
+    /// without an answer.
     pub fn fully_ok(&self) -> bool {
-        self.targets.iter().all(|t| t.ok() && t.failed == 0)
+        self.targets
+            .iter()
+            .all(|t| t.ok() && t.failed == 0 && t.unknown == 0)
+    }
+
+    /// Actions left without an answer at the shutdown deadline, over all targets.
+    pub fn unknown(&self) -> usize {
+        self.targets.iter().map(|t| t.unknown).sum()
     }
 }
 
@@ -74,6 +86,8 @@ impl TargetReport {
         self.applied += s.applied;
         self.not_pending += s.not_pending;
         self.failed += s.failed;
+        self.skipped += s.skipped;
+        self.unknown += s.unknown;
         self.rows.extend(s.rows);
     }
 
@@ -82,8 +96,9 @@ impl TargetReport {
         match o {
             Outcome::Applied => self.applied += 1,
             Outcome::NotPending => self.not_pending += 1,
-            // Not produced yet: the freshness and shutdown rules come next.
-            Outcome::Failed | Outcome::Skipped | Outcome::Unknown => self.failed += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::Skipped => self.skipped += 1,
+            Outcome::Unknown => self.unknown += 1,
         }
     }
 }

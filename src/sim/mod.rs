@@ -29,6 +29,8 @@
 //! - `POST /_sim/status`: `{"endpoint_id":"…","status":"accepted"}` → 200
 //!   `{"connection":{…}}`, 404 if unknown.
 //! - `POST /_sim/tokens/expire` → 200 `{"expired":N}`.
+//! - `POST /_sim/credentials`: `{"AK":"SK",…}` replaces the known access keys (revokes
+//!   the others) → 200 `{"access_keys":N}`.
 //!
 //! Admin errors are `{"error":"…"}` with 400 or 404.
 
@@ -171,6 +173,19 @@ pub struct ActionRecord {
     pub status_after: Option<String>,
 }
 
+/// One `/v1` request signed with `SDK-HMAC-SHA256`, whatever its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedRecord {
+    /// When it arrived, RFC 3339 with milliseconds.
+    pub time: String,
+    /// `Access=` of its `Authorization` header.
+    pub access_key: String,
+    /// The operation (`list_services`, `list_connections`, `action`, …).
+    pub operation: String,
+    /// HTTP status answered (401 for a signature that did not verify).
+    pub http_status: u16,
+}
+
 /// A copy of the simulator's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimSnapshot {
@@ -183,6 +198,9 @@ pub struct SimSnapshot {
     pub requests: BTreeMap<String, u64>,
     /// Tokens issued so far.
     pub tokens_issued: u64,
+    /// Every signed request (the newest 100,000), oldest first.
+    #[serde(default)]
+    pub signed: Vec<SignedRecord>,
 }
 
 impl SimSnapshot {
@@ -202,6 +220,14 @@ impl SimSnapshot {
     /// Requests received for one operation.
     pub fn request_count(&self, op: Operation) -> u64 {
         self.requests.get(op.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Signed requests with `access_key` that were answered 401 (failed signatures).
+    pub fn failed_signatures(&self, access_key: &str) -> usize {
+        self.signed
+            .iter()
+            .filter(|r| r.access_key == access_key && r.http_status == 401)
+            .count()
     }
 }
 
@@ -323,6 +349,7 @@ mod tests {
             actions: vec![],
             requests: BTreeMap::new(),
             tokens_issued: 0,
+            signed: vec![],
         };
         let back: SimSnapshot =
             serde_json::from_str(&serde_json::to_string(&snap).expect("ser")).expect("de");

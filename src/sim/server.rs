@@ -64,7 +64,8 @@ struct Shared {
     /// Requests per operation, indexed like [`Operation::ALL`].
     counters: [AtomicU64; 5],
     tokens_issued: AtomicU64,
-    credentials: HashMap<String, String>,
+    credentials: RwLock<HashMap<String, String>>,
+    signed: Mutex<std::collections::VecDeque<super::SignedRecord>>,
     users: Vec<SimUser>,
     project_id: Option<String>,
     token_lifetime: chrono::Duration,
@@ -249,7 +250,8 @@ impl Shared {
             actions: Mutex::new(Vec::new()),
             counters: Default::default(),
             tokens_issued: AtomicU64::new(0),
-            credentials: cfg.credentials.iter().cloned().collect(),
+            credentials: RwLock::new(cfg.credentials.iter().cloned().collect()),
+            signed: Mutex::new(std::collections::VecDeque::new()),
             users: cfg.users.clone(),
             project_id: cfg.project_id.clone(),
             token_lifetime: chrono::Duration::from_std(cfg.token_lifetime)
@@ -285,6 +287,7 @@ impl Shared {
             actions,
             requests,
             tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
+            signed: lock(&self.signed).iter().cloned().collect(),
         }
     }
 
@@ -318,7 +321,13 @@ impl Shared {
                 body,
                 now,
                 chrono::Duration::minutes(MAX_SKEW_MINUTES),
-                |ak| self.credentials.get(ak).map(|sk| sk.as_bytes().to_vec()),
+                |ak| {
+                    self.credentials
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(ak)
+                        .map(|sk| sk.as_bytes().to_vec())
+                },
             );
             match verified {
                 Ok(_) => {}
@@ -355,6 +364,26 @@ impl Shared {
             );
         }
         Ok(())
+    }
+
+    /// Logs a signed request (kept: the newest 100,000) with the status it was answered.
+    fn record_signed(&self, parts: &Parts, op: Operation, arrived: DateTime<Utc>, status: u16) {
+        let Some(auth) = header(parts, "authorization")
+            .as_deref()
+            .and_then(signer::parse_authorization)
+        else {
+            return;
+        };
+        let mut log = lock(&self.signed);
+        if log.len() >= 100_000 {
+            log.pop_front();
+        }
+        log.push_back(super::SignedRecord {
+            time: crate::clock::format_millis(arrived),
+            access_key: auth.access,
+            operation: op.as_str().to_owned(),
+            http_status: status,
+        });
     }
 
     /// The reply for an injected fault, whether the request is processed anyway, and the
@@ -705,6 +734,22 @@ impl Shared {
                     format!("invalid status request: {e}"),
                 ),
             },
+            (&Method::POST, "/_sim/credentials") => {
+                match serde_json::from_slice::<HashMap<String, String>>(&body) {
+                    Ok(keys) => {
+                        let n = keys.len();
+                        *self
+                            .credentials
+                            .write()
+                            .unwrap_or_else(PoisonError::into_inner) = keys;
+                        Reply::json(StatusCode::OK, &json!({ "access_keys": n }))
+                    }
+                    Err(e) => Reply::admin_error(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid credentials: {e}"),
+                    ),
+                }
+            }
             (&Method::POST, "/_sim/tokens/expire") => {
                 Reply::json(StatusCode::OK, &json!({ "expired": self.expire_tokens() }))
             }
@@ -808,6 +853,7 @@ async fn sleep_precisely(deadline: tokio::time::Instant) {
 
 async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     let started = tokio::time::Instant::now();
+    let arrived = Utc::now();
     let request_id = uuid::Uuid::now_v7().simple().to_string();
     let (parts, body) = req.into_parts();
     let reply = if parts.uri.path().starts_with("/_sim/") {
@@ -816,6 +862,9 @@ async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         let (reply, status_after, body) = sh.api(&route, &parts, body, &request_id, started).await;
         if matches!(route, Route::Action { .. }) {
             sh.record_action(&route, &body, &reply, status_after, Utc::now(), &request_id);
+        }
+        if route != Route::Token {
+            sh.record_signed(&parts, route.op(), arrived, reply.status.as_u16());
         }
         reply
     } else {
@@ -960,6 +1009,18 @@ impl Simulator {
     /// Makes every issued token expired; returns how many there were.
     pub fn expire_tokens(&self) -> usize {
         self.shared.expire_tokens()
+    }
+
+    /// Replaces the known access keys: every other key is revoked from now on.
+    pub fn set_credentials(&self, keys: &[(&str, &str)]) {
+        *self
+            .shared
+            .credentials
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = keys
+            .iter()
+            .map(|(a, s)| ((*a).to_owned(), (*s).to_owned()))
+            .collect();
     }
 
     /// Stops accepting, lets open requests finish (at most 5 s), then returns.

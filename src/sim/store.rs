@@ -6,13 +6,16 @@
 //! matches for `total_count` and clones only the requested page, so 10,000+ connections
 //! and hundreds of concurrent reads stay cheap.
 //!
-//! Action transitions (the real behaviour off the happy path is UNVERIFIED, docs/design.md, "The API as the daemon uses it"):
+//! Action transitions. The real behaviour off the happy path is not documented; the
+//! simulator takes the worst case a daemon must survive (docs/design.md, "The API as the
+//! daemon uses it"): an action on a connection someone else decided changes it, so acting
+//! on a stale view visibly flips connections, and only the same action again is refused:
 //!
 //! | status | `receive` | `reject` |
 //! |---|---|---|
 //! | `pendingAcceptance` | `accepted` | `rejected` |
 //! | `accepted` | 400 `EndPoint.2014` | `rejected` |
-//! | `rejected` | `accepted` | `rejected` |
+//! | `rejected` | `accepted` | 400 `EndPoint.2014` |
 //! | `creating` | 400 `EndPoint.2019` | 400 `EndPoint.2019` |
 //! | `deleting` | 400 `EndPoint.2018` | 400 `EndPoint.2018` |
 //! | `failed` | 400 `EndPoint.1004` | 400 `EndPoint.1004` |
@@ -649,10 +652,10 @@ impl Store {
         };
         let conn = &mut svc.conns[ci];
         let next = match (conn.status.as_str(), action) {
-            (status::ACCEPTED, Action::Receive) => return Err(api::ALREADY_CONNECTED),
-            (status::PENDING | status::ACCEPTED | status::REJECTED, Action::Reject) => {
-                status::REJECTED
+            (status::ACCEPTED, Action::Receive) | (status::REJECTED, Action::Reject) => {
+                return Err(api::ALREADY_CONNECTED);
             }
+            (status::PENDING | status::ACCEPTED, Action::Reject) => status::REJECTED,
             (status::PENDING | status::REJECTED, Action::Receive) => status::ACCEPTED,
             ("creating", _) => return Err(api::BEING_CREATED),
             ("deleting", _) => return Err(api::BEING_DELETED),
@@ -888,7 +891,12 @@ mod tests {
         let c = s
             .act("s1", "e00000", Action::Reject, now)
             .expect("reject accepted");
-        assert_eq!(c.status.as_deref(), Some("rejected"));
+        assert_eq!(c.status.as_deref(), Some("rejected"), "disconnects it");
+        assert_eq!(code(&mut s, "e00000", Action::Reject), "EndPoint.2014");
+        let c = s
+            .act("s1", "e00000", Action::Receive, now)
+            .expect("receive rejected");
+        assert_eq!(c.status.as_deref(), Some("accepted"), "accepts it again");
         assert_eq!(code(&mut s, "other", Action::Receive), "EndPoint.2013");
         let e = s
             .act("s1", "ghost", Action::Receive, now)

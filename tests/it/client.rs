@@ -118,7 +118,7 @@ async fn client_status_filter_and_services() {
 async fn client_acts_and_reads_back_by_id() {
     let sim = sim_with(3, |_| {}).await;
     let (_c, t, _) = cloud(&sim, "", aksk());
-    let r = within(t.act(SVC, "e00001", Action::Receive))
+    let r = within(t.act(SVC, "e00001", Action::Receive, &|| None))
         .await
         .expect("receive");
     assert_eq!(r.http_status, 200);
@@ -126,7 +126,7 @@ async fn client_acts_and_reads_back_by_id() {
     let conn = r.connection.expect("connection in the answer");
     assert_eq!(conn.id.as_deref(), Some("e00001"));
     assert_eq!(conn.status.as_deref(), Some("accepted"));
-    let r = within(t.act(SVC, "e00002", Action::Reject))
+    let r = within(t.act(SVC, "e00002", Action::Reject, &|| None))
         .await
         .expect("reject");
     assert_eq!(
@@ -152,7 +152,7 @@ async fn client_acts_and_reads_back_by_id() {
     );
 
     // Acting again on a decided connection is a 4xx with the API's error code, not retried.
-    let e = within(t.act(SVC, "e00001", Action::Receive))
+    let e = within(t.act(SVC, "e00001", Action::Receive, &|| None))
         .await
         .expect_err("already accepted");
     assert_eq!(e.kind, ApiErrorKind::Client);
@@ -165,7 +165,7 @@ async fn client_acts_and_reads_back_by_id() {
     assert_eq!(e.attempts, 1);
     assert_eq!(sim.actions().len(), 3);
 
-    let e = within(t.act(SVC, "e00000", Action::None))
+    let e = within(t.act(SVC, "e00000", Action::None, &|| None))
         .await
         .expect_err("none is never sent");
     assert_eq!(e.attempts, 0);
@@ -215,7 +215,7 @@ async fn client_retries_500_503_and_endpoint_0022() {
         "EndPoint.0022",
         "The number of requests exceeded the limit. Please try later.",
     ));
-    let r = within(t.act(SVC, "e00000", Action::Receive))
+    let r = within(t.act(SVC, "e00000", Action::Receive, &|| None))
         .await
         .expect("recovers");
     assert_eq!(r.attempts, 2);

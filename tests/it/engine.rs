@@ -5,7 +5,6 @@ use crate::support::{PROJECT, spawn_sim, within};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use vpcep_approver::audit::{AuditWriter, verify_files};
 use vpcep_approver::cloud::auth::Credentials;
 use vpcep_approver::cloud::client::CloudClient;
@@ -17,6 +16,7 @@ use vpcep_approver::engine::{CycleReport, Engine, EngineOptions};
 use vpcep_approver::metrics::Metrics;
 use vpcep_approver::policy::Policies;
 use vpcep_approver::sim::{Faults, Operation, ScriptedFault, SimConfig, Simulator};
+use vpcep_approver::stop::Stop;
 
 const AK: &str = "ENGINETESTAK";
 const SK: &str = "ENGINETESTSECRETKEY";
@@ -83,6 +83,7 @@ async fn rig(sim_cfg: SimConfig, dry_run: bool, audit_target: Option<AuditPath>)
             on_no_match: OnNoMatch::LeavePending,
             collect_rows: true,
             max_in_flight: 8,
+            ..EngineOptions::default()
         },
     );
     Rig {
@@ -103,7 +104,7 @@ fn sample() -> SimConfig {
 }
 
 async fn cycle(r: &Rig) -> CycleReport {
-    within(r.engine.run_cycle(&r.cloud, &CancellationToken::new())).await
+    within(r.engine.run_cycle(&r.cloud, &Stop::new())).await
 }
 
 fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
@@ -366,9 +367,10 @@ async fn two_instances_on_the_same_services_never_double_change() {
             on_no_match: OnNoMatch::LeavePending,
             collect_rows: false,
             max_in_flight: 8,
+            ..EngineOptions::default()
         },
     );
-    let stop = CancellationToken::new();
+    let stop = Stop::new();
     let (ra, rb) = within(async {
         tokio::join!(
             a.engine.run_cycle(&a.cloud, &stop),

@@ -440,7 +440,13 @@ async fn a_failed_action_does_not_change_how_the_quota_ends() {
         .enumerate()
         .map(|(i, id)| seed_conn(id, PARTNER, "CHG-9", "pendingAcceptance", i as i64))
         .collect();
-    let (r, _dir) = quota_rig(3, conns, "max_retries = 0\nmax_in_flight = 1\n").await;
+    // A failed action waits one interval (here 1 s) before it is sent again.
+    let (r, _dir) = quota_rig(
+        3,
+        conns,
+        "max_retries = 0\nmax_in_flight = 1\ninterval = \"1s\"\n",
+    )
+    .await;
     r.sim.set_faults(vpcep_approver::sim::Faults::script(vec![
         ScriptedFault::new(Operation::Action, 403)
             .with_error("EndPoint.0004", "no permission")
@@ -448,6 +454,7 @@ async fn a_failed_action_does_not_change_how_the_quota_ends() {
     ]));
     let first = r.cycle().await;
     assert_eq!(first.targets[0].failed, 1, "{first:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     r.cycle().await;
     assert_eq!(
         statuses(&r, &ids),

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio_util::sync::CancellationToken;
 use vpcep_approver::audit::{AuditPath, AuditWriter, verify_files};
 use vpcep_approver::cloud::MAX_BODY_BYTES;
 use vpcep_approver::cloud::auth::Credentials;
@@ -29,6 +28,7 @@ use vpcep_approver::sim::{
     DEFAULT_AK, DEFAULT_SK, Operation, ScriptedFault, Seed, SeedConnection, SeedService, SimConfig,
     Simulator,
 };
+use vpcep_approver::stop::Stop;
 
 const SVC: &str = "4189d3c2-8882-4871-a3c2-d380272eed88";
 
@@ -97,6 +97,7 @@ async fn rig(seed: Seed, dry_run: bool) -> Rig {
             on_no_match: OnNoMatch::Reject,
             collect_rows: false,
             max_in_flight: 8,
+            ..EngineOptions::default()
         },
     );
     Rig {
@@ -378,7 +379,7 @@ async fn hostile_bad_second_page_decides_nothing() {
         );
         r.sim
             .push_fault(ScriptedFault::new(Operation::ListConnections, 200).with_body(bad));
-        let report = within(r.engine.run_cycle(&r.cloud, &CancellationToken::new())).await;
+        let report = within(r.engine.run_cycle(&r.cloud, &Stop::new())).await;
         assert!(!report.fully_ok(), "{bad:?}: {report:?}");
         let failure = report.targets[0].failures.join("; ");
         assert!(
@@ -441,7 +442,7 @@ async fn hostile_descriptions_are_recorded_verbatim_on_one_line_each() {
         }],
     };
     let r = rig(seed, false).await;
-    let report = within(r.engine.run_cycle(&r.cloud, &CancellationToken::new())).await;
+    let report = within(r.engine.run_cycle(&r.cloud, &Stop::new())).await;
     assert!(report.fully_ok(), "{report:?}");
     assert_eq!(report.targets[0].decisions, descs.len());
     let lines = audit_lines(&r.audit);
@@ -488,7 +489,7 @@ async fn hostile_page_of_10000_connections_is_decided_whole() {
     );
     let report = tokio::time::timeout(
         Duration::from_secs(120),
-        r.engine.run_cycle(&r.cloud, &CancellationToken::new()),
+        r.engine.run_cycle(&r.cloud, &Stop::new()),
     )
     .await
     .expect("a big page is decided in bounded time");

@@ -153,6 +153,32 @@ pub async fn send(
     within(req.send()).await.expect("request sent")
 }
 
+/// Partners are accepted, blocked accounts rejected; nothing else (no quotas, no age).
+pub fn simple_policies(extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for f in ["schema.cedarschema", "entities.json"] {
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("policies")
+                .join(f),
+            dir.path().join(f),
+        )
+        .expect("copy");
+    }
+    std::fs::write(
+        dir.path().join("policies.cedar"),
+        format!(
+            r#"@id("allow-partners")
+permit (principal in Vpcep::AccountGroup::"partners", action, resource);
+@id("forbid-blocked")
+forbid (principal in Vpcep::AccountGroup::"blocked", action, resource);
+{extra}"#
+        ),
+    )
+    .expect("write");
+    dir
+}
+
 /// A config for one target (`sim`, project [`PROJECT`]) at `url`; `poll` lines come
 /// first, then the test defaults (2 s timeout, no rate limit) for keys they do not set.
 pub fn target_config(url: &str, poll: &str) -> vpcep_approver::config::Config {
@@ -248,10 +274,9 @@ pub async fn engine_rig(sim: SimConfig, spec: RigSpec) -> EngineRig {
         metrics,
         vpcep_approver::clock::system(),
         vpcep_approver::engine::EngineOptions {
-            dry_run: spec.dry_run,
             on_no_match: spec.on_no_match,
             collect_rows: true,
-            max_in_flight: cfg.poll.max_in_flight,
+            ..vpcep_approver::engine::EngineOptions::from_config(&cfg, spec.dry_run)
         },
     );
     EngineRig {
@@ -268,7 +293,7 @@ impl EngineRig {
     pub async fn cycle(&self) -> vpcep_approver::engine::CycleReport {
         within(
             self.engine
-                .run_cycle(&self.cloud, &tokio_util::sync::CancellationToken::new()),
+                .run_cycle(&self.cloud, &vpcep_approver::stop::Stop::new()),
         )
         .await
     }
@@ -336,4 +361,120 @@ pub fn seed_of(service_id: &str, connections: Vec<SeedConnection>) -> Seed {
             ..SeedService::default()
         }],
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The real binary as a daemon.
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Instant;
+
+/// A minimal HTTP/1.0 request to loopback; returns (status, body).
+pub fn http(method: &str, url: &str, body: &str) -> (u16, String) {
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let Ok(mut s) = std::net::TcpStream::connect(host) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub struct Daemon {
+    pub child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+}
+
+/// Waits for a notify message containing `what`; returns every message seen meanwhile.
+pub fn expect_notify(sock: &UnixDatagram, what: &str, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let hit = m.lines().any(|l| l == what);
+            seen.push(m);
+            if hit {
+                return seen;
+            }
+        }
+    }
+    panic!("no {what} within {within:?}; saw {seen:?}");
+}
+
+pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        if e.file_type().expect("type").is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        }
+    }
+}
+
+pub fn metric(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -1,14 +1,20 @@
-//! The authentication backoff of one credential (docs/design.md, "No key lockout").
+//! The authentication gate of one credential key (docs/design.md, "No key lockout").
 //!
 //! Five failed AK/SK signatures in a row lock an access key for five minutes, and IAM
-//! locks users after failed logins. So after an authentication failure nothing is sent
-//! with that credential for [`BACKOFF_MIN`], doubling up to [`BACKOFF_MAX`]; when the
-//! backoff ends exactly one request probes, the others fail fast until it answers.
+//! locks users after failed logins. So the gate belongs to the key, shared by every
+//! target that uses it, and:
+//! - the first request with a key (at start, and after a backoff) goes alone: it is the
+//!   probe, the others wait for its answer;
+//! - after an authentication failure nothing new is sent with the key for
+//!   [`BACKOFF_MIN`], doubling up to [`BACKOFF_MAX`]; requests already on the wire
+//!   finish;
+//! - any answer that is not an authentication failure opens the gate.
 
 use super::super::error::{ApiError, ApiErrorKind};
 use chrono::{DateTime, Utc};
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// First authentication backoff.
@@ -16,43 +22,37 @@ pub const BACKOFF_MIN: Duration = Duration::from_secs(5 * 60);
 /// Longest authentication backoff.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60 * 60);
 
-/// The backoff state of one credential.
+/// The gate of one credential key.
 #[derive(Debug)]
 pub struct Gate {
     state: Mutex<State>,
+    /// Wakes the requests waiting for a probe's answer.
+    changed: Notify,
 }
 
 #[derive(Debug)]
 struct State {
+    /// An answer that was not an authentication failure came with this key.
+    open: bool,
+    /// A request is probing the key (the first one, or the first after a backoff).
+    probing: bool,
     /// Until when nothing is sent (monotonic, and wall clock for messages).
     until: Option<(Instant, DateTime<Utc>)>,
     /// The next backoff length.
     next: Duration,
-    /// Set by an authentication failure, cleared by the next success.
+    /// The last authentication failure, until the key works again.
     failed: Option<String>,
-    /// After a backoff ends, one request probes; the others keep failing fast.
-    probe_in_flight: bool,
 }
 
-impl Default for State {
-    fn default() -> Self {
-        State {
-            until: None,
-            next: BACKOFF_MIN,
-            failed: None,
-            probe_in_flight: false,
-        }
-    }
-}
-
-/// Clears the probe flag when the probing attempt ends, however it ends.
+/// Held by the request that probes the key; lets the next one try when dropped.
 #[derive(Debug)]
 pub struct Probe<'a>(Option<&'a Gate>);
 
 impl Drop for Probe<'_> {
     fn drop(&mut self) {
         if let Some(g) = self.0 {
-            g.lock().probe_in_flight = false;
+            g.lock().probing = false;
+            g.changed.notify_waiters();
         }
     }
 }
@@ -60,7 +60,14 @@ impl Drop for Probe<'_> {
 impl Default for Gate {
     fn default() -> Self {
         Gate {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                open: false,
+                probing: false,
+                until: None,
+                next: BACKOFF_MIN,
+                failed: None,
+            }),
+            changed: Notify::new(),
         }
     }
 }
@@ -70,62 +77,106 @@ impl Gate {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Lets a request through, or fails fast while the backoff lasts (and while another
-    /// request probes after it); the error is [`ApiErrorKind::AuthBackoff`] with
-    /// `attempts` as given.
-    pub fn admit(&self, op: &'static str, url: &str, attempts: u32) -> Result<Probe<'_>, ApiError> {
-        let mut s = self.lock();
-        let Some(reason) = s.failed.clone() else {
-            return Ok(Probe(None));
-        };
-        let now = Instant::now();
-        let blocked = match s.until {
-            Some((t, wall)) if t > now => Some(format!(
-                "{reason}; auth backoff until {}",
-                wall.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            )),
-            _ if s.probe_in_flight => Some(format!(
-                "{reason}; another request is probing the credentials"
-            )),
-            _ => None,
-        };
-        if let Some(msg) = blocked {
-            let mut e = ApiError::new(op, url, ApiErrorKind::AuthBackoff).with_message(msg);
-            e.attempts = attempts;
-            return Err(e);
+    /// The error of a request that may not be sent: the backoff is in effect.
+    fn blocked(&self, s: &State, op: &'static str, url: &str, attempts: u32) -> Option<ApiError> {
+        let (t, wall) = s.until?;
+        if t <= Instant::now() {
+            return None;
         }
-        s.probe_in_flight = true;
-        Ok(Probe(Some(self)))
+        let reason = s.failed.as_deref().unwrap_or("authentication failed");
+        let msg = format!(
+            "{reason}; auth backoff until {}",
+            wall.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        let mut e = ApiError::new(op, url, ApiErrorKind::AuthBackoff).with_message(msg);
+        e.attempts = attempts;
+        Some(e)
+    }
+
+    /// Waits until a request may go: at once when the key works; as the probe when no
+    /// answer has come with it yet (or since its backoff ended) and no other request is
+    /// probing; after the probe's answer otherwise. Fails fast while the backoff lasts.
+    pub async fn admit(
+        &self,
+        op: &'static str,
+        url: &str,
+        attempts: u32,
+    ) -> Result<Probe<'_>, ApiError> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut s = self.lock();
+                if let Some(e) = self.blocked(&s, op, url, attempts) {
+                    return Err(e);
+                }
+                if s.until.is_some() {
+                    // The backoff is over: the next answer decides again.
+                    s.until = None;
+                    s.open = false;
+                }
+                if s.open {
+                    return Ok(Probe(None));
+                }
+                if !s.probing {
+                    s.probing = true;
+                    return Ok(Probe(Some(self)));
+                }
+            }
+            changed.await;
+        }
+    }
+
+    /// Whether a request admitted earlier may still start: not once a failure started
+    /// a backoff meanwhile (it waited for a permit or a rate-limit slot).
+    pub fn still_open(&self, op: &'static str, url: &str, attempts: u32) -> Result<(), ApiError> {
+        let s = self.lock();
+        match self.blocked(&s, op, url, attempts) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// An authentication failure: starts the backoff unless one is already running.
-    /// Returns the backoff started, for the log line.
+    /// Returns the backoff started, for its one log line.
     pub fn failed(&self, what: String) -> Option<(Duration, DateTime<Utc>)> {
-        let mut s = self.lock();
-        let now = Instant::now();
-        if s.until.is_some_and(|(t, _)| t > now) {
-            return None; // a concurrent request already started it
-        }
-        let d = s.next;
-        let wall = Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::hours(1));
-        s.until = Some((now + d, wall));
-        s.next = (d * 2).min(BACKOFF_MAX);
-        s.failed = Some(what);
-        Some((d, wall))
+        let started = {
+            let mut s = self.lock();
+            s.open = false;
+            let now = Instant::now();
+            if s.until.is_some_and(|(t, _)| t > now) {
+                None // a concurrent request already started it
+            } else {
+                let d = s.next;
+                let wall = Utc::now()
+                    + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::hours(1));
+                s.until = Some((now + d, wall));
+                s.next = (d * 2).min(BACKOFF_MAX);
+                s.failed = Some(what);
+                Some((d, wall))
+            }
+        };
+        self.changed.notify_waiters();
+        started
     }
 
-    /// A request was answered without an authentication failure: the backoff is over.
-    /// Returns whether there was one (for the log line).
+    /// An answer that was not an authentication failure: the key works. Returns whether
+    /// it had failed before (for the one log line that says the backoff ended).
     pub fn succeeded(&self) -> bool {
-        let mut s = self.lock();
-        let was = s.failed.is_some();
-        let probing = s.probe_in_flight;
-        *s = State::default();
-        s.probe_in_flight = probing;
+        let was = {
+            let mut s = self.lock();
+            let was = s.failed.take().is_some();
+            s.open = true;
+            s.until = None;
+            s.next = BACKOFF_MIN;
+            was
+        };
+        self.changed.notify_waiters();
         was
     }
 
-    /// Why requests with this credential cannot work right now, if they cannot.
+    /// Why requests with this key cannot work right now, if they cannot.
     pub fn unready_reason(&self) -> Option<String> {
         let s = self.lock();
         let failed = s.failed.as_ref()?;
@@ -136,5 +187,85 @@ impl Gate {
             ),
             _ => format!("{failed}; auth backoff over, waiting for a successful request"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_time_the_first_request_goes_alone_and_the_others_wait_for_its_answer() {
+        let g = Arc::new(Gate::default());
+        let probe = g.admit("op", "u", 0).await.expect("the first one probes");
+        let waiting = {
+            let g = g.clone();
+            tokio::spawn(async move { g.admit("op", "u", 0).await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiting.is_finished(), "waits while the probe is out");
+        g.succeeded();
+        drop(probe);
+        waiting
+            .await
+            .expect("task")
+            .expect("admitted after a good answer");
+        // Open now: everyone passes at once.
+        for _ in 0..10 {
+            g.admit("op", "u", 0).await.expect("open");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_time_a_failure_blocks_every_waiter_and_the_backoff_doubles_to_an_hour() {
+        let g = Arc::new(Gate::default());
+        let probe = g.admit("op", "u", 0).await.expect("probe");
+        let waiter = {
+            let g = g.clone();
+            tokio::spawn(async move { g.admit("op", "u", 0).await.map(|_| ()) })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(
+            g.failed("aksk authentication failed".into())
+                .map(|(d, _)| d),
+            Some(BACKOFF_MIN)
+        );
+        drop(probe);
+        let e = waiter.await.expect("task").expect_err("blocked");
+        assert_eq!(e.kind, ApiErrorKind::AuthBackoff);
+        assert!(g.unready_reason().is_some());
+        // A second failure within the backoff does not start another.
+        assert_eq!(g.failed("again".into()), None);
+        let mut expect = BACKOFF_MIN;
+        for _ in 0..6 {
+            tokio::time::sleep(expect - Duration::from_secs(1)).await;
+            assert!(g.admit("op", "u", 0).await.is_err(), "still in backoff");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let probe = g.admit("op", "u", 0).await.expect("one probe after it");
+            expect = (expect * 2).min(BACKOFF_MAX);
+            assert_eq!(g.failed("still bad".into()).map(|(d, _)| d), Some(expect));
+            drop(probe);
+        }
+        assert_eq!(expect, BACKOFF_MAX);
+        // A good answer resets it.
+        tokio::time::sleep(BACKOFF_MAX).await;
+        let probe = g.admit("op", "u", 0).await.expect("probe");
+        assert!(g.succeeded(), "it had failed");
+        drop(probe);
+        assert!(g.unready_reason().is_none());
+        let probe = g.admit("op", "u", 0).await.expect("open");
+        assert_eq!(g.failed("bad".into()).map(|(d, _)| d), Some(BACKOFF_MIN));
+        drop(probe);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_time_a_request_admitted_before_a_failure_does_not_start_after_it() {
+        let g = Gate::default();
+        g.succeeded();
+        let admitted = g.admit("op", "u", 0).await.expect("open");
+        g.failed("revoked".into());
+        assert!(g.still_open("op", "u", 0).is_err());
+        drop(admitted);
     }
 }

@@ -32,7 +32,8 @@ pub struct Credentials {
     /// Project-scoped IAM tokens (`password`), by project and IAM endpoint; each slot's
     /// async lock makes concurrent callers share one IAM request.
     tokens: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<CachedToken>>>>>,
-    /// Authentication backoff per credential key.
+    /// The authentication gate of each credential key (an access key, an IAM user),
+    /// shared by every target that uses it.
     gates: Mutex<HashMap<String, Arc<Gate>>>,
 }
 
@@ -161,9 +162,38 @@ impl Credentials {
         }
     }
 
-    /// The authentication backoff of `key` (one per target for now).
-    pub fn gate(&self, key: &str) -> Arc<Gate> {
-        lock(&self.gates).entry(key.to_owned()).or_default().clone()
+    fn gate(&self, key: String) -> Arc<Gate> {
+        lock(&self.gates).entry(key).or_default().clone()
+    }
+
+    /// The gate of the key an attempt uses: the access key for signing, the IAM user for
+    /// token requests; none for a ready-made token (a 401 re-reads it instead).
+    pub fn gate_for(&self, cred: &Credential, iam: bool) -> Option<Arc<Gate>> {
+        match (&self.secret, cred) {
+            (Secret::AkSk { ak, .. }, Credential::Sign) => {
+                Some(self.gate(format!("aksk:{}", ak.expose_secret())))
+            }
+            (
+                Secret::Password {
+                    user_name,
+                    domain_name,
+                    ..
+                },
+                Credential::None,
+            ) if iam => Some(self.gate(format!("iam:{domain_name}/{user_name}"))),
+            _ => None,
+        }
+    }
+
+    /// Why requests with these credentials cannot work right now (the current key is in
+    /// its authentication backoff), if they cannot.
+    pub fn unready_reason(&self) -> Option<String> {
+        let gate = match &self.secret {
+            Secret::AkSk { .. } => self.gate_for(&Credential::Sign, false),
+            Secret::Password { .. } => self.gate_for(&Credential::None, true),
+            Secret::Token { .. } => None,
+        };
+        gate?.unready_reason()
     }
 
     /// Whether this method fetches a token per project from IAM.
@@ -484,9 +514,25 @@ mod tests {
     }
 
     #[test]
-    fn one_gate_per_key() {
+    fn one_gate_per_key_shared_by_every_use() {
         let c = Credentials::aksk("a", "b", None);
-        assert!(Arc::ptr_eq(&c.gate("x"), &c.gate("x")));
-        assert!(!Arc::ptr_eq(&c.gate("x"), &c.gate("y")));
+        let g1 = c
+            .gate_for(&Credential::Sign, false)
+            .expect("signing has a gate");
+        let g2 = c
+            .gate_for(&Credential::Sign, false)
+            .expect("signing has a gate");
+        assert!(Arc::ptr_eq(&g1, &g2));
+        let p = Credentials::password("u", "d", "pw");
+        assert!(p.gate_for(&Credential::None, true).is_some());
+        assert!(
+            p.gate_for(&Credential::Token(Arc::new("t".into()), 1), false)
+                .is_none()
+        );
+        let t = Credentials::token(SecretSource::Env("X".into()), "t");
+        assert!(
+            t.gate_for(&Credential::Token(Arc::new("t".into()), 0), false)
+                .is_none()
+        );
     }
 }

@@ -1,0 +1,122 @@
+//! Batches and freshness under paused time, over the in-memory cloud: every action goes
+//! out within `max_decision_age` of the listing that decided it, a long backlog is worked
+//! in rounds, and a connection someone else decided is not acted on after that window.
+
+use super::*;
+use crate::cloud::fake::{FakeCloud, FakeTarget, connection};
+use crate::config::AuditPath;
+
+fn engine(opts: EngineOptions) -> (Engine, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let writer = AuditWriter::open(
+        AuditPath::File(dir.path().join("audit.jsonl")),
+        false,
+        crate::clock::system(),
+    )
+    .expect("audit");
+    let e = Engine::new(
+        Arc::new(Policies::embedded_examples().expect("policies")),
+        Arc::new(Mutex::new(writer)),
+        Metrics::new(),
+        crate::clock::system(),
+        opts,
+    );
+    (e, dir)
+}
+
+/// Connections of accounts nobody lists, older ones first: no policy matches, and
+/// `on_no_match = "reject"` rejects them (the shipped quotas do not apply: one each).
+fn backlog(n: usize) -> Vec<WireConnection> {
+    (0..n)
+        .map(|i| {
+            let mut c = connection(&format!("e{i:03}"), i as i64);
+            c.domain_id = Some(format!("{i:032x}"));
+            c
+        })
+        .collect()
+}
+
+fn opts(max_in_flight: usize, age_ms: u64) -> EngineOptions {
+    EngineOptions {
+        max_in_flight,
+        max_decision_age: Duration::from_millis(age_ms),
+        max_requests_per_second: 0,
+        on_no_match: OnNoMatch::Reject,
+        ..EngineOptions::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_time_every_action_goes_out_within_max_decision_age_of_its_listing() {
+    let (e, _dir) = engine(opts(2, 1000));
+    let cloud = FakeCloud(vec![FakeTarget::new(
+        backlog(20),
+        Duration::from_millis(700),
+    )]);
+    let report = e.run_cycle(&cloud, &Stop::new()).await;
+    let t = &cloud.0[0];
+    assert_eq!(report.targets[0].applied, 20, "{report:?}");
+    let listings = t.listings();
+    for (at, id) in t.acts() {
+        let listed = listings
+            .iter()
+            .rev()
+            .find(|l| **l <= at)
+            .expect("a listing before every action");
+        assert!(
+            at - *listed <= Duration::from_millis(1000),
+            "{id} sent {:?} after its listing",
+            at - *listed
+        );
+    }
+    assert!(
+        listings.len() >= 2,
+        "the backlog was worked in rounds: {listings:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_time_a_connection_decided_elsewhere_is_not_acted_on_after_the_window() {
+    let (e, _dir) = engine(opts(1, 1000));
+    let cloud = FakeCloud(vec![FakeTarget::new(
+        backlog(3),
+        Duration::from_millis(600),
+    )]);
+    let t = &cloud.0[0];
+    let someone = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        t.set_status("e002", "rejected");
+        Instant::now()
+    };
+    let stop = Stop::new();
+    let (_, decided_at) = tokio::join!(e.run_cycle(&cloud, &stop), someone);
+    for (at, id) in t.acts() {
+        if id == "e002" {
+            assert!(
+                at <= decided_at + Duration::from_millis(1000),
+                "acted on e002 {:?} after someone else decided it",
+                at - decided_at
+            );
+        }
+    }
+    assert_eq!(t.status("e002").as_deref(), Some("rejected"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_time_a_reload_supersedes_decisions_not_yet_sent() {
+    let (e, _dir) = engine(opts(1, 60_000));
+    let cloud = FakeCloud(vec![FakeTarget::new(backlog(3), Duration::from_secs(1))]);
+    let swap = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Same files, new set: the version is the same, the generation is not.
+        e.set_policies(Arc::new(Policies::embedded_examples().expect("policies")));
+    };
+    let stop = Stop::new();
+    let (report, ()) = tokio::join!(e.run_cycle(&cloud, &stop), swap);
+    let r = &report.targets[0];
+    assert_eq!(r.applied, 3, "all decided again and sent: {report:?}");
+    assert_eq!(
+        r.skipped, 2,
+        "the two not yet sent were superseded: {report:?}"
+    );
+}
