@@ -241,9 +241,13 @@ inside test -f "$creds/ak" -a -f "$creds/sk" || fail "$creds has no ak and sk"
 audit=/var/lib/vpcep-approver/audit.jsonl
 applied() { inside grep -q '"outcome":"applied"' "$audit" 2>/dev/null; }
 wait_until 30 applied || fail "no applied outcome in $audit within 30 s"
-actions=$(in_net curl -fsS --max-time 3 http://127.0.0.1:8080/_sim/state |
-    grep -o '705290f3-0d00-41f2-aedc-71f09844e879' | wc -l)
-[ "$actions" -ge 1 ] || fail "the simulator saw no action on 705290f3-…"
+in_net curl -fsS --max-time 3 -o "$work/sim-state.json" http://127.0.0.1:8080/_sim/state ||
+    fail "reading the simulator's state failed"
+actions=$(python3 -c 'import json, sys
+print(sum(1 for a in json.load(open(sys.argv[1]))["actions"]
+          if "705290f3-0d00-41f2-aedc-71f09844e879" in json.dumps(a) and "receive" in json.dumps(a)))' \
+    "$work/sim-state.json") || fail "the simulator's state is not the JSON expected"
+[ "$actions" -ge 1 ] || fail "the simulator received no signed receive action for 705290f3-…"
 ok "LoadCredential: keys read from $creds (none in the environment) signed requests the simulator accepted"
 
 target=$(inside readlink /var/lib/vpcep-approver)
@@ -262,7 +266,8 @@ ok "decisions in the journal and in the audit log: 705290f3-… permit, receive 
 
 # --- reload ------------------------------------------------------------------------------
 metric() {
-    in_net curl -s --max-time 3 http://127.0.0.1:9464/metrics | awk -v k="$1" '$1 == k { v = $2 } END { print v }'
+    in_net curl -s --max-time 3 http://127.0.0.1:9464/metrics |
+        awk -v k="$1" '$1 == k { v = $2 } END { print v }' || true
 }
 reloads=vpcep_approver_policy_reloads_total'{result="success"}'
 before=$(metric "$reloads")
