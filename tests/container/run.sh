@@ -111,7 +111,8 @@ default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=32768:32768"]
 runtime = "runc"
 EOF
 export CONTAINERS_CONF=$work/containers.conf
-podman_build() { podman build --runtime runc --pull=never --format docker "$@"; }
+# --network host: a RUN step reaches the package registries directly, no bridge or NAT.
+podman_build() { podman build --runtime runc --pull=never --format docker --network host "$@"; }
 
 # One run at a time on this machine makes or replaces the base images and the build
 # cache, which live in podman's storage, shared by every checkout.
@@ -278,7 +279,7 @@ fi
 ok "the image has no shell (/bin/sh does not run), package manager or curl; its $(wc -l <"$work/files") files: $(tr '\n' ' ' <"$work/files")"
 bundle=$mnt/etc/ssl/certs/ca-certificates.crt
 [ -s "$bundle" ] || fail "the image has no CA bundle at /etc/ssl/certs/ca-certificates.crt"
-ncert=$(grep -c 'BEGIN CERTIFICATE' "$bundle")
+ncert=$(grep -c 'BEGIN CERTIFICATE' "$bundle" || true)
 [ "$ncert" -ge 100 ] || fail "the CA bundle holds only $ncert certificates"
 for extra in /usr/local/share/ca-certificates/*.crt; do
     [ -f "$extra" ] || continue
@@ -375,21 +376,22 @@ sim_ready() { logs_have "$sim" '^listening on http://127\.0\.0\.1:8080'; }
 wait_until 20 sim_ready || fail "the simulator did not print 'listening on http://127.0.0.1:8080' within 20 s"
 # The published port is known once the pod runs (its infra container holds it).
 infra=$(podman pod inspect --format '{{.InfraContainerID}}' "$pod")
-published=$(podman port "$infra" 2>&1 | tr '\n' ' ')
-hostport=$(podman port "$infra" 9464/tcp | sed -n 's/^127\.0\.0\.1:\([0-9]*\)$/\1/p')
+published=$(podman port "$infra" 2>&1 | tr '\n' ' ' || true)
+hostport=$(podman port "$infra" 9464/tcp | sed -n 's/^127\.0\.0\.1:\([0-9]*\)$/\1/p' || true)
 [ -n "$hostport" ] || fail "the pod did not publish 9464 on 127.0.0.1: $published"
 case $published in *0.0.0.0* | *::*) fail "the pod published beyond loopback: $published" ;; esac
 base=http://127.0.0.1:$hostport
 
 podman volume create "$volume" >/dev/null || fail "podman volume create $volume failed"
 created_volume=1
-# --health-interval=disable: no periodic timer (it needs a systemd); the HEALTHCHECK
-# itself stays the image's, and `podman healthcheck run` runs it below.
-podman run -d --pod "$pod" --name "$daemon" --health-interval=disable \
+# podman would run the HEALTHCHECK from a systemd timer, which it cannot set up without
+# a systemd (it says so on stderr, kept in a file); `podman healthcheck run` runs it below.
+podman run -d --pod "$pod" --name "$daemon" \
     --read-only --cap-drop all --security-opt no-new-privileges \
     -e HUAWEICLOUD_SDK_AK="$ak" -e HUAWEICLOUD_SDK_SK="$sk" \
     -v "$etc:/etc/vpcep-approver:ro" -v "$volume:/var/lib/vpcep-approver" \
-    "$image" >/dev/null || fail "starting the daemon container failed"
+    "$image" >/dev/null 2>"$work/daemon-start.err" ||
+    { cat "$work/daemon-start.err"; fail "starting the daemon container failed"; }
 ok "pod $pod: simulator and daemon share the pod's loopback; only 127.0.0.1:$hostport is published"
 
 http_code() { curl -s -o "$work/body" -w '%{http_code}' --max-time 3 "$base$1" || true; }
@@ -414,12 +416,12 @@ grep -q '"kind":"decision".*"endpoint_id":"705290f3-0d00-41f2-aedc-71f09844e879"
 ok "the partner's connection was decided permit, received and audited on the volume"
 
 metric() { # NAME{LABELS} → its value in /metrics, or empty
-    curl -s --max-time 3 "$base/metrics" | awk -v k="$1" '$1 == k { v = $2 } END { print v }'
+    curl -s --max-time 3 "$base/metrics" | awk -v k="$1" '$1 == k { v = $2 } END { print v }' || true
 }
 metric_is() { [ "$(metric "$1")" = "$2" ]; }
 version_now() {
     curl -s --max-time 3 "$base/metrics" |
-        sed -n 's/^vpcep_approver_policy_info{version="\([^"]*\)"} 1$/\1/p' | sed -n 1p
+        sed -n 's/^vpcep_approver_policy_info{version="\([^"]*\)"} 1$/\1/p' | sed -n 1p || true
 }
 reloads=vpcep_approver_policy_reloads_total'{result="success"}'
 before=$(metric "$reloads")
@@ -436,6 +438,17 @@ wait_until 5 metric_is "$reloads" "$((before + 1))" ||
 logs_have "$daemon" 'SIGHUP' || fail "the daemon's log does not mention the SIGHUP"
 ok "SIGHUP reloaded the policies: $reloads $before -> $((before + 1)), version $version"
 
+# The ConfigMap layout (..data, the timestamped directory, symlinks) loads as the plain
+# files do: the same version as `check` on the repository's policies.
+mkdir -p "$work/plain"
+cp "$etc/config.toml" "$work/plain/config.toml"
+cp -r "$repo/policies" "$work/plain/policies"
+chmod -R a+rX "$work/plain"
+plain=$(podman run --rm --name "$run-check" --network none --no-healthcheck -v "$work/plain:/plain:ro" \
+    "$image" -c /plain/config.toml check 2>&1 | grep -o 'sha256:[0-9a-f]*' | sed -n 1p || true)
+[ "$plain" = "$version" ] || fail "policies in the ConfigMap layout load as $version, the plain files as $plain"
+ok "the policies in a ConfigMap volume's layout (..data, symlinks) load as the plain files: $plain"
+
 # [policy] watch (SPEC §8): a ConfigMap update, as the kubelet makes it, reloads the
 # policies within 5 s without a signal. Run with VPCEP_CI_POLICY_WATCH=1.
 check_policy_watch() {
@@ -448,7 +461,7 @@ check_policy_watch() {
     cp "$etc/config.toml" "$work/probe/config.toml"
     chmod -R a+rX "$work/probe"
     want=$(podman run --rm --name "$run-check" --network none --no-healthcheck -v "$work/probe:/probe:ro" \
-        "$image" -c /probe/config.toml check 2>&1 | grep -o 'sha256:[0-9a-f]*' | sed -n 1p)
+        "$image" -c /probe/config.toml check 2>&1 | grep -o 'sha256:[0-9a-f]*' | sed -n 1p || true)
     [ -n "$want" ] && [ "$want" != "$version" ] ||
         fail "check did not report a new policy version for the changed ConfigMap ('$want')"
     n0=$(metric "$reloads")
@@ -466,7 +479,8 @@ else
     say "skip: ConfigMap swap reload ([policy] watch); set VPCEP_CI_POLICY_WATCH=1 to run it"
 fi
 
-podman stop -t 15 "$daemon" >/dev/null || fail "podman stop $daemon failed"
+podman stop -t 15 "$daemon" >/dev/null 2>"$work/daemon-stop.err" ||
+    { cat "$work/daemon-stop.err"; fail "podman stop $daemon failed"; }
 code=$(podman inspect --format '{{.State.ExitCode}}' "$daemon")
 [ "$code" = 0 ] || fail "the daemon exited $code on podman stop (SIGTERM), expected 0"
 logs_have "$daemon" 'vpcep-approver stopped' || fail "the daemon did not log its clean stop"
