@@ -8,9 +8,9 @@
         audit chain is its own (stdout, or a claim used by one replica with the Recreate
         strategy, never a volume several replicas or a surge pod would share).
 
-    kube_manifests.py copy FILE OUT --prefix P --image I --ak AK --sk SK --seed SEED
-                           [--signing-key PEM]
-        A loopback-only copy that `podman kube play` (4.3) can run: every object name
+    kube_manifests.py copy --out OUT --prefix P --image I --ak AK --sk SK --seed SEED
+                           [--signing-key PEM] FILE...
+        One loopback-only copy of the objects of every FILE that `podman kube play` (4.3) can run: every object name
         gets the prefix P; images become I; every container other than the approver
         becomes the simulator on 127.0.0.1:8080, and a Deployment without one gets it,
         so the approver's target is the simulator on the pod's own loopback; Secrets
@@ -156,7 +156,7 @@ def sim_container(image, seed_volume, ak, sk):
 
 
 def copy(a):
-    docs = load(a.file)
+    docs = [d for f in a.files for d in load(f)]
     p = a.prefix
     volumes_made = []
     out = []
@@ -241,8 +241,8 @@ def main():
     lp = sub.add_parser("lint")
     lp.add_argument("files", nargs="+")
     cp = sub.add_parser("copy")
-    cp.add_argument("file")
-    cp.add_argument("out")
+    cp.add_argument("files", nargs="+")
+    cp.add_argument("--out", required=True)
     cp.add_argument("--prefix", required=True)
     cp.add_argument("--image", required=True)
     cp.add_argument("--ak", required=True)
