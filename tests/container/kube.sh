@@ -136,6 +136,10 @@ EOF
 keyargs=()
 verify_key=()
 if [ "$signing" = 1 ]; then
+    if ! command -v openssl >/dev/null; then
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends openssl >/dev/null || fail "apt-get install openssl failed"
+    fi
     openssl genpkey -algorithm ed25519 -out "$work/signing.pem" 2>/dev/null ||
         fail "openssl genpkey -algorithm ed25519 failed"
     openssl pkey -in "$work/signing.pem" -pubout -out "$work/signing.pub.pem"
