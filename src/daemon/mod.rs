@@ -9,6 +9,7 @@
 
 pub mod notify;
 pub mod signals;
+pub mod watch;
 
 use crate::audit::AuditWriter;
 use crate::cloud::Cloud;
@@ -45,6 +46,8 @@ pub struct RunOptions {
 pub enum Control {
     /// Reload the policies and reopen the audit log (SIGHUP).
     Reload,
+    /// The policy directory changed: reload the policies (the `[policy] watch`).
+    PoliciesChanged,
     /// Stop (SIGTERM, SIGINT); a second one ends the wait for in-flight actions.
     Shutdown,
 }
@@ -114,6 +117,12 @@ pub async fn run(
         notifier: Notifier::Systemd,
     };
     let mut control = Controls::new(control);
+    if cfg.policy.watch && !opts.once {
+        match watch::PolicyWatch::new(&cfg.policy.dir, watch::QUIET) {
+            Ok(w) => control.watch(w),
+            Err(e) => warn!(error = %e, "the policy directory is not watched; reload with SIGHUP"),
+        }
+    }
     let code = if opts.once {
         match daemon.cycle(1, &stop, &mut control, None).await {
             Some(report) => once_exit_code(&report, stop.stopping()),
@@ -176,26 +185,47 @@ fn once_exit_code(report: &CycleReport, stopped: bool) -> u8 {
     EXIT_FAILURE
 }
 
-/// The control channel; once its sender is gone it never yields again.
+/// What the daemon is told: the control channel (once its sender is gone it never
+/// yields again) and, with `[policy] watch`, the policy directory's changes.
 pub struct Controls {
     rx: UnboundedReceiver<Control>,
     open: bool,
+    watch: Option<watch::PolicyWatch>,
 }
 
 impl Controls {
     /// Wraps the receiving end.
     pub fn new(rx: UnboundedReceiver<Control>) -> Controls {
-        Controls { rx, open: true }
+        Controls {
+            rx,
+            open: true,
+            watch: None,
+        }
+    }
+
+    /// Also yields [`Control::PoliciesChanged`] when `w` sees a change.
+    pub fn watch(&mut self, w: watch::PolicyWatch) {
+        self.watch = Some(w);
     }
 
     async fn recv(&mut self) -> Control {
-        if self.open {
-            if let Some(c) = self.rx.recv().await {
-                return c;
+        let changed = async {
+            match self.watch.as_mut() {
+                Some(w) => w.changed().await,
+                None => std::future::pending().await,
             }
-            self.open = false;
+        };
+        tokio::select! {
+            c = async {
+                if self.open
+                    && let Some(c) = self.rx.recv().await
+                {
+                    return c;
+                }
+                std::future::pending::<Control>().await
+            } => c,
+            () = changed => Control::PoliciesChanged,
         }
-        std::future::pending().await
     }
 }
 
@@ -293,7 +323,8 @@ impl<C: Cloud> Daemon<C> {
                         last.get_or_insert(Instant::now() + FINAL_WAIT);
                     }
                     Control::Shutdown => stop.begin(),
-                    Control::Reload => self.reload(),
+                    Control::Reload => self.reload(true),
+                    Control::PoliciesChanged => self.reload(false),
                 },
                 () = sleep_until_opt(grace), if last.is_none() => {
                     warn!("actions on the wire did not finish within {}s; giving them up", SHUTDOWN_GRACE.as_secs());
@@ -350,8 +381,8 @@ impl<C: Cloud> Daemon<C> {
                 tokio::select! {
                     () = &mut wait => break,
                     msg = control.recv() => match msg {
-                        Control::Reload => {
-                            self.reload();
+                        Control::Reload | Control::PoliciesChanged => {
+                            self.reload(msg == Control::Reload);
                             // Re-decide pending connections under the new version now.
                             break;
                         }
@@ -372,16 +403,21 @@ impl<C: Cloud> Daemon<C> {
         unknown
     }
 
-    /// Reloads the policy directory (keeping the old set on any error) and reopens the
-    /// audit file.
-    pub fn reload(&self) {
+    /// Reloads the policy directory, keeping the old set on any error, and with
+    /// `reopen_audit` (SIGHUP, not the directory watch) reopens the audit file. The same
+    /// files again change nothing: decisions in flight stay fresh.
+    pub fn reload(&self, reopen_audit: bool) {
         self.notifier.send(State::Reloading);
         let engine = &self.engine;
         match Policies::load(&self.policy_dir) {
             Ok(p) => {
                 let old = engine.policies().version().to_owned();
-                info!(old_version = %old, new_version = %p.version(), "policies reloaded");
-                engine.set_policies(Arc::new(p));
+                if p.version() == old {
+                    info!(version = %old, "policies unchanged");
+                } else {
+                    info!(old_version = %old, new_version = %p.version(), "policies reloaded");
+                    engine.set_policies(Arc::new(p));
+                }
                 engine.metrics().policy_reload(true);
             }
             Err(e) => {
@@ -391,11 +427,12 @@ impl<C: Cloud> Daemon<C> {
                 engine.metrics().policy_reload(false);
             }
         }
-        if let Err(e) = engine
-            .audit()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .reopen()
+        if reopen_audit
+            && let Err(e) = engine
+                .audit()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .reopen()
         {
             error!(error = %e, "reopening the audit log failed");
             engine.metrics().audit_write_failure();

@@ -27,14 +27,14 @@
 #   VPCEP_CI_CACHE         cache directory (default target/ci-cache)
 #   DEBIAN_MIRROR          Debian mirror for debootstrap (default: the one apt uses)
 #   VPCEP_CI_POLICY_WATCH  1: also check that a ConfigMap-style policy swap reloads by
-#                          itself ([policy] watch, SPEC §8); 0: skip that check
+#                          itself ([policy] watch, README "Policies"); 0: skip that check
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 image=${IMAGE:-localhost/vpcep-approver:ci}
 cache=${VPCEP_CI_CACHE:-$repo/target/ci-cache}
-policy_watch=${VPCEP_CI_POLICY_WATCH:-0}
+policy_watch=${VPCEP_CI_POLICY_WATCH:-1}
 
 passed=0
 work=
@@ -425,7 +425,7 @@ version_now() {
 }
 reloads=vpcep_approver_policy_reloads_total'{result="success"}'
 before=$(metric "$reloads")
-if [ -z "$before" ]; then # SPEC §7 has it at 0 from the start
+if [ -z "$before" ]; then # present at 0 from the start (README "Health, metrics and alerts")
     say "note: /metrics has no $reloads before the first reload; taken as 0"
     before=0
 fi
@@ -449,7 +449,7 @@ plain=$(podman run --rm --name "$run-check" --network none --no-healthcheck -v "
 [ "$plain" = "$version" ] || fail "policies in the ConfigMap layout load as $version, the plain files as $plain"
 ok "the policies in a ConfigMap volume's layout (..data, symlinks) load as the plain files: $plain"
 
-# [policy] watch (SPEC §8): a ConfigMap update, as the kubelet makes it, reloads the
+# [policy] watch (README "Policies"): a ConfigMap update, as the kubelet makes it, reloads the
 # policies within 5 s without a signal. Run with VPCEP_CI_POLICY_WATCH=1.
 check_policy_watch() {
     local dir=$etc/policies stamp=..2026_01_01_00_01_00.000000002 want n0

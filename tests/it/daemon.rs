@@ -6,6 +6,7 @@ use crate::cli::{BIN, repo, start_simulate, write_config};
 use crate::support::{Daemon, copy_dir, expect_notify, free_port, http, metric, wait_for};
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -364,4 +365,86 @@ fn two_binaries_on_400_connections_agree_and_never_fail() {
             .expect("verify");
         assert!(o.status.success());
     }
+}
+
+/// Builds a ConfigMap-style volume of the shipped policies in `dir` (a timestamped
+/// directory, `..data` pointing at it, one link per key) with `extra` files too.
+fn configmap(dir: &Path, stamp: &str, extra: &[(&str, &str)]) {
+    let data = dir.join(stamp);
+    copy_dir(&repo("policies"), &data);
+    for (name, text) in extra {
+        std::fs::write(data.join(name), text).expect("write");
+    }
+    for e in std::fs::read_dir(&data).expect("dir") {
+        let name = e.expect("entry").file_name();
+        let link = dir.join(&name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(&name), link).expect("link");
+        }
+    }
+    // The kubelet's atomic swap: a new link renamed over `..data`.
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(stamp, &tmp).expect("link");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap");
+}
+
+#[test]
+fn the_policy_directory_reloads_itself_after_a_configmap_swap() {
+    let sim = start_simulate(&["--seed", repo("examples/seed.json").to_str().expect("utf8")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).expect("mkdir");
+    configmap(&policies, "..2026_11_27_12_00_00.1", &[]);
+    let port = free_port();
+    let cfg = write_config(
+        dir.path(),
+        &policies,
+        &format!(
+            "vpcep_endpoint = \"{0}\"\niam_endpoint = \"{0}\"\n[poll]\ninterval = \"1s\"\njitter = \"0s\"\n[audit]\npath = {1:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            sim.url,
+            dir.path().join("audit.jsonl").display().to_string()
+        ),
+    );
+    let mut d = Daemon {
+        child: Command::new(BIN)
+            .args(["-c", cfg.to_str().expect("utf8"), "run"])
+            .env("HUAWEICLOUD_SDK_AK", "CLIAK")
+            .env("HUAWEICLOUD_SDK_SK", "CLISECRET")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("daemon starts"),
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let version = || {
+        let (_, m) = http("GET", &format!("{base}/metrics"), "");
+        m.lines()
+            .find(|l| l.starts_with("vpcep_approver_policy_info{"))
+            .map(str::to_owned)
+    };
+    wait_for("metrics", Duration::from_secs(20), || version().is_some());
+    let before = version();
+    configmap(
+        &policies,
+        "..2026_11_27_12_05_00.2",
+        &[(
+            "zz-update.cedar",
+            "@id(\"zz-update\")\nforbid (principal, action, resource) when { context.description == \"never\" };\n",
+        )],
+    );
+    let swapped = Instant::now();
+    wait_for("the new version", Duration::from_secs(5), || {
+        version() != before
+    });
+    assert!(swapped.elapsed() < Duration::from_secs(5));
+    // A half-deployed update (a dangling link) keeps the version in force.
+    let now = version();
+    std::os::unix::fs::symlink("..data/zz-missing.cedar", policies.join("zz-missing.cedar"))
+        .expect("link");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(version(), now);
+    d.signal("-TERM");
+    assert_eq!(d.child.wait().expect("wait").code(), Some(0));
 }

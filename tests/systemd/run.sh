@@ -271,7 +271,7 @@ metric() {
 }
 reloads=vpcep_approver_policy_reloads_total'{result="success"}'
 before=$(metric "$reloads")
-if [ -z "$before" ]; then # SPEC §7 has it at 0 from the start
+if [ -z "$before" ]; then # present at 0 from the start (README "Health, metrics and alerts")
     say "note: /metrics has no $reloads before the first reload; taken as 0"
     before=0
 fi
