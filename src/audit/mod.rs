@@ -6,14 +6,17 @@
 //! - [`writer`]: [`AuditWriter`], appending with one write per line, group fsync,
 //!   continuing an existing file's chain and reopening for logrotate.
 //! - [`verify`]: [`verify_files`], the streaming checker behind `audit verify`.
+//! - [`os_error`]: [`OsError`], an OS error shown with its symbolic name (`ENOSPC`).
 //!
 //! The audit log is its own writer, not a tracing layer: no log filter can drop it.
 
+pub mod os_error;
 pub mod record;
 pub mod verify;
 pub mod writer;
 
 pub use crate::config::AuditPath;
+pub use os_error::OsError;
 pub use record::{
     AuditLine, AuditRecord, DecisionRecord, GENESIS_HASH, InvalidLine, MAX_LINE_BYTES,
     OutcomeRecord, line_hash, new_decision_id, parse_line,
@@ -21,8 +24,12 @@ pub use record::{
 pub use verify::{BadLine, VerifyReport, verify_files};
 pub use writer::{AuditWriter, PendingSync};
 
-/// Errors of the audit writer and verifier; each names the file (or `stdout`).
-#[derive(Debug, thiserror::Error)]
+use std::sync::Arc;
+
+/// Errors of the audit writer and verifier; each names the file (or `stdout`). The OS
+/// error behind one is its source, shown with its symbolic name (see [`OsError`]); use
+/// [`error_chain`] (or `{:#}` through `anyhow`) to print it with its causes.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {
     /// The audit file could not be opened or created.
     #[error("failed to open audit log {path}")]
@@ -31,7 +38,7 @@ pub enum AuditError {
         path: String,
         /// The OS error.
         #[source]
-        source: std::io::Error,
+        source: OsError,
     },
     /// Reading an audit file failed.
     #[error("failed to read audit log {path}")]
@@ -40,7 +47,7 @@ pub enum AuditError {
         path: String,
         /// The OS error.
         #[source]
-        source: std::io::Error,
+        source: OsError,
     },
     /// Writing a record failed; no action may be sent for it.
     #[error("failed to write audit log {path}")]
@@ -49,7 +56,7 @@ pub enum AuditError {
         path: String,
         /// The OS error.
         #[source]
-        source: std::io::Error,
+        source: OsError,
     },
     /// `fsync` of the file (or of its directory, after creating it) failed.
     #[error("failed to fsync {path}")]
@@ -58,7 +65,7 @@ pub enum AuditError {
         path: String,
         /// The OS error.
         #[source]
-        source: std::io::Error,
+        source: OsError,
     },
     /// A record could not be rendered as JSON.
     #[error("failed to render an audit record for {path}")]
@@ -67,7 +74,7 @@ pub enum AuditError {
         path: String,
         /// The serializer's error.
         #[source]
-        source: serde_json::Error,
+        source: Arc<serde_json::Error>,
     },
     /// A record would exceed [`MAX_LINE_BYTES`], which `audit verify` would reject.
     #[error("audit record for {path} is {size} bytes, over the {MAX_LINE_BYTES}-byte line limit")]
@@ -90,6 +97,18 @@ pub enum AuditError {
     Report {
         /// The OS error.
         #[source]
-        source: std::io::Error,
+        source: OsError,
     },
+}
+
+/// The error and its sources on one line (`a: b: c`), for logs and `/readyz`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        s.push_str(": ");
+        s.push_str(&src.to_string());
+        cur = src.source();
+    }
+    s
 }

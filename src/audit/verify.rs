@@ -76,7 +76,7 @@ pub fn verify_files(paths: &[PathBuf], out: &mut dyn Write) -> Result<VerifyRepo
         let name = || path.display().to_string();
         let file = File::open(path).map_err(|source| AuditError::Open {
             path: name(),
-            source,
+            source: source.into(),
         })?;
         report.files += 1;
         let mut reader = BufReader::with_capacity(64 * 1024, file);
@@ -94,7 +94,7 @@ pub fn verify_files(paths: &[PathBuf], out: &mut dyn Write) -> Result<VerifyRepo
                 .read_until(b'\n', &mut buf)
                 .map_err(|source| AuditError::Read {
                     path: name(),
-                    source,
+                    source: source.into(),
                 })?;
             if n == 0 {
                 break;
@@ -127,7 +127,9 @@ pub fn verify_files(paths: &[PathBuf], out: &mut dyn Write) -> Result<VerifyRepo
             report.records, report.files, report.last_hash
         ),
     };
-    writeln!(out, "{summary}").map_err(|source| AuditError::Report { source })?;
+    writeln!(out, "{summary}").map_err(|source| AuditError::Report {
+        source: source.into(),
+    })?;
     Ok(report)
 }
 

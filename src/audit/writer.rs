@@ -24,11 +24,11 @@
 //! partial bytes are not a record. Whatever happens, the next append first reopens the
 //! path and re-reads its tail, so the chain continues from what is really on disk.
 
-use super::AuditError;
 use super::record::{
     DecisionRecord, GENESIS_HASH, MAX_LINE_BYTES, OutcomeRecord, line_hash, parse_line,
     render_decision, render_outcome, timestamp,
 };
+use super::{AuditError, error_chain};
 use crate::clock::SharedClock;
 use crate::config::AuditPath;
 use sha2::{Digest, Sha256};
@@ -79,7 +79,7 @@ impl PendingSync {
     pub fn wait(self) -> Result<(), AuditError> {
         self.file.sync_data().map_err(|source| AuditError::Sync {
             path: self.path,
-            source,
+            source: source.into(),
         })
     }
 }
@@ -139,12 +139,12 @@ impl AuditWriter {
         let result = match &mut self.sink {
             Sink::Stdout(out) => out.flush().map_err(|source| AuditError::Write {
                 path: "stdout".to_owned(),
-                source,
+                source: source.into(),
             }),
             Sink::File { .. } if !self.fsync || !self.unsynced => Ok(()),
             Sink::File { path, file } => file.sync_data().map_err(|source| AuditError::Sync {
                 path: path.display().to_string(),
-                source,
+                source: source.into(),
             }),
         };
         match &result {
@@ -174,7 +174,7 @@ impl AuditWriter {
                 let shown = path.display().to_string();
                 let dup = file.try_clone().map_err(|source| AuditError::Sync {
                     path: shown.clone(),
-                    source,
+                    source: source.into(),
                 })?;
                 Ok(Some(PendingSync {
                     file: dup,
@@ -253,7 +253,7 @@ impl AuditWriter {
         if let Sink::File { path, file } = &self.sink {
             file.metadata().map_err(|source| AuditError::Write {
                 path: path.display().to_string(),
-                source,
+                source: source.into(),
             })?;
         }
         Ok(())
@@ -281,7 +281,7 @@ impl AuditWriter {
         let ts = timestamp(&*self.clock);
         let mut line = render(&ts, &self.last_hash).map_err(|source| AuditError::Serialize {
             path: self.name(),
-            source,
+            source: source.into(),
         })?;
         if line.len() > MAX_LINE_BYTES {
             return Err(AuditError::TooLarge {
@@ -317,7 +317,7 @@ impl AuditWriter {
                     .and_then(|()| out.flush())
                     .map_err(|source| AuditError::Write {
                         path: "stdout".to_owned(),
-                        source,
+                        source: source.into(),
                     })
             }
             Sink::File { path, file } => {
@@ -330,24 +330,12 @@ impl AuditWriter {
                     }
                     AuditError::Write {
                         path: path.display().to_string(),
-                        source,
+                        source: source.into(),
                     }
                 })
             }
         }
     }
-}
-
-/// The error and its sources on one line, for `/readyz`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
-        cur = src.source();
-    }
-    s
 }
 
 /// Opens (or creates) `path` for appending and returns it with the hash the next line
@@ -361,7 +349,7 @@ fn attach(path: &Path, fsync: bool, fallback: &str) -> Result<(File, String), Au
     }
     let tail = scan_tail(&file).map_err(|source| AuditError::Read {
         path: name(),
-        source,
+        source: source.into(),
     })?;
     let Some(tail) = tail else {
         return Ok((file, fallback.to_owned()));
@@ -375,12 +363,12 @@ fn attach(path: &Path, fsync: bool, fallback: &str) -> Result<(File, String), Au
         );
         file.write_all(b"\n").map_err(|source| AuditError::Write {
             path: name(),
-            source,
+            source: source.into(),
         })?;
         if fsync {
             file.sync_data().map_err(|source| AuditError::Sync {
                 path: name(),
-                source,
+                source: source.into(),
             })?;
         }
     } else if tail.valid == Some(false) {
@@ -411,7 +399,7 @@ fn open_append(path: &Path) -> Result<(File, bool), AuditError> {
     };
     result.map_err(|source| AuditError::Open {
         path: path.display().to_string(),
-        source,
+        source: source.into(),
     })
 }
 
@@ -425,7 +413,7 @@ fn sync_parent(path: &Path) -> Result<(), AuditError> {
         .and_then(|d| d.sync_all())
         .map_err(|source| AuditError::Sync {
             path: dir.display().to_string(),
-            source,
+            source: source.into(),
         })
 }
 
@@ -664,6 +652,8 @@ mod tests {
         w.check_writable().expect("writable before any failure");
         let err = w.append_outcome(&outcome("x")).expect_err("disk full");
         assert!(err.to_string().contains("/dev/full"), "{err}");
+        let text = error_chain(&err);
+        assert!(text.contains("(os error 28, ENOSPC)"), "{text}");
         assert_eq!(
             w.last_hash(),
             GENESIS_HASH,
@@ -671,6 +661,7 @@ mod tests {
         );
         let unready = w.check_writable().expect_err("unready after a failure");
         assert!(unready.to_string().contains("/dev/full"), "{unready}");
+        assert!(unready.to_string().contains("ENOSPC"), "{unready}");
         // The next attempt reopens and fails again rather than pretending.
         assert!(w.append_outcome(&outcome("y")).is_err());
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use vpcep_approver::audit::{
     AuditPath, AuditRecord, AuditWriter, DecisionRecord, GENESIS_HASH, OutcomeRecord, VerifyReport,
-    line_hash, new_decision_id, parse_line, verify_files,
+    error_chain, line_hash, new_decision_id, parse_line, verify_files,
 };
 use vpcep_approver::clock::{Clock, SharedClock};
 use vpcep_approver::decision::{Action, Outcome, Verdict};
@@ -623,7 +623,13 @@ fn full_disk_fails_the_append_and_the_readiness_check() {
     let mut w = open(&path, true);
     let err = w.append_decision(&decision("x")).expect_err("ENOSPC");
     assert!(err.to_string().contains("/dev/full"), "{err}");
-    assert!(w.check_writable().is_err());
+    assert!(
+        error_chain(&err).contains("ENOSPC"),
+        "{}",
+        error_chain(&err)
+    );
+    let unready = w.check_writable().expect_err("unready");
+    assert!(unready.to_string().contains("ENOSPC"), "{unready}");
 }
 
 #[test]
