@@ -1,25 +1,29 @@
-//! The audit log (README "Audit log"): JSON Lines, one decision or outcome record per line, each
-//! carrying the SHA-256 of the line before it, so that any edit, deletion, insertion or
-//! reordering breaks the chain and `audit verify` finds it.
+//! The audit log (README "Audit log"): JSON Lines, one decision, outcome or checkpoint
+//! record per line, each carrying the SHA-256 of the line before it, so that any edit,
+//! deletion, insertion or reordering breaks the chain and `audit verify` finds it; signed
+//! checkpoints let a holder of the public key detect even a rewrite of the whole chain.
 //!
 //! - [`record`]: the record types, their exact line format and the strict parser.
 //! - [`writer`]: [`AuditWriter`], appending with one write per line, group fsync,
 //!   continuing an existing file's chain and reopening for logrotate.
+//! - [`key`]: the Ed25519 [`SigningKey`] (a secret) and [`VerifyingKey`] of checkpoints.
 //! - [`verify`]: [`verify_files`], the streaming checker behind `audit verify`.
 //! - [`os_error`]: [`OsError`], an OS error shown with its symbolic name (`ENOSPC`).
 //!
 //! The audit log is its own writer, not a tracing layer: no log filter can drop it.
 
+pub mod key;
 pub mod os_error;
 pub mod record;
 pub mod verify;
 pub mod writer;
 
 pub use crate::config::AuditPath;
+pub use key::{KeyError, SigningKey, VerifyingKey, checkpoint_message};
 pub use os_error::OsError;
 pub use record::{
-    AuditLine, AuditRecord, DecisionRecord, GENESIS_HASH, InvalidLine, MAX_LINE_BYTES,
-    OutcomeRecord, line_hash, new_decision_id, parse_line,
+    AuditLine, AuditRecord, CheckpointRecord, DecisionRecord, GENESIS_HASH, InvalidLine,
+    MAX_LINE_BYTES, OutcomeRecord, line_hash, new_decision_id, parse_line,
 };
 pub use verify::{BadLine, VerifyReport, verify_files};
 pub use writer::{AuditWriter, PendingSync};
