@@ -4,8 +4,9 @@
 //! checkpoints let a holder of the public key detect even a rewrite of the whole chain.
 //!
 //! - [`record`]: the record types, their exact line format and the strict parser.
-//! - [`writer`]: [`AuditWriter`], appending with one write per line, group fsync,
-//!   continuing an existing file's chain and reopening for logrotate.
+//! - [`writer`]: [`AuditWriter`], the one writer of a file: an exclusive lock, appending
+//!   with one write per line, group fsync, continuing an existing file's chain and its
+//!   record count, following the configured path (deleted, replaced, rotated files).
 //! - [`key`]: the Ed25519 [`SigningKey`] (a secret) and [`VerifyingKey`] of checkpoints.
 //! - [`verify`]: [`verify_files`], the streaming checker behind `audit verify`.
 //! - [`os_error`]: [`OsError`], an OS error shown with its symbolic name (`ENOSPC`).
@@ -15,6 +16,7 @@
 pub mod key;
 pub mod os_error;
 pub mod record;
+mod tail;
 pub mod verify;
 pub mod writer;
 
@@ -35,9 +37,28 @@ use std::sync::Arc;
 /// [`error_chain`] (or `{:#}` through `anyhow`) to print it with its causes.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {
+    /// Another process holds the lock on the audit file: it writes that file, and a
+    /// second writer would fork the chain. The daemon stops before deciding anything.
+    #[error(
+        "audit log {path} is locked by another process that writes it (only one writer \
+         per audit file: another daemon or `run --once` on the same path?)"
+    )]
+    Locked {
+        /// The path.
+        path: String,
+    },
     /// The audit file could not be opened or created.
     #[error("failed to open audit log {path}")]
     Open {
+        /// The path.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: OsError,
+    },
+    /// The exclusive lock could not be taken for another reason than another holder.
+    #[error("failed to lock audit log {path}")]
+    Lock {
         /// The path.
         path: String,
         /// The OS error.
@@ -88,12 +109,13 @@ pub enum AuditError {
         /// The rendered line's length.
         size: usize,
     },
-    /// The last write or fsync failed and none has succeeded since (`/readyz`).
+    /// The log cannot take records now (`/readyz`): the path could not be opened, the
+    /// last write or fsync failed, or the path no longer names the open file.
     #[error("audit log {path} is not writable: {reason}")]
     NotWritable {
         /// The path, or `stdout`.
         path: String,
-        /// The last failure, with its causes.
+        /// Why, with the causes (the OS error and its name).
         reason: String,
     },
     /// Writing the verification result to the output failed.

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use vpcep_approver::audit::{
-    AuditPath, AuditRecord, AuditWriter, DecisionRecord, GENESIS_HASH, OutcomeRecord, VerifyReport,
-    error_chain, line_hash, new_decision_id, parse_line, verify_files,
+    AuditPath, AuditRecord, AuditWriter, DecisionRecord, GENESIS_HASH, OutcomeRecord, SigningKey,
+    VerifyReport, error_chain, line_hash, new_decision_id, parse_line, verify_files,
 };
 use vpcep_approver::clock::{Clock, SharedClock};
 use vpcep_approver::decision::{Action, Outcome, Verdict};
@@ -572,27 +572,37 @@ fn existing_file_keeps_its_mode() {
 }
 
 #[test]
-fn unopenable_path_is_an_error_naming_the_path() {
+fn unopenable_path_leaves_the_writer_not_open_naming_the_path_and_os_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("missing-dir").join("audit.jsonl");
-    let err = AuditWriter::open(AuditPath::File(path.clone()), true, clock())
+    let mut w = AuditWriter::open(AuditPath::File(path.clone()), true, clock())
+        .expect("a bad path is not an error of open");
+    assert!(!w.is_open());
+    let err = w
+        .check_writable()
         .expect_err("parent directory does not exist");
     assert!(
         err.to_string().contains(&path.display().to_string()),
         "{err}"
     );
+    assert!(err.to_string().contains("ENOENT"), "{err}");
+    let err = w.append_decision(&decision("x")).expect_err("not open");
+    let text = error_chain(&err);
     assert!(
-        err.to_string().starts_with("failed to open audit log "),
-        "{err}"
+        text.starts_with(&format!("failed to open audit log {}", path.display())),
+        "{text}"
     );
+    assert!(text.contains("(os error 2, ENOENT)"), "{text}");
 
     // A directory is not a file either.
-    let err = AuditWriter::open(AuditPath::File(dir.path().to_owned()), false, clock())
-        .expect_err("a directory");
+    let w = AuditWriter::open(AuditPath::File(dir.path().to_owned()), false, clock())
+        .expect("not an error of open");
+    let err = w.check_writable().expect_err("a directory");
     assert!(
         err.to_string().contains(&dir.path().display().to_string()),
         "{err}"
     );
+    assert!(err.to_string().contains("EISDIR"), "{err}");
 }
 
 #[cfg(unix)]
@@ -606,12 +616,14 @@ fn read_only_file_is_an_error_naming_the_path() {
     if std::fs::OpenOptions::new().append(true).open(&path).is_ok() {
         return; // running as root: permissions do not apply
     }
-    let err = AuditWriter::open(AuditPath::File(path.clone()), false, clock())
-        .expect_err("read-only file");
+    let w = AuditWriter::open(AuditPath::File(path.clone()), false, clock())
+        .expect("not an error of open");
+    let err = w.check_writable().expect_err("read-only file");
     assert!(
         err.to_string().contains(&path.display().to_string()),
         "{err}"
     );
+    assert!(err.to_string().contains("EACCES"), "{err}");
 }
 
 #[test]
@@ -681,5 +693,547 @@ fn timestamps_come_from_the_injected_clock() {
             "2026-11-27T12:00:00.001Z",
             "2026-11-27T12:00:00.002Z"
         ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// One writer: the lock, across processes.
+
+/// Whether a command-line tool is on the PATH (a test that needs it says so and skips).
+fn have(tool: &str) -> bool {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        eprintln!("skipped: `{tool}` is not installed");
+    }
+    found
+}
+
+/// Another process holding an exclusive `flock` on a file (util-linux `flock(1)`), until
+/// dropped: `flock` runs a shell that waits for its input to close, and holds the lock
+/// itself (`--close`: the shell does not inherit it), so closing the input ends both.
+struct LockHolder(std::process::Child);
+
+impl LockHolder {
+    fn spawn(path: &Path) -> LockHolder {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("flock")
+            .args(["--exclusive", "--nonblock", "--close"])
+            .arg(path)
+            .args(["sh", "-c", "echo locked; read _"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("flock runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("flock reports");
+        assert_eq!(line.trim(), "locked", "flock took the lock");
+        LockHolder(child)
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether another process finds the file locked (`flock --nonblock` exits 1).
+fn locked_for_others(path: &Path) -> bool {
+    let status = std::process::Command::new("flock")
+        .args(["--exclusive", "--nonblock"])
+        .arg(path)
+        .arg("true")
+        .status()
+        .expect("flock runs");
+    match status.code() {
+        Some(0) => false,
+        Some(1) => true,
+        other => panic!("flock exited with {other:?}"),
+    }
+}
+
+#[test]
+fn a_file_locked_by_another_process_is_refused_without_being_touched() {
+    if !have("flock") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let mut w = open(&path, false);
+    write_records(&mut w, 2);
+    drop(w);
+    // A torn last line: a writer that went ahead would terminate it.
+    let mut data = std::fs::read(&path).expect("read");
+    data.truncate(data.len() - 10);
+    std::fs::write(&path, &data).expect("write");
+
+    let holder = LockHolder::spawn(&path);
+    let err = AuditWriter::open(AuditPath::File(path.clone()), true, clock())
+        .expect_err("another process writes the file");
+    assert!(
+        matches!(err, vpcep_approver::audit::AuditError::Locked { .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("locked by another process"), "{text}");
+    assert_eq!(std::fs::read(&path).expect("read"), data, "nothing touched");
+
+    drop(holder);
+    let w = open(&path, false);
+    assert_eq!(w.records(), 2);
+    assert!(std::fs::read(&path).expect("read").ends_with(b"\n"));
+}
+
+#[test]
+fn the_lock_is_held_while_open_and_follows_the_file_across_a_rotation() {
+    if !have("flock") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let rotated = dir.path().join("audit.jsonl.1");
+    let mut w = open(&path, false);
+    write_records(&mut w, 1);
+    assert!(locked_for_others(&path), "held while open");
+    std::fs::rename(&path, &rotated).expect("rotate");
+    w.reopen().expect("reopen");
+    assert!(locked_for_others(&path), "the new file is locked");
+    assert!(!locked_for_others(&rotated), "the old one released");
+    drop(w);
+    assert!(!locked_for_others(&path), "released when closed");
+}
+
+#[test]
+fn run_once_beside_a_writer_exits_1_naming_the_locked_path_before_deciding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let mut w = open(&path, true);
+    write_records(&mut w, 2);
+    let before = std::fs::read(&path).expect("read");
+    let cfg = crate::cli::write_config(
+        dir.path(),
+        &crate::cli::repo("policies"),
+        &format!(
+            "vpcep_endpoint = \"http://127.0.0.1:9\"\niam_endpoint = \"http://127.0.0.1:9\"\n\
+             [audit]\npath = {:?}\n",
+            path.display().to_string()
+        ),
+    );
+    let o = crate::cli::run(
+        &["-c", cfg.to_str().expect("utf-8"), "run", "--once"],
+        &[("HUAWEICLOUD_SDK_AK", "ak"), ("HUAWEICLOUD_SDK_SK", "sk")],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("locked by another process"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        before,
+        "not one line added"
+    );
+    drop(w);
+}
+
+// ---------------------------------------------------------------------------------------
+// Records only at the configured path.
+
+#[test]
+fn a_deleted_file_is_noticed_and_recreated_before_the_next_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let saved = dir.path().join("saved.jsonl");
+    let mut w = open(&path, true);
+    write_records(&mut w, 3);
+    w.ensure_open().expect("nothing changed");
+    std::fs::copy(&path, &saved).expect("save what will be deleted");
+    std::fs::remove_file(&path).expect("rm");
+
+    let err = w.check_writable().expect_err("the path names no file");
+    assert!(err.to_string().contains("ENOENT"), "{err}");
+    w.ensure_open().expect("recreated");
+    assert!(path.exists());
+    write_records(&mut w, 2);
+    w.check_writable().expect("writable again");
+    assert_eq!(lines(&path).len(), 2, "the new records are in the new file");
+    assert_eq!(w.records(), 5, "the count goes on");
+    let (report, out) = verify(&[saved, path]);
+    assert!(report.is_ok(), "{out}");
+    assert_eq!(report.records, 5);
+}
+
+#[test]
+fn a_replaced_file_is_noticed_and_written_from_then_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let other = dir.path().join("other.jsonl");
+    let mut w = open(&path, true);
+    write_records(&mut w, 3);
+    let mut o = open(&other, false);
+    write_records(&mut o, 2);
+    drop(o);
+    std::fs::rename(&other, &path).expect("replace");
+
+    assert!(
+        w.check_writable().is_err(),
+        "replaced: not writable until followed"
+    );
+    w.ensure_open().expect("follows the path");
+    write_records(&mut w, 1);
+    assert_eq!(
+        lines(&path).len(),
+        3,
+        "the record went to the file at the path"
+    );
+    assert_eq!(w.records(), 3, "counted as the file at the path counts");
+    let (report, out) = verify(std::slice::from_ref(&path));
+    assert!(report.is_ok(), "{out}");
+}
+
+#[test]
+fn a_directory_in_place_of_the_rotated_file_leaves_the_writer_not_open_until_it_goes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let rotated = dir.path().join("audit.jsonl.1");
+    let mut w = open(&path, true);
+    write_records(&mut w, 3);
+    // logrotate gone wrong: `mv audit.jsonl audit.jsonl.1; mkdir audit.jsonl; kill -HUP`.
+    std::fs::rename(&path, &rotated).expect("mv");
+    std::fs::create_dir(&path).expect("mkdir");
+    let err = w.reopen().expect_err("a directory at the path");
+    assert!(
+        error_chain(&err).contains("EISDIR"),
+        "{}",
+        error_chain(&err)
+    );
+    assert!(!w.is_open());
+    let unready = w.check_writable().expect_err("unready");
+    assert!(unready.to_string().contains("EISDIR"), "{unready}");
+    let err = w.append_decision(&decision("x")).expect_err("not open");
+    assert!(
+        error_chain(&err).contains("(os error 21, EISDIR)"),
+        "{}",
+        error_chain(&err)
+    );
+    assert!(w.ensure_open().is_err(), "tried again, still a directory");
+    assert_eq!(
+        lines(&rotated).len(),
+        3,
+        "nothing written into the rotated file"
+    );
+
+    std::fs::remove_dir(&path).expect("rmdir");
+    w.ensure_open().expect("the path works again");
+    assert!(w.is_open());
+    write_records(&mut w, 2);
+    w.check_writable().expect("writable");
+    assert_eq!(w.records(), 5);
+    let (report, out) = verify(&[rotated, path]);
+    assert!(report.is_ok(), "{out}");
+    assert_eq!(report.records, 5);
+}
+
+#[test]
+fn a_path_that_cannot_be_opened_at_start_is_retried_by_ensure_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sub = dir.path().join("not-yet");
+    let path = sub.join("audit.jsonl");
+    let mut w = open(&path, true);
+    assert!(!w.is_open());
+    assert!(w.ensure_open().is_err());
+    std::fs::create_dir(&sub).expect("mkdir");
+    w.ensure_open().expect("opens now");
+    write_records(&mut w, 2);
+    let (report, out) = verify(std::slice::from_ref(&path));
+    assert!(report.is_ok(), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Real OS failures in a child process: a full tmpfs (ENOSPC) and no free descriptors
+// (EMFILE). The child is this test binary running one test under `unshare` or `prlimit`.
+
+const CHILD_ENV: &str = "VPCEP_AUDIT_TEST_CHILD_DIR";
+
+/// The directory the parent handed over, when this process is the child running `name`.
+fn child_dir(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os(CHILD_ENV)?;
+    let me = std::thread::current().name().map(str::to_owned);
+    (me.as_deref() == Some(&format!("audit::{name}"))).then(|| PathBuf::from(dir))
+}
+
+/// Runs test `name` of this binary in a child process behind `wrapper`, with `dir`.
+fn run_child(wrapper: &[&str], name: &str, dir: &Path) -> std::process::Output {
+    let exe = std::env::current_exe().expect("test binary");
+    std::process::Command::new(wrapper[0])
+        .args(&wrapper[1..])
+        .arg(&exe)
+        .args([
+            &format!("audit::{name}"),
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, dir)
+        .output()
+        .expect("child runs")
+}
+
+#[test]
+fn a_full_disk_rolls_back_the_partial_line_and_recovers_when_space_returns() {
+    if !have("unshare") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8");
+    let mount = format!("mount -t tmpfs -o size=64k tmpfs '{d}' && exec \"$@\"");
+    let o = run_child(
+        &["unshare", "-m", "sh", "-c", &mount, "sh"],
+        "child_full_tmpfs",
+        dir.path(),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    if err.contains("mount:") || err.contains("unshare:") {
+        eprintln!("skipped: cannot mount a tmpfs here: {err}");
+        return;
+    }
+    assert!(o.status.success(), "{out}{err}");
+    let ok = out
+        .find("child ok")
+        .map(|at| out[at..].lines().next().unwrap_or_default());
+    assert!(ok.is_some(), "the child ran the test: {out}{err}");
+    eprintln!("{}", ok.unwrap_or_default());
+}
+
+#[test]
+fn child_full_tmpfs() {
+    let Some(dir) = child_dir("child_full_tmpfs") else {
+        return;
+    };
+    let ballast = dir.join("ballast");
+    std::fs::write(&ballast, vec![0u8; 16 * 1024]).expect("ballast");
+    let path = dir.join("audit.jsonl");
+    let mut w = open(&path, true);
+    let mut written = 0u64;
+    let err = loop {
+        match w.append_decision(&decision(&"x".repeat(900))) {
+            Ok(()) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(written < 10_000, "a 64 KiB tmpfs must fill up");
+    };
+    let text = error_chain(&err);
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("(os error 28, ENOSPC)"), "{text}");
+    let unready = w.check_writable().expect_err("unready");
+    assert!(unready.to_string().contains("ENOSPC"), "{unready}");
+    // No half line: the failed write was rolled back.
+    let data = std::fs::read(&path).expect("read");
+    assert_eq!(data.last(), Some(&b'\n'));
+    assert_eq!(lines(&path).len() as u64, written);
+    assert_eq!(w.records(), written);
+
+    std::fs::remove_file(&ballast).expect("free space");
+    w.ensure_open().expect("same file");
+    w.append_decision(&decision("after the disk was full"))
+        .expect("space again");
+    w.sync().expect("fsync");
+    w.check_writable().expect("writable again");
+    let (report, out) = verify(std::slice::from_ref(&path));
+    assert!(report.is_ok(), "{out}");
+    assert_eq!(report.records, written + 1);
+    println!("child ok: {written} records before ENOSPC");
+}
+
+#[test]
+fn no_free_file_descriptors_is_reported_as_emfile_and_recovers() {
+    if !have("prlimit") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = run_child(
+        &["prlimit", "--nofile=64"],
+        "child_no_descriptors",
+        dir.path(),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}{err}");
+    let ok = out
+        .find("child ok")
+        .map(|at| out[at..].lines().next().unwrap_or_default());
+    assert!(ok.is_some(), "the child ran the test: {out}{err}");
+    eprintln!("{}", ok.unwrap_or_default());
+}
+
+#[test]
+fn child_no_descriptors() {
+    let Some(dir) = child_dir("child_no_descriptors") else {
+        return;
+    };
+    let path = dir.join("audit.jsonl");
+    let mut fillers = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => fillers.push(f),
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(24), "{e}");
+                break;
+            }
+        }
+        assert!(fillers.len() < 100_000, "the limit is low");
+    }
+    let mut w = AuditWriter::open(AuditPath::File(path.clone()), true, clock())
+        .expect("no descriptor is not an error of open");
+    assert!(!w.is_open());
+    let unready = w.check_writable().expect_err("unready");
+    assert!(unready.to_string().contains("EMFILE"), "{unready}");
+    let err = w.append_decision(&decision("x")).expect_err("not open");
+    assert!(
+        error_chain(&err).contains("(os error 24, EMFILE)"),
+        "{}",
+        error_chain(&err)
+    );
+    assert!(w.ensure_open().is_err());
+    fillers.clear();
+    w.ensure_open().expect("descriptors again");
+    write_records(&mut w, 2);
+    let (report, out) = verify(std::slice::from_ref(&path));
+    assert!(report.is_ok(), "{out}");
+    println!("child ok");
+}
+
+// ---------------------------------------------------------------------------------------
+// Costs (run by hand: `cargo test --release --test it audit::costs -- --ignored --nocapture`).
+
+/// Prints what opening a 1 GiB file, the per-batch path check, the readiness check and a
+/// checkpoint cost.
+#[test]
+#[ignore = "writes a 1 GiB file; run by hand to measure"]
+fn costs_of_open_path_check_and_checkpoints() {
+    use std::io::Write as _;
+    use std::time::Instant;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let key = SigningKey::from_pem(
+        b"-----BEGIN PRIVATE KEY-----\n\
+          MC4CAQAwBQYDK2VwBCIEIOfuF5L+Ypp/P08hT96njXrA/AanlhM0mikUTCxzk/QS\n\
+          -----END PRIVATE KEY-----\n",
+        Path::new("bench.pem"),
+    )
+    .expect("key");
+    // 1 GiB of decision-sized lines (their content does not matter for the count).
+    let mut block = Vec::new();
+    let line = {
+        let mut w = open(&dir.path().join("one.jsonl"), false);
+        w.append_decision(&decision("CHG-1234 payments link"))
+            .expect("append");
+        lines(&dir.path().join("one.jsonl")).remove(0)
+    };
+    while block.len() < 1 << 20 {
+        block.extend_from_slice(&line);
+        block.push(b'\n');
+    }
+    let per_block = block.iter().filter(|&&b| b == b'\n').count() as u64;
+    let mut f = std::fs::File::create(&path).expect("create");
+    let blocks = (1u64 << 30) / block.len() as u64;
+    for _ in 0..blocks {
+        f.write_all(&block).expect("write");
+    }
+    drop(f);
+    let size = std::fs::metadata(&path).expect("stat").len();
+    let drop_cache = |p: &Path| {
+        // GNU dd: drop the file's pages from the page cache.
+        let _ = std::process::Command::new("dd")
+            .arg(format!("if={}", p.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .status();
+    };
+    let time_open = |label: &str| {
+        let t = Instant::now();
+        let w = open(&path, false);
+        let took = t.elapsed();
+        println!(
+            "open {label}: {:.3} s for {:.2} GiB, {} records",
+            took.as_secs_f64(),
+            size as f64 / f64::from(1u32 << 30),
+            w.records()
+        );
+        w
+    };
+    let w = time_open("without a checkpoint, warm cache");
+    assert_eq!(w.records(), blocks * per_block);
+    drop(w);
+    drop_cache(&path);
+    drop(time_open("without a checkpoint, cold cache"));
+
+    let mut w = open(&path, true);
+    w.append_checkpoint(&key).expect("checkpoint");
+    for _ in 0..10_000 {
+        w.append_decision(&decision("after the checkpoint"))
+            .expect("append");
+    }
+    w.sync().expect("sync");
+    drop(w);
+    drop_cache(&path);
+    let w = time_open("with a checkpoint 10000 lines from the end, cold cache");
+    assert_eq!(w.records(), blocks * per_block + 1 + 10_000);
+    drop(w);
+
+    let mut w = open(&path, false);
+    let n = 100_000u32;
+    let t = Instant::now();
+    for _ in 0..n {
+        w.ensure_open().expect("open");
+    }
+    println!(
+        "ensure_open: {:.2} µs per call",
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    );
+    let t = Instant::now();
+    for _ in 0..n {
+        w.check_writable().expect("writable");
+    }
+    println!(
+        "check_writable: {:.2} µs per call",
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    );
+    let n = 10_000u32;
+    let t = Instant::now();
+    for _ in 0..n {
+        w.append_decision(&decision("x")).expect("append");
+    }
+    println!(
+        "append_decision (no fsync): {:.2} µs per call",
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    );
+    let t = Instant::now();
+    for _ in 0..n {
+        w.append_checkpoint(&key).expect("checkpoint");
+    }
+    println!(
+        "append_checkpoint (no fsync): {:.2} µs per call",
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    );
+    drop(w);
+    let mut w = open(&path, true);
+    let n = 200u32;
+    let t = Instant::now();
+    for _ in 0..n {
+        w.append_checkpoint(&key).expect("checkpoint");
+        w.sync().expect("fsync");
+    }
+    println!(
+        "append_checkpoint + fdatasync: {:.2} ms per call",
+        t.elapsed().as_secs_f64() * 1e3 / f64::from(n)
     );
 }
