@@ -27,7 +27,7 @@ pub use record::{
     AuditLine, AuditRecord, CheckpointRecord, DecisionRecord, GENESIS_HASH, InvalidLine,
     MAX_LINE_BYTES, OutcomeRecord, line_hash, new_decision_id, parse_line,
 };
-pub use verify::{BadLine, VerifyReport, verify_files};
+pub use verify::{BadLine, VerifyOptions, VerifyReport, verify_files, verify_files_with};
 pub use writer::{AuditWriter, PendingSync};
 
 use std::sync::Arc;

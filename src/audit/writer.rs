@@ -805,7 +805,7 @@ fn sync_parent(path: &Path) -> Result<(), AuditError> {
 mod tests {
     use super::*;
     use crate::audit::record::{AuditRecord, parse_line};
-    use crate::audit::verify_files;
+    use crate::audit::{VerifyOptions, verify_files, verify_files_with};
     use crate::clock::FixedClock;
     use crate::decision::{Action, Outcome};
 
@@ -1030,7 +1030,15 @@ mod tests {
             k.verifying_key()
                 .verify_checkpoint(4, &head, &last.ts, &c.signature)
         );
-        verify_ok(std::slice::from_ref(&path));
+        let mut out = Vec::new();
+        let opts = VerifyOptions {
+            from: None,
+            key: Some(k.verifying_key()),
+        };
+        let report =
+            verify_files_with(std::slice::from_ref(&path), &opts, &mut out).expect("verify");
+        assert!(report.is_ok(), "{}", String::from_utf8_lossy(&out));
+        assert_eq!((report.signed, report.unsigned_tail), (2, Some(0)));
     }
 
     #[test]
@@ -1129,7 +1137,9 @@ mod tests {
         );
         let mut out = Vec::new();
         let report = verify_files(std::slice::from_ref(&path), &mut out).expect("verify");
-        assert_eq!(report.first_bad.map(|b| b.line), Some(2));
+        let out = String::from_utf8(out).expect("utf-8");
+        assert_eq!(report.problems, 1, "{out}");
+        assert!(out.contains(":2: torn line"), "{out}");
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use vpcep_approver::audit::{
     AuditPath, AuditRecord, AuditWriter, DecisionRecord, GENESIS_HASH, OutcomeRecord, SigningKey,
-    VerifyReport, error_chain, line_hash, new_decision_id, parse_line, verify_files,
+    VerifyOptions, VerifyReport, VerifyingKey, error_chain, line_hash, new_decision_id, parse_line,
+    verify_files, verify_files_with,
 };
 use vpcep_approver::clock::{Clock, SharedClock};
 use vpcep_approver::decision::{Action, Outcome, Verdict};
@@ -104,9 +105,15 @@ fn write_lines(path: &Path, lines: &[Vec<u8>]) {
     std::fs::write(path, data).expect("write audit log");
 }
 
-/// Asserts that verification fails first at `line` of `path` with a reason containing
-/// `needle`, and that the printed line is `<path>:<line>: <reason>`.
+/// Asserts that verification reports exactly one problem, at `line` of `path` with a
+/// reason containing `needle`, printed as `<path>:<line>: <reason>`, and that the last
+/// line is the problem count.
 fn assert_bad(paths: &[PathBuf], path: &Path, line: u64, needle: &str) {
+    assert_bad_n(paths, path, line, needle, 1);
+}
+
+/// As [`assert_bad`], for `problems` problems of which the first is the one given.
+fn assert_bad_n(paths: &[PathBuf], path: &Path, line: u64, needle: &str, problems: u64) {
     let (report, out) = verify(paths);
     let bad = report
         .first_bad
@@ -118,10 +125,18 @@ fn assert_bad(paths: &[PathBuf], path: &Path, line: u64, needle: &str) {
         "reason {:?} lacks {needle:?}",
         bad.reason
     );
+    let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
-        out,
-        format!("{}:{}: {}\n", path.display(), line, bad.reason)
+        lines.first().copied(),
+        Some(format!("{}:{}: {}", path.display(), line, bad.reason).as_str())
     );
+    assert_eq!(report.problems, problems, "{out}");
+    assert_eq!(
+        lines.last().copied(),
+        Some(format!("{problems} problems in {} records", report.records).as_str()),
+        "{out}"
+    );
+    assert_eq!(lines.len() as u64, problems + 1, "{out}");
 }
 
 #[test]
@@ -306,12 +321,13 @@ fn rotation_continues_the_chain_into_the_new_file() {
         1,
         "verified together with the files before it",
     );
-    // In the wrong order the second file does not continue the first.
-    assert_bad(
+    // In the wrong order the first file does not start a chain and the second restarts.
+    assert_bad_n(
         &[path.clone(), rotated.clone()],
         &path,
         1,
         "verified together",
+        2,
     );
     // Verifying the first file twice breaks the chain at the start of the second copy.
     assert_bad(
@@ -415,7 +431,8 @@ fn swapped_lines_are_found() {
     let (path, mut lines) = six_records(dir.path());
     lines.swap(2, 3);
     write_lines(&path, &lines);
-    assert_bad(std::slice::from_ref(&path), &path, 3, "reordered");
+    // Lines 3 and 4 each follow the wrong line, and line 5 follows line 3 instead of 4.
+    assert_bad_n(std::slice::from_ref(&path), &path, 3, "reordered", 3);
 }
 
 #[test]
@@ -511,8 +528,8 @@ fn restart_after_a_torn_write_keeps_every_byte_and_verify_reports_it() {
         parse_line(&lines[6]).expect("valid").prev,
         line_hash(&lines[5])
     );
-    // ... and verify points at the damage.
-    assert_bad(std::slice::from_ref(&path), &path, 6, "not valid JSON");
+    // ... and verify points at the damage, as a torn line, not as tampering.
+    assert_bad(std::slice::from_ref(&path), &path, 6, "torn line");
 }
 
 #[test]
@@ -1110,6 +1127,516 @@ fn child_no_descriptors() {
     let (report, out) = verify(std::slice::from_ref(&path));
     assert!(report.is_ok(), "{out}");
     println!("child ok");
+}
+
+// ---------------------------------------------------------------------------------------
+// audit verify: every break, --from, torn lines.
+
+#[test]
+fn every_break_is_reported_in_one_run_once_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let mut w = open(&path, false);
+    write_records(&mut w, 12);
+    let mut l = lines(&path);
+    // Line 3 no longer JSON.
+    l[2][0] = b'[';
+    // Line 5 edited but still a record: the break shows at line 6.
+    let text = String::from_utf8(l[4].clone()).expect("utf-8");
+    l[4] = text.replace("CHG-4", "CHG-5").into_bytes();
+    // Line 9 deleted: the line after it (now line 9) does not follow line 8.
+    l.remove(8);
+    // A torn last line.
+    let mut torn = l[10].clone();
+    torn.truncate(40);
+    l[10] = torn;
+    let mut data = Vec::new();
+    for (i, line) in l.iter().enumerate() {
+        data.extend_from_slice(line);
+        if i + 1 < l.len() {
+            data.push(b'\n');
+        }
+    }
+    std::fs::write(&path, data).expect("write");
+
+    let (report, out) = verify(std::slice::from_ref(&path));
+    let p = path.display().to_string();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(
+        lines[0].starts_with(&format!("{p}:3: not valid JSON")),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{p}:6: prev does not match")),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("{p}:9: prev does not match")),
+        "{out}"
+    );
+    assert!(
+        lines[3].starts_with(&format!("{p}:11: torn last line")),
+        "{out}"
+    );
+    assert_eq!(lines[4], "4 problems in 11 records");
+    assert_eq!(report.problems, 4);
+    assert_eq!(report.first_bad.expect("bad").line, 3);
+}
+
+#[test]
+fn a_terminated_torn_line_is_reported_as_torn_and_the_chain_goes_on_from_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = six_records(dir.path());
+    let len = std::fs::metadata(&path).expect("metadata").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(len - 100))
+        .expect("crash in the middle of a write");
+    assert_bad(std::slice::from_ref(&path), &path, 6, "torn last line");
+    let mut w = open(&path, true);
+    write_records(&mut w, 3);
+    // One report, and it says torn, not tampered.
+    assert_bad(
+        std::slice::from_ref(&path),
+        &path,
+        6,
+        "torn line: the start of a record",
+    );
+}
+
+#[test]
+fn a_chain_restart_in_the_middle_is_reported_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = dir.path().join("a.jsonl");
+    let second = dir.path().join("b.jsonl");
+    let mut w = open(&first, false);
+    write_records(&mut w, 3);
+    let mut w = open(&second, false);
+    write_records(&mut w, 3);
+    let mut both = lines(&first);
+    both.extend(lines(&second));
+    write_lines(&first, &both);
+    assert_bad(
+        std::slice::from_ref(&first),
+        &first,
+        4,
+        "a new chain starts here",
+    );
+}
+
+#[test]
+fn a_rotated_file_verifies_alone_with_from() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let rotated = dir.path().join("audit.jsonl.1");
+    let mut w = open(&path, true);
+    write_records(&mut w, 3);
+    let handover = w.last_hash().to_owned();
+    std::fs::rename(&path, &rotated).expect("rotate");
+    w.reopen().expect("reopen");
+    write_records(&mut w, 2);
+    // logrotate deleted the older file: the new one verifies on its own with --from.
+    std::fs::remove_file(&rotated).expect("rm");
+    let mut out = Vec::new();
+    let opts = VerifyOptions {
+        from: Some(handover.clone()),
+        key: None,
+    };
+    let report = verify_files_with(std::slice::from_ref(&path), &opts, &mut out).expect("verify");
+    let out = String::from_utf8(out).expect("utf-8");
+    assert!(report.is_ok(), "{out}");
+    assert!(
+        out.starts_with("ok: 2 records in 1 files, chain intact"),
+        "{out}"
+    );
+    // A --from that does not match is a problem, and so is a missing one.
+    let opts = VerifyOptions {
+        from: Some("ab".repeat(32)),
+        key: None,
+    };
+    let mut out = Vec::new();
+    let report = verify_files_with(std::slice::from_ref(&path), &opts, &mut out).expect("verify");
+    assert_eq!(report.problems, 1, "{}", String::from_utf8_lossy(&out));
+    assert!(String::from_utf8_lossy(&out).contains(":1: prev is not the --from hash"));
+    assert_bad(std::slice::from_ref(&path), &path, 1, "--from");
+}
+
+#[test]
+fn a_line_over_the_limit_is_reported_and_checking_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, mut l) = six_records(dir.path());
+    let long = vec![b'x'; vpcep_approver::audit::MAX_LINE_BYTES + 10];
+    // The line after it chains from it; the one after that is fine too.
+    let next = String::from_utf8(l[3].clone()).expect("utf-8");
+    let at = next.len() - 66;
+    let next = format!("{}{}\"}}", &next[..at], line_hash(&long));
+    let after = String::from_utf8(l[4].clone()).expect("utf-8");
+    let after = format!(
+        "{}{}\"}}",
+        &after[..after.len() - 66],
+        line_hash(next.as_bytes())
+    );
+    l.truncate(3);
+    l.push(long);
+    l.push(next.into_bytes());
+    l.push(after.into_bytes());
+    write_lines(&path, &l);
+    assert_bad(std::slice::from_ref(&path), &path, 4, "longer than the");
+}
+
+#[test]
+fn cli_verify_reports_every_problem_and_exits_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, mut l) = six_records(dir.path());
+    l[1] = b"garbage".to_vec();
+    l.remove(4);
+    write_lines(&path, &l);
+    let p = path.to_str().expect("utf-8");
+    let o = crate::cli::run(&["audit", "verify", p], &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with(&format!("{p}:2: not valid JSON")),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{p}:5: prev does not match")),
+        "{out}"
+    );
+    assert_eq!(lines[2], "2 problems in 5 records");
+    // A bad --from is a usage error.
+    let o = crate::cli::run(&["audit", "verify", "--from", "xyz", p], &[]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+// ---------------------------------------------------------------------------------------
+// Signed checkpoints.
+
+/// An Ed25519 key pair made by openssl: (private PKCS#8 PEM, public SPKI PEM). `None`
+/// (with a note) when openssl is not installed.
+fn openssl_keys(dir: &Path, name: &str) -> Option<(PathBuf, PathBuf)> {
+    if !have("openssl") {
+        return None;
+    }
+    let private = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub.pem"));
+    let ok = |args: &[&str]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let (pr, pu) = (
+        private.to_str().expect("utf-8"),
+        public.to_str().expect("utf-8"),
+    );
+    ok(&["genpkey", "-algorithm", "ed25519", "-out", pr]);
+    ok(&["pkey", "-in", pr, "-pubout", "-out", pu]);
+    Some((private, public))
+}
+
+fn verify_with_key(paths: &[PathBuf], public: &Path) -> (VerifyReport, String) {
+    let opts = VerifyOptions {
+        from: None,
+        key: Some(VerifyingKey::from_file(public).expect("public key")),
+    };
+    let mut out = Vec::new();
+    let report = verify_files_with(paths, &opts, &mut out).expect("verify");
+    (report, String::from_utf8(out).expect("utf-8"))
+}
+
+/// Records and checkpoints: 10 records, a checkpoint, 10 records, a checkpoint, 3 records.
+fn signed_log(dir: &Path, key: &SigningKey) -> PathBuf {
+    let path = dir.join("audit.jsonl");
+    let mut w = open(&path, true);
+    write_records(&mut w, 10);
+    w.append_checkpoint(key).expect("checkpoint");
+    write_records(&mut w, 10);
+    w.append_checkpoint(key).expect("checkpoint");
+    write_records(&mut w, 3);
+    assert_eq!(w.records(), 25);
+    path
+}
+
+#[test]
+fn checkpoint_signatures_verify_with_openssl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((private, public)) = openssl_keys(dir.path(), "k") else {
+        return;
+    };
+    let key = SigningKey::from_file(&private).expect("openssl's key loads");
+    let path = signed_log(dir.path(), &key);
+
+    // key_id: the first 16 hex of SHA-256 over the raw public key, from openssl's DER.
+    let der = std::process::Command::new("openssl")
+        .args(["pkey", "-pubin", "-in"])
+        .arg(&public)
+        .args(["-outform", "DER"])
+        .output()
+        .expect("openssl runs")
+        .stdout;
+    let raw = &der[der.len() - 32..];
+    assert_eq!(key.key_id(), &line_hash(raw)[..16]);
+
+    let mut checked = 0;
+    for line in lines(&path) {
+        let parsed = parse_line(&line).expect("valid");
+        let AuditRecord::Checkpoint(cp) = parsed.record else {
+            continue;
+        };
+        assert_eq!(cp.key_id, key.key_id());
+        assert_eq!(cp.head, parsed.prev);
+        let signed = dir.path().join("signed.txt");
+        let sig = dir.path().join("sig.bin");
+        let text = format!(
+            "vpcep-approver checkpoint v1\n{}\n{}\n{}\n",
+            cp.records, cp.head, parsed.ts
+        );
+        std::fs::write(&signed, &text).expect("write");
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&cp.signature)
+            .expect("base64");
+        std::fs::write(&sig, bytes).expect("write");
+        let verify = |input: &Path| {
+            std::process::Command::new("openssl")
+                .args(["pkeyutl", "-verify", "-pubin", "-inkey"])
+                .arg(&public)
+                .arg("-rawin")
+                .arg("-in")
+                .arg(input)
+                .arg("-sigfile")
+                .arg(&sig)
+                .output()
+                .expect("openssl runs")
+        };
+        let o = verify(&signed);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        // The check means something: another count does not verify.
+        std::fs::write(
+            &signed,
+            text.replacen(&format!("\n{}\n", cp.records), "\n999\n", 1),
+        )
+        .expect("write");
+        assert!(!verify(&signed).status.success());
+        checked += 1;
+    }
+    assert_eq!(checked, 2);
+
+    let (report, out) = verify_with_key(std::slice::from_ref(&path), &public);
+    assert!(report.is_ok(), "{out}");
+    assert_eq!((report.signed, report.unsigned_tail), (2, Some(3)));
+    let last = out.lines().last().expect("summary");
+    assert!(
+        last.starts_with("ok: 25 records in 1 files, chain intact"),
+        "{out}"
+    );
+    assert!(
+        out.contains(":22: unsigned tail: the 3 records after this checkpoint"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_rewritten_chain_passes_plain_verify_but_not_verify_with_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((private, public)) = openssl_keys(dir.path(), "k") else {
+        return;
+    };
+    let key = SigningKey::from_file(&private).expect("key");
+    let path = signed_log(dir.path(), &key);
+    // An attacker with write access changes a verdict and recomputes every hash.
+    let mut l = lines(&path);
+    let text = String::from_utf8(l[4].clone()).expect("utf-8");
+    l[4] = text
+        .replace("CHG-4", "CHG-4 approved by mallory")
+        .into_bytes();
+    rechain(&mut l);
+    write_lines(&path, &l);
+
+    let (report, out) = verify(std::slice::from_ref(&path));
+    assert!(report.is_ok(), "plain verify cannot tell: {out}");
+    let (report, out) = verify_with_key(std::slice::from_ref(&path), &public);
+    assert!(!report.is_ok(), "{out}");
+    let p = path.display();
+    assert!(
+        out.contains(&format!("{p}:11: checkpoint signature does not verify")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{p}:22: checkpoint signature does not verify")),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines().last(),
+        Some("2 problems in 25 records"),
+        "{out}"
+    );
+
+    // Through the binary: exit 1.
+    let o = crate::cli::run(
+        &[
+            "audit",
+            "verify",
+            "--key",
+            public.to_str().expect("utf-8"),
+            path.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+}
+
+/// Recomputes every `prev` (and a checkpoint's `head`) as someone rewriting the file would.
+fn rechain(lines: &mut [Vec<u8>]) {
+    let mut prev = GENESIS_HASH.to_owned();
+    for line in lines.iter_mut() {
+        let text = String::from_utf8(line.clone()).expect("utf-8");
+        let mut text = format!("{}{prev}\"}}", &text[..text.len() - 66]);
+        if let Some(at) = text.find("\"head\":\"") {
+            let at = at + 8;
+            text.replace_range(at..at + 64, &prev);
+        }
+        prev = line_hash(text.as_bytes());
+        *line = text.into_bytes();
+    }
+}
+
+#[test]
+fn removed_records_before_a_checkpoint_are_counted_against_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((private, public)) = openssl_keys(dir.path(), "k") else {
+        return;
+    };
+    let key = SigningKey::from_file(&private).expect("key");
+    let path = signed_log(dir.path(), &key);
+    let mut l = lines(&path);
+    l.drain(14..19);
+    write_lines(&path, &l);
+    let (report, out) = verify_with_key(std::slice::from_ref(&path), &public);
+    let p = path.display();
+    assert!(
+        out.contains(&format!("{p}:15: prev does not match")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{p}:17: checkpoint counts 21 records before it, but the chain as verified has 16 \
+             (5 missing: records were removed)"
+        )),
+        "{out}"
+    );
+    assert_eq!(report.problems, 2, "{out}");
+    // Rewritten to hide the gap, the count still gives it away, and so does the signature.
+    rechain(&mut l);
+    write_lines(&path, &l);
+    let (report, out) = verify(std::slice::from_ref(&path));
+    assert_eq!(report.problems, 1, "{out}");
+    assert!(out.contains("5 missing"), "{out}");
+    let (report, out) = verify_with_key(std::slice::from_ref(&path), &public);
+    assert_eq!(report.problems, 2, "{out}");
+    assert!(
+        out.contains(":17: checkpoint signature does not verify"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_checkpoint_signed_by_another_key_is_reported_with_its_key_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((private, _)) = openssl_keys(dir.path(), "a") else {
+        return;
+    };
+    let Some((_, other_public)) = openssl_keys(dir.path(), "b") else {
+        return;
+    };
+    let key = SigningKey::from_file(&private).expect("key");
+    let path = signed_log(dir.path(), &key);
+    let (report, out) = verify_with_key(std::slice::from_ref(&path), &other_public);
+    assert_eq!(report.problems, 2, "{out}");
+    assert!(
+        out.contains(&format!(
+            ":11: checkpoint signed by another key (key_id {}",
+            key.key_id()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("unsigned tail: no checkpoint signed by key"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_restart_counts_on_from_the_last_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((private, public)) = openssl_keys(dir.path(), "k") else {
+        return;
+    };
+    let key = SigningKey::from_file(&private).expect("key");
+    let path = signed_log(dir.path(), &key);
+    let mut w = open(&path, true);
+    assert_eq!(w.records(), 25);
+    w.append_checkpoint(&key).expect("checkpoint");
+    w.sync().expect("sync");
+    let last = lines(&path).pop().expect("line");
+    let AuditRecord::Checkpoint(cp) = parse_line(&last).expect("valid").record else {
+        panic!("not a checkpoint");
+    };
+    assert_eq!(cp.records, 25);
+    let (report, out) = verify_with_key(std::slice::from_ref(&path), &public);
+    assert!(report.is_ok(), "{out}");
+    assert_eq!(report.unsigned_tail, Some(0));
+}
+
+#[test]
+fn check_validates_the_signing_key_and_notes_an_unset_variable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((private, _)) = openssl_keys(dir.path(), "k") else {
+        return;
+    };
+    let key = SigningKey::from_file(&private).expect("key");
+    let policies = crate::cli::repo("policies");
+    let check = |audit: &str| {
+        let cfg = crate::cli::write_config(dir.path(), &policies, audit);
+        let o = crate::cli::run(&["-c", cfg.to_str().expect("utf-8"), "check"], &[]);
+        (
+            o.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let (code, out) = check(&format!(
+        "[audit]\nsigning_key_file = {:?}\n",
+        private.display().to_string()
+    ));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("ok, Ed25519, key id {}", key.key_id())),
+        "{out}"
+    );
+    assert!(!out.contains("PRIVATE KEY"), "{out}");
+
+    let (code, out) = check("[audit]\nsigning_key_file = \"${VPCEP_TEST_NO_SUCH_DIR}/k.pem\"\n");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("VPCEP_TEST_NO_SUCH_DIR is not set"), "{out}");
+
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "not a key").expect("write");
+    let (code, out) = check(&format!(
+        "[audit]\nsigning_key_file = {:?}\n",
+        bad.display().to_string()
+    ));
+    assert_eq!(code, Some(78), "{out}");
+    assert!(out.contains(&bad.display().to_string()), "{out}");
 }
 
 // ---------------------------------------------------------------------------------------
