@@ -1547,6 +1547,45 @@ fn removed_records_before_a_checkpoint_are_counted_against_it() {
 }
 
 #[test]
+fn a_rotated_signed_file_verifies_alone_with_from_and_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((private, public)) = openssl_keys(dir.path(), "k") else {
+        return;
+    };
+    let key = SigningKey::from_file(&private).expect("key");
+    let path = signed_log(dir.path(), &key);
+    let rotated = dir.path().join("audit.jsonl.1");
+    let mut w = open(&path, true);
+    assert_eq!(w.records(), 25);
+    std::fs::rename(&path, &rotated).expect("rotate");
+    w.reopen().expect("reopen");
+    let from = w.last_hash().to_owned();
+    write_records(&mut w, 4);
+    w.append_checkpoint(&key).expect("checkpoint");
+    write_records(&mut w, 1);
+    assert_eq!(w.records(), 31, "the count goes on across the rotation");
+    drop(w);
+    // A restart counts from the new file's checkpoint, without the rotated file.
+    assert_eq!(open(&path, false).records(), 31);
+
+    // The new file alone: --from for its first prev, the checkpoint's count anchors the
+    // rest and its signature covers it.
+    let opts = VerifyOptions {
+        from: Some(from),
+        key: Some(VerifyingKey::from_file(&public).expect("public key")),
+    };
+    let mut out = Vec::new();
+    let report = verify_files_with(std::slice::from_ref(&path), &opts, &mut out).expect("verify");
+    let out = String::from_utf8(out).expect("utf-8");
+    assert!(report.is_ok(), "{out}");
+    assert_eq!((report.signed, report.unsigned_tail), (1, Some(1)), "{out}");
+    // Both files, oldest first.
+    let (report, out) = verify_with_key(&[rotated, path], &public);
+    assert!(report.is_ok(), "{out}");
+    assert_eq!((report.records, report.signed), (31, 3));
+}
+
+#[test]
 fn a_checkpoint_signed_by_another_key_is_reported_with_its_key_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some((private, _)) = openssl_keys(dir.path(), "a") else {
