@@ -242,7 +242,7 @@ impl AuditWriter {
         let result = attach(path, self.fsync, Some(continued));
         let (new_state, outcome) = match result {
             Ok(a) => {
-                if a.last_hash != self.last_hash {
+                if a.last_hash != self.last_hash && self.last_hash != GENESIS_HASH {
                     tracing::warn!(
                         path = %path.display(),
                         "the audit log at the path ends in a line this writer did not write \
@@ -259,11 +259,16 @@ impl AuditWriter {
                 (st, Ok(()))
             }
             Err(e) => {
-                tracing::warn!(
-                    path = %path.display(),
-                    error = %error_chain(&e),
-                    "the audit log cannot be opened; no records can be written until it can"
-                );
+                // Said once per change, not at every retry.
+                let shown = error_chain(&e);
+                let same = matches!(state, FileState::NotOpen(prev) if error_chain(prev) == shown);
+                if !same {
+                    tracing::warn!(
+                        path = %path.display(),
+                        error = %shown,
+                        "the audit log cannot be opened; no records can be written until it can"
+                    );
+                }
                 (FileState::NotOpen(e.clone()), Err(e))
             }
         };
