@@ -128,12 +128,20 @@ struct OpenFile {
     partial_from: Option<u64>,
 }
 
+impl Drop for OpenFile {
+    /// Releases the lock as soon as the writer lets go of the file. Closing the handle
+    /// alone would not, while a duplicate of it lives on: a pending sync, or a child
+    /// process forked by another thread that has not reached `exec` yet.
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
 type FileId = (u64, u64);
 
 /// A file opened, locked and inspected by [`attach`].
 struct Attached {
-    file: File,
-    id: FileId,
+    open: OpenFile,
     last_hash: String,
     records: u64,
 }
@@ -155,15 +163,7 @@ impl AuditWriter {
             AuditPath::File(path) => path,
         };
         let (state, last_hash, records) = match attach(&path, fsync, None) {
-            Ok(a) => (
-                FileState::Open(OpenFile {
-                    file: a.file,
-                    id: a.id,
-                    partial_from: None,
-                }),
-                a.last_hash,
-                a.records,
-            ),
+            Ok(a) => (FileState::Open(a.open), a.last_hash, a.records),
             Err(e @ AuditError::Locked { .. }) => return Err(e),
             Err(e) => {
                 tracing::warn!(
@@ -249,11 +249,7 @@ impl AuditWriter {
                          (another file was put there); continuing the chain from its last line"
                     );
                 }
-                let st = FileState::Open(OpenFile {
-                    file: a.file,
-                    id: a.id,
-                    partial_from: None,
-                });
+                let st = FileState::Open(a.open);
                 self.last_hash = a.last_hash;
                 self.records = a.records;
                 (st, Ok(()))
@@ -288,9 +284,8 @@ impl AuditWriter {
                 }
             }
             self.unsynced = false;
-            // The new file (if any) is locked already; the old one is released now, not
-            // only when a pending sync drops its duplicate handle.
-            let _ = old.file.unlock();
+            // The new file (if any) is locked already; dropping the old one releases it.
+            drop(old);
         }
         if outcome.is_ok() {
             tracing::info!(path = %path.display(), "audit log open");
@@ -682,7 +677,7 @@ fn attach(
     // The path may be renamed between `open` and `flock` (a rotation): the file locked
     // must be the one the path names, so check and try again a few times.
     let mut tries = 0;
-    let (mut file, created, id) = loop {
+    let (mut open, created) = loop {
         tries += 1;
         let (file, created) = open_append(path)?;
         match file.try_lock() {
@@ -695,13 +690,19 @@ fn attach(
                 });
             }
         }
-        let id = handle_id(&file).map_err(|source| AuditError::Read {
+        // From here on dropping it (on any error) releases the lock.
+        let mut open = OpenFile {
+            file,
+            id: (0, 0),
+            partial_from: None,
+        };
+        open.id = handle_id(&open.file).map_err(|source| AuditError::Read {
             path: name(),
             source: source.into(),
         })?;
         match file_id(path) {
-            Ok(now) if now == id => break (file, created, id),
-            _ if tries >= 3 => break (file, created, id),
+            Ok(now) if now == open.id => break (open, created),
+            _ if tries >= 3 => break (open, created),
             _ => continue,
         }
     };
@@ -709,10 +710,9 @@ fn attach(
         sync_parent(path)?;
     }
     let prev = continued.as_ref().map(|(h, n)| (h.as_str(), *n));
-    let (last_hash, records) = inspect(&mut file, path, fsync, prev)?;
+    let (last_hash, records) = inspect(&mut open.file, path, fsync, prev)?;
     Ok(Attached {
-        file,
-        id,
+        open,
         last_hash,
         records,
     })
