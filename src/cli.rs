@@ -63,12 +63,31 @@ pub enum Command {
 /// `audit` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Verify that every line parses and the hash chain is unbroken across the files.
+    /// Verify that every line is a record and the hash chain is unbroken across the
+    /// files; report every break and go on. Exit 1 if there is any.
     Verify {
+        /// The `prev` the first line must carry instead of 64 zeros: the hash of the last
+        /// line of the files rotated away before the first one given.
+        #[arg(long, value_name = "HASH", value_parser = parse_hash)]
+        from: Option<String>,
+        /// Ed25519 public key (SPKI PEM, `openssl pkey -pubout`) every checkpoint's
+        /// signature must verify with; the records after the last checkpoint are reported
+        /// as an unsigned tail.
+        #[arg(long, value_name = "PUBKEY.pem")]
+        key: Option<PathBuf>,
         /// Audit files, oldest first.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+/// A line hash: 64 hex digits (taken in lowercase, as the audit log writes them).
+fn parse_hash(s: &str) -> Result<String, String> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err("expected 64 hex digits (the `prev` of the first line)".to_owned())
+    }
 }
 
 /// `eval` flags.

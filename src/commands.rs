@@ -20,8 +20,8 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Eval(args) => eval(&config_path, &args),
         Command::Test { files } => test(&config_path, &files),
         Command::Audit {
-            command: AuditCommand::Verify { files },
-        } => audit_verify(&files),
+            command: AuditCommand::Verify { from, key, files },
+        } => audit_verify(&files, from, key.as_deref()),
         Command::Run { once, dry_run } => run_daemon(&config_path, once, dry_run),
         Command::Healthcheck { url } => healthcheck(&config_path, url.as_deref()),
         #[cfg(feature = "sim")]
@@ -124,7 +124,40 @@ fn check(path: &Path) -> CmdResult {
         let _ = writeln!(out, "  policy {id}");
     }
     let _ = writeln!(out, "policy version: {}", policies.version());
+    if let Some(source) = &cfg.audit.signing_key_file {
+        let _ = writeln!(out, "{}", check_signing_key(source)?);
+    }
     Ok(0)
+}
+
+/// `[audit] signing_key_file` must load (README "Audit log"); a path with a `${VAR}` that
+/// is not set here (`CREDENTIALS_DIRECTORY` exists only inside the service) is said so,
+/// not failed.
+fn check_signing_key(source: &crate::config::SecretSource) -> Result<String, Failure> {
+    use crate::config::SecretSource;
+    if let SecretSource::File { template, .. } = source {
+        let unset = std::cell::RefCell::new(Vec::new());
+        let _ = crate::config::expand_vars(template, |v| {
+            let value = std::env::var(v).ok();
+            if value.is_none() {
+                unset.borrow_mut().push(v.to_owned());
+            }
+            value
+        });
+        if let Some(var) = unset.borrow().first() {
+            return Ok(format!(
+                "audit signing key {template}: not checked, environment variable {var} is not \
+                 set here"
+            ));
+        }
+    }
+    let key = crate::audit::SigningKey::load(source)
+        .map_err(|e| Failure::config(anyhow!(e).context("[audit] signing_key_file")))?;
+    Ok(format!(
+        "audit signing key {}: ok, Ed25519, key id {}",
+        key.path().display(),
+        key.key_id()
+    ))
 }
 
 fn eval_facts(cfg: &Config, a: &EvalArgs) -> Result<ConnectionFacts, Failure> {
@@ -249,14 +282,16 @@ fn test(path: &Path, files: &[PathBuf]) -> CmdResult {
     Ok(if summary.failed == 0 { 0 } else { EXIT_FAILURE })
 }
 
-fn audit_verify(files: &[PathBuf]) -> CmdResult {
+fn audit_verify(files: &[PathBuf], from: Option<String>, key: Option<&Path>) -> CmdResult {
+    let key = key
+        .map(crate::audit::VerifyingKey::from_file)
+        .transpose()
+        .map_err(Failure::runtime)?;
+    let opts = crate::audit::VerifyOptions { from, key };
     let mut out = std::io::stdout().lock();
-    let report = crate::audit::verify_files(files, &mut out).map_err(Failure::runtime)?;
-    Ok(if report.first_bad.is_none() {
-        0
-    } else {
-        EXIT_FAILURE
-    })
+    let report =
+        crate::audit::verify_files_with(files, &opts, &mut out).map_err(Failure::runtime)?;
+    Ok(if report.is_ok() { 0 } else { EXIT_FAILURE })
 }
 
 fn healthcheck(path: &Path, url: Option<&str>) -> CmdResult {

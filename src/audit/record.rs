@@ -1,5 +1,5 @@
-//! The two record kinds of the audit log, their exact line format (README "Audit log") and the
-//! strict parser `audit verify` uses.
+//! The three record kinds of the audit log (decision, outcome, checkpoint), their exact
+//! line format (README "Audit log") and the strict parser `audit verify` uses.
 //!
 //! A line is rendered by serde_json from a struct whose fields are declared in the order
 //! the format prescribes, so every string (descriptions included) is a JSON string with
@@ -90,13 +90,32 @@ pub fn new_decision_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// Either kind of record.
+/// A signed checkpoint (`kind: "checkpoint"`): how many lines the chain had before it and
+/// the hash of the last of them, signed with the audit signing key, so that a holder of
+/// the public key can tell that nothing up to here was changed, removed or inserted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointRecord {
+    /// Lines of the chain before this one.
+    pub records: u64,
+    /// Hex SHA-256 of the previous line: always equal to the line's `prev`.
+    pub head: String,
+    /// First 16 hex digits of the SHA-256 of the raw 32-byte Ed25519 public key.
+    pub key_id: String,
+    /// Base64 (standard, padded) Ed25519 signature over
+    /// [`crate::audit::checkpoint_message`] of `records`, `head` and the line's `ts`.
+    pub signature: String,
+}
+
+/// Any kind of record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditRecord {
     /// A `kind: "decision"` line.
     Decision(DecisionRecord),
     /// A `kind: "outcome"` line.
     Outcome(OutcomeRecord),
+    /// A `kind: "checkpoint"` line.
+    Checkpoint(CheckpointRecord),
 }
 
 /// One parsed line: the record plus the two fields the writer adds.
@@ -162,6 +181,17 @@ const OUTCOME_FIELDS: &[&str] = &[
     "prev",
 ];
 
+/// The checkpoint line's fields, in order.
+const CHECKPOINT_FIELDS: &[&str] = &[
+    "ts",
+    "kind",
+    "records",
+    "head",
+    "key_id",
+    "signature",
+    "prev",
+];
+
 /// The on-disk shape: `ts` and `kind` first, the record's fields, `prev` last.
 #[derive(Serialize)]
 struct Line<'a, R> {
@@ -200,6 +230,20 @@ pub(crate) fn render_outcome(
     })
 }
 
+/// Renders a checkpoint line (without the newline).
+pub(crate) fn render_checkpoint(
+    ts: &str,
+    rec: &CheckpointRecord,
+    prev: &str,
+) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&Line {
+        ts,
+        kind: "checkpoint",
+        record: rec,
+        prev,
+    })
+}
+
 /// Lowercase hex SHA-256 of a line's bytes (without its newline): the next line's `prev`.
 pub fn line_hash(line: &[u8]) -> String {
     hex::encode(Sha256::digest(line))
@@ -210,8 +254,11 @@ pub(crate) fn timestamp(clock: &dyn clock::Clock) -> String {
     clock::format_millis(clock.now())
 }
 
-/// Parses one line (without its newline) strictly: it must be exactly a decision or an
-/// outcome record as the writer renders it, no field missing, none added, none moved.
+/// Parses one line (without its newline) strictly: it must be exactly a decision, outcome
+/// or checkpoint record as the writer renders it, no field missing, none added, none
+/// moved. A checkpoint's `head` must equal its `prev`, its `key_id` be 16 lowercase hex
+/// digits and its `signature` the canonical base64 of 64 bytes (whether the signature is
+/// valid is for [`crate::audit::VerifyingKey`] to say).
 pub fn parse_line(line: &[u8]) -> Result<AuditLine, InvalidLine> {
     let bad = |m: String| InvalidLine(m);
     let value: serde_json::Value =
@@ -227,9 +274,10 @@ pub fn parse_line(line: &[u8]) -> Result<AuditLine, InvalidLine> {
     let fields = match kind.as_str() {
         "decision" => DECISION_FIELDS,
         "outcome" => OUTCOME_FIELDS,
+        "checkpoint" => CHECKPOINT_FIELDS,
         other => {
             return Err(bad(format!(
-                "unknown kind {other:?} (expected \"decision\" or \"outcome\")"
+                "unknown kind {other:?} (expected \"decision\", \"outcome\" or \"checkpoint\")"
             )));
         }
     };
@@ -255,16 +303,26 @@ pub fn parse_line(line: &[u8]) -> Result<AuditLine, InvalidLine> {
         )));
     }
     let rest = serde_json::Value::Object(map);
-    let (record, rendered) = if kind == "decision" {
-        let rec: DecisionRecord =
-            serde_json::from_value(rest).map_err(|e| bad(format!("decision record: {e}")))?;
-        let rendered = render_decision(&ts, &rec, &prev);
-        (AuditRecord::Decision(rec), rendered)
-    } else {
-        let rec: OutcomeRecord =
-            serde_json::from_value(rest).map_err(|e| bad(format!("outcome record: {e}")))?;
-        let rendered = render_outcome(&ts, &rec, &prev);
-        (AuditRecord::Outcome(rec), rendered)
+    let (record, rendered) = match kind.as_str() {
+        "decision" => {
+            let rec: DecisionRecord =
+                serde_json::from_value(rest).map_err(|e| bad(format!("decision record: {e}")))?;
+            let rendered = render_decision(&ts, &rec, &prev);
+            (AuditRecord::Decision(rec), rendered)
+        }
+        "outcome" => {
+            let rec: OutcomeRecord =
+                serde_json::from_value(rest).map_err(|e| bad(format!("outcome record: {e}")))?;
+            let rendered = render_outcome(&ts, &rec, &prev);
+            (AuditRecord::Outcome(rec), rendered)
+        }
+        _ => {
+            let rec: CheckpointRecord =
+                serde_json::from_value(rest).map_err(|e| bad(format!("checkpoint record: {e}")))?;
+            check_checkpoint(&rec, &prev).map_err(|m| bad(format!("checkpoint record: {m}")))?;
+            let rendered = render_checkpoint(&ts, &rec, &prev);
+            (AuditRecord::Checkpoint(rec), rendered)
+        }
     };
     let rendered = rendered.map_err(|e| bad(format!("{kind} record cannot be rendered: {e}")))?;
     if rendered != line {
@@ -274,6 +332,31 @@ pub fn parse_line(line: &[u8]) -> Result<AuditLine, InvalidLine> {
         )));
     }
     Ok(AuditLine { ts, record, prev })
+}
+
+/// The shape rules of a checkpoint beyond its field types.
+fn check_checkpoint(rec: &CheckpointRecord, prev: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    if rec.head != prev {
+        return Err("field `head` is not the line's `prev`".to_owned());
+    }
+    if rec.key_id.len() != 16
+        || !rec
+            .key_id
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err("field `key_id` is not 16 lowercase hex digits".to_owned());
+    }
+    let canonical = base64::engine::general_purpose::STANDARD
+        .decode(&rec.signature)
+        .ok()
+        .filter(|sig| sig.len() == 64)
+        .is_some_and(|sig| base64::engine::general_purpose::STANDARD.encode(sig) == rec.signature);
+    if !canonical {
+        return Err("field `signature` is not the base64 of a 64-byte signature".to_owned());
+    }
+    Ok(())
 }
 
 /// Checks that `ts` is what [`clock::format_millis`] produces.
@@ -287,7 +370,7 @@ fn check_ts(ts: &str) -> Result<(), String> {
 }
 
 /// True for 64 lowercase hex digits.
-fn is_hash(s: &str) -> bool {
+pub(crate) fn is_hash(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
@@ -474,6 +557,80 @@ mod tests {
                 AuditRecord::Decision(rec)
             );
         }
+    }
+
+    fn checkpoint() -> CheckpointRecord {
+        CheckpointRecord {
+            records: 1234,
+            head: "ab".repeat(32),
+            key_id: "0123456789abcdef".to_owned(),
+            signature: format!("{}==", "A".repeat(86)),
+        }
+    }
+
+    #[test]
+    fn checkpoint_line_has_the_exact_spec_shape() {
+        let head = "ab".repeat(32);
+        let line = render_checkpoint(TS, &checkpoint(), &head).expect("renders");
+        let expected = format!(
+            "{{\"ts\":\"{TS}\",\"kind\":\"checkpoint\",\"records\":1234,\"head\":\"{head}\",\
+             \"key_id\":\"0123456789abcdef\",\"signature\":\"{}==\",\"prev\":\"{head}\"}}",
+            "A".repeat(86)
+        );
+        assert_eq!(String::from_utf8(line.clone()).expect("utf-8"), expected);
+        assert_eq!(
+            parse_line(&line).expect("valid").record,
+            AuditRecord::Checkpoint(checkpoint())
+        );
+        let text = String::from_utf8(line).expect("utf-8");
+        let mut at = 0;
+        for f in CHECKPOINT_FIELDS {
+            at += text[at..]
+                .find(&format!("\"{f}\":"))
+                .expect("field in order");
+        }
+    }
+
+    #[test]
+    fn checkpoint_parse_rejects_each_kind_of_deviation() {
+        let head = "ab".repeat(32);
+        let good = String::from_utf8(render_checkpoint(TS, &checkpoint(), &head).expect("renders"))
+            .expect("utf-8");
+        parse_line(good.as_bytes()).expect("valid");
+        // `head` must be the line's `prev`.
+        let other = "cd".repeat(32);
+        let moved = good.replacen(
+            &format!("\"prev\":\"{head}\""),
+            &format!("\"prev\":\"{other}\""),
+            1,
+        );
+        assert!(
+            reason(&moved).contains("`head` is not the line's `prev`"),
+            "{}",
+            reason(&moved)
+        );
+        assert!(reason(&good.replace("0123456789abcdef", "0123456789ABCDEF")).contains("`key_id`"));
+        assert!(reason(&good.replace("0123456789abcdef", "0123")).contains("`key_id`"));
+        assert!(reason(&good.replace("AAAA==", "AAA===")).contains("`signature`"));
+        assert!(reason(&good.replace("AAAA==", "AA==")).contains("`signature`"));
+        assert!(
+            reason(&good.replace("\"records\":1234", "\"records\":-1"))
+                .contains("checkpoint record")
+        );
+        assert!(
+            reason(&good.replace("\"records\":1234", "\"records\":\"1234\""))
+                .contains("checkpoint record")
+        );
+        assert!(
+            reason(&good.replace(",\"key_id\"", ",\"x\":1,\"key_id\""))
+                .contains("unknown field `x`")
+        );
+        assert!(reason(&good.replace("\"records\":1234,", "")).contains("missing field `records`"));
+        let reordered = good.replace(
+            &format!("\"records\":1234,\"head\":\"{head}\""),
+            &format!("\"head\":\"{head}\",\"records\":1234"),
+        );
+        assert!(reason(&reordered).contains("exact written form"));
     }
 
     #[test]

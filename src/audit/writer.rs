@@ -1,17 +1,37 @@
-//! The appending side of the audit log: one `write` per line, the hash chain, group
-//! fsync, and reopening for logrotate.
+//! The appending side of the audit log: the one writer of a file, one `write` per line,
+//! the hash chain and its record count, group fsync, and following the configured path
+//! (README "Audit log").
+//!
+//! # One writer
+//! While it has a file open the writer holds an exclusive `flock` on it. Opening a file
+//! another process holds is [`AuditError::Locked`], so a second daemon (or a `run --once`
+//! beside the service) stops before it decides anything. Across a reopen the new file is
+//! locked before the old one is released.
+//!
+//! # Records only at the configured path
+//! [`AuditWriter::ensure_open`], called before each batch of records, compares the device
+//! and inode the path names with the open file's (one `stat`): a deleted, replaced or
+//! rotated file is noticed and the path is opened again, the chain (and count) continuing
+//! from the last line this writer wrote when the file at the path is new or empty. When
+//! the path cannot be opened (a directory in its place, a missing parent, no space, no
+//! file descriptors, ...) the writer is *not open*: it holds no file, every append fails
+//! with that OS error, [`AuditWriter::check_writable`] reports it, and the next
+//! `ensure_open` tries again. It never goes on writing into a file the path no longer
+//! names. [`AuditWriter::open`] itself ends in that state for any such error, so the
+//! daemon can stay up and unready; only a lock conflict is an error of `open`.
 //!
 //! # Continuing an existing file
 //! Opening a path that already holds lines continues the chain from its last line: the
-//! tail is found by reading backwards from the end in fixed-size chunks and the last line
-//! is hashed while streaming forward, so a multi-gigabyte file costs a few reads.
+//! tail is found by reading backwards from the end in fixed-size chunks, and the record
+//! count by reading backwards to the last checkpoint (every line is read only when there
+//! is no checkpoint).
 //!
 //! Damage at the end of the file is never repaired by deleting anything, because the
 //! audit log is evidence and only `audit verify` should judge it:
 //! - A *torn* last line (no trailing newline, e.g. a crash in the middle of a write) is
 //!   terminated with a newline and the chain continues from the hash of its bytes. If the
 //!   bytes happen to be a complete record, nothing is lost and the file still verifies;
-//!   otherwise `audit verify` reports that line as the first bad one.
+//!   otherwise `audit verify` reports that line as a torn line.
 //! - A last line that is not a valid record is kept, and the chain continues from its
 //!   hash, exactly as for a good line, so the chain never forks silently; `audit verify`
 //!   reports it.
@@ -21,23 +41,22 @@
 //! # Failed writes
 //! When a write fails part-way (disk full), the writer truncates the file back to its
 //! length before that write: the caller was told the record was not written, and its
-//! partial bytes are not a record. Whatever happens, the next append first reopens the
-//! path and re-reads its tail, so the chain continues from what is really on disk.
+//! partial bytes are not a record. If even that fails, the next append first terminates
+//! the partial bytes with a newline and continues the chain from them (as for a torn
+//! line), so no record is ever glued onto half a line.
 
-use super::AuditError;
 use super::record::{
-    DecisionRecord, GENESIS_HASH, MAX_LINE_BYTES, OutcomeRecord, line_hash, parse_line,
-    render_decision, render_outcome, timestamp,
+    CheckpointRecord, DecisionRecord, GENESIS_HASH, MAX_LINE_BYTES, OutcomeRecord, line_hash,
+    render_checkpoint, render_decision, render_outcome, timestamp,
 };
+use super::tail::{count_chain, read_at, scan_tail};
+use super::{AuditError, OsError, SigningKey, error_chain};
 use crate::clock::SharedClock;
 use crate::config::AuditPath;
-use sha2::{Digest, Sha256};
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-
-/// Size of the chunks used to find and hash the last line of an existing file.
-const TAIL_CHUNK: usize = 64 * 1024;
+use std::sync::Arc;
 
 /// Appends hash-chained records to the audit log (README "Audit log").
 ///
@@ -52,9 +71,11 @@ pub struct AuditWriter {
     clock: SharedClock,
     /// Hash of the last line in the chain: the next line's `prev`.
     last_hash: String,
+    /// Lines in the chain so far: the next checkpoint's `records`.
+    records: u64,
     /// Lines were written since the last successful fsync.
     unsynced: bool,
-    /// The last write or fsync failed; the next append re-reads the file's tail first.
+    /// The last write or fsync failed and none has succeeded since.
     failed: Option<String>,
     /// How many times `failed` was set: a sync that began before a later failure must
     /// not clear it.
@@ -79,7 +100,7 @@ impl PendingSync {
     pub fn wait(self) -> Result<(), AuditError> {
         self.file.sync_data().map_err(|source| AuditError::Sync {
             path: self.path,
-            source,
+            source: source.into(),
         })
     }
 }
@@ -87,49 +108,215 @@ impl PendingSync {
 #[derive(Debug)]
 enum Sink {
     Stdout(io::Stdout),
-    File { path: PathBuf, file: File },
+    File { path: PathBuf, state: FileState },
+}
+
+#[derive(Debug)]
+enum FileState {
+    /// The file the path named when it was opened, locked.
+    Open(OpenFile),
+    /// No file: the error of the last attempt to open the path.
+    NotOpen(AuditError),
+}
+
+#[derive(Debug)]
+struct OpenFile {
+    file: File,
+    /// Device and inode, to tell whether the path still names this file.
+    id: FileId,
+    /// A failed write left bytes after this offset that could not be truncated away.
+    partial_from: Option<u64>,
+}
+
+impl Drop for OpenFile {
+    /// Releases the lock as soon as the writer lets go of the file. Closing the handle
+    /// alone would not, while a duplicate of it lives on: a pending sync, or a child
+    /// process forked by another thread that has not reached `exec` yet.
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+type FileId = (u64, u64);
+
+/// A file opened, locked and inspected by [`attach`].
+struct Attached {
+    open: OpenFile,
+    last_hash: String,
+    records: u64,
 }
 
 impl AuditWriter {
     /// Opens the audit log. An existing file is continued from its last line (see the
-    /// module docs for a torn or invalid last line); a new file starts a chain with 64
-    /// zeros. With `fsync`, the directory of a newly created file is synced too, so the
-    /// file itself survives a crash.
+    /// module docs for a torn or invalid last line) and its record count; a new file
+    /// starts a chain with 64 zeros. With `fsync`, the directory of a newly created file
+    /// is synced too, so the file itself survives a crash.
+    ///
+    /// Only [`AuditError::Locked`] (another process writes the file) is an error: when the
+    /// path cannot be opened for any other reason, the writer is returned *not open* (see
+    /// [`AuditWriter::is_open`]) and tries again at each [`AuditWriter::ensure_open`].
     pub fn open(target: AuditPath, fsync: bool, clock: SharedClock) -> Result<Self, AuditError> {
-        let sink = match target {
+        let path = match target {
             AuditPath::Stdout => {
-                return Ok(Self {
-                    sink: Sink::Stdout(io::stdout()),
-                    fsync,
-                    clock,
-                    last_hash: GENESIS_HASH.to_owned(),
-                    unsynced: false,
-                    failed: None,
-                    failures: 0,
-                });
+                return Ok(Self::with_sink(Sink::Stdout(io::stdout()), fsync, clock));
             }
             AuditPath::File(path) => path,
         };
-        let (file, last_hash) = attach(&sink, fsync, GENESIS_HASH)?;
-        Ok(Self {
-            sink: Sink::File { path: sink, file },
+        let (state, last_hash, records) = match attach(&path, fsync, None) {
+            Ok(a) => (FileState::Open(a.open), a.last_hash, a.records),
+            Err(e @ AuditError::Locked { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %error_chain(&e),
+                    "the audit log cannot be opened; no records can be written until it can \
+                     (tried again before every batch)"
+                );
+                (FileState::NotOpen(e), GENESIS_HASH.to_owned(), 0)
+            }
+        };
+        let mut w = Self::with_sink(Sink::File { path, state }, fsync, clock);
+        w.last_hash = last_hash;
+        w.records = records;
+        Ok(w)
+    }
+
+    fn with_sink(sink: Sink, fsync: bool, clock: SharedClock) -> Self {
+        Self {
+            sink,
             fsync,
             clock,
-            last_hash,
+            last_hash: GENESIS_HASH.to_owned(),
+            records: 0,
             unsynced: false,
             failed: None,
             failures: 0,
-        })
+        }
+    }
+
+    /// Makes sure records go to the file the path names now; call before each batch of
+    /// records. One `stat` when nothing changed. When the path names another file (or
+    /// none), or the writer is not open, the path is opened again ([`Self::reopen`]).
+    /// `Err` when the writer is not open afterwards: no record can be written, so no
+    /// action may be sent. A no-op for stdout.
+    pub fn ensure_open(&mut self) -> Result<(), AuditError> {
+        let Sink::File { path, state } = &self.sink else {
+            return Ok(());
+        };
+        if let FileState::Open(open) = state {
+            match file_id(path) {
+                Ok(id) if id == open.id => return Ok(()),
+                Ok(_) => tracing::warn!(
+                    path = %path.display(),
+                    "the audit log path names another file than the one open (replaced or \
+                     rotated); opening it, the chain continues"
+                ),
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    error = %OsError::from(e),
+                    "the audit log path no longer names the open file (deleted?); opening \
+                     it again, the chain continues"
+                ),
+            }
+        }
+        self.reopen_path()
+    }
+
+    /// Reopens the path (SIGHUP, after logrotate moved the file away). If the path still
+    /// names the open file, nothing changes. Otherwise the new file is opened and locked,
+    /// then the old one is released: if the new file holds lines, the chain continues
+    /// from its last line; if it is new or empty, from the last line this writer wrote,
+    /// so `audit verify old new` checks across the rotation. When the path cannot be
+    /// opened the writer is not open (it never writes on into the old file) and
+    /// [`Self::ensure_open`] tries again. A no-op for stdout.
+    pub fn reopen(&mut self) -> Result<(), AuditError> {
+        self.ensure_open()
+    }
+
+    /// Opens the path anew, replacing the open file (or the not-open state).
+    fn reopen_path(&mut self) -> Result<(), AuditError> {
+        let continued = (self.last_hash.clone(), self.records);
+        let Sink::File { path, state } = &mut self.sink else {
+            return Ok(());
+        };
+        let result = attach(path, self.fsync, Some(continued));
+        let (new_state, outcome) = match result {
+            Ok(a) => {
+                if a.last_hash != self.last_hash && self.last_hash != GENESIS_HASH {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "the audit log at the path ends in a line this writer did not write \
+                         (another file was put there); continuing the chain from its last line"
+                    );
+                }
+                let st = FileState::Open(a.open);
+                self.last_hash = a.last_hash;
+                self.records = a.records;
+                (st, Ok(()))
+            }
+            Err(e) => {
+                // Said once per change, not at every retry.
+                let shown = error_chain(&e);
+                let same = matches!(state, FileState::NotOpen(prev) if error_chain(prev) == shown);
+                if !same {
+                    tracing::warn!(
+                        path = %path.display(),
+                        error = %shown,
+                        "the audit log cannot be opened; no records can be written until it can"
+                    );
+                }
+                (FileState::NotOpen(e.clone()), Err(e))
+            }
+        };
+        let old = std::mem::replace(state, new_state);
+        if let FileState::Open(old) = old {
+            // Lines appended to the old file but not yet synced are made durable before
+            // it is let go (a later sync would only reach the new file).
+            if self.fsync && self.unsynced {
+                let shown = path.display().to_string();
+                if let Err(source) = old.file.sync_data() {
+                    let e = AuditError::Sync {
+                        path: shown,
+                        source: source.into(),
+                    };
+                    self.failed = Some(error_chain(&e));
+                    self.failures += 1;
+                }
+            }
+            self.unsynced = false;
+            // The new file (if any) is locked already; dropping the old one releases it.
+            drop(old);
+        }
+        if outcome.is_ok() {
+            tracing::info!(path = %path.display(), "audit log open");
+        }
+        outcome
     }
 
     /// Appends a decision record (one write of the line and its newline).
     pub fn append_decision(&mut self, rec: &DecisionRecord) -> Result<(), AuditError> {
-        self.append_with(|ts, prev| render_decision(ts, rec, prev))
+        self.append_with(|ts, prev, _| render_decision(ts, rec, prev))
     }
 
     /// Appends an outcome record (one write of the line and its newline).
     pub fn append_outcome(&mut self, rec: &OutcomeRecord) -> Result<(), AuditError> {
-        self.append_with(|ts, prev| render_outcome(ts, rec, prev))
+        self.append_with(|ts, prev, _| render_outcome(ts, rec, prev))
+    }
+
+    /// Appends a checkpoint record signed with `key`: `records` is [`Self::records`],
+    /// `head` the hash of the previous line (64 zeros on a first line). Like any other
+    /// line it is durable after the next [`Self::sync`] (or `begin_sync`/`sync_done`), so
+    /// call one of them after it as after a batch of decisions.
+    pub fn append_checkpoint(&mut self, key: &SigningKey) -> Result<(), AuditError> {
+        self.append_with(|ts, prev, records| {
+            let rec = CheckpointRecord {
+                records,
+                head: prev.to_owned(),
+                key_id: key.key_id().to_owned(),
+                signature: key.sign_checkpoint(records, prev, ts),
+            };
+            render_checkpoint(ts, &rec, prev)
+        })
     }
 
     /// Makes every line appended so far durable: `fdatasync` when the writer was opened
@@ -139,12 +326,19 @@ impl AuditWriter {
         let result = match &mut self.sink {
             Sink::Stdout(out) => out.flush().map_err(|source| AuditError::Write {
                 path: "stdout".to_owned(),
-                source,
+                source: source.into(),
             }),
             Sink::File { .. } if !self.fsync || !self.unsynced => Ok(()),
-            Sink::File { path, file } => file.sync_data().map_err(|source| AuditError::Sync {
+            Sink::File {
+                state: FileState::NotOpen(e),
+                ..
+            } => Err(e.clone()),
+            Sink::File {
+                path,
+                state: FileState::Open(open),
+            } => open.file.sync_data().map_err(|source| AuditError::Sync {
                 path: path.display().to_string(),
-                source,
+                source: source.into(),
             }),
         };
         match &result {
@@ -161,8 +355,9 @@ impl AuditWriter {
 
     /// The first half of a sync that does not hold the writer while the disk works: flushes
     /// stdout, or hands out a duplicate of the file handle whose `fdatasync` makes every
-    /// line appended before this call durable. `None` when fsync is off. It is handed out
-    /// even when another sync is under way, because that one may have started before this
+    /// line appended before this call durable. `None` when fsync is off (or nothing can be
+    /// synced: the writer is not open and holds no unsynced lines). It is handed out even
+    /// when another sync is under way, because that one may have started before this
     /// caller's lines were written. Run [`PendingSync::wait`] off the async threads and
     /// report the result with [`AuditWriter::sync_done`]; other tasks keep appending
     /// meanwhile.
@@ -170,11 +365,24 @@ impl AuditWriter {
         match &mut self.sink {
             Sink::Stdout(_) => self.sync().map(|()| None),
             Sink::File { .. } if !self.fsync => Ok(None),
-            Sink::File { path, file } => {
+            Sink::File {
+                state: FileState::NotOpen(e),
+                ..
+            } => {
+                if self.unsynced {
+                    Err(e.clone())
+                } else {
+                    Ok(None)
+                }
+            }
+            Sink::File {
+                path,
+                state: FileState::Open(open),
+            } => {
                 let shown = path.display().to_string();
-                let dup = file.try_clone().map_err(|source| AuditError::Sync {
+                let dup = open.file.try_clone().map_err(|source| AuditError::Sync {
                     path: shown.clone(),
-                    source,
+                    source: source.into(),
                 })?;
                 Ok(Some(PendingSync {
                     file: dup,
@@ -188,8 +396,7 @@ impl AuditWriter {
     /// Records how a [`PendingSync`] ended (`epoch` from [`PendingSync::epoch`]): a
     /// failure means the lines are not known to be durable and the log is not writable
     /// until a later sync succeeds. A success clears only failures from before the sync
-    /// began: a write that failed meanwhile stays failed (and the next append re-reads
-    /// the file's tail).
+    /// began: a write that failed meanwhile stays failed.
     pub fn sync_done(&mut self, epoch: u64, result: &Result<(), AuditError>) {
         match result {
             Ok(()) if self.failures == epoch => self.failed = None,
@@ -206,28 +413,6 @@ impl AuditWriter {
         self.failures += 1;
     }
 
-    /// Reopens the path (SIGHUP after logrotate moved the file away). If the path now
-    /// holds lines, the chain continues from its last line; if it is new or empty, the
-    /// chain continues from the last line this writer wrote, so `audit verify old new`
-    /// checks across the rotation. A no-op for stdout.
-    pub fn reopen(&mut self) -> Result<(), AuditError> {
-        let Sink::File { path, file } = &mut self.sink else {
-            return Ok(());
-        };
-        let (new_file, hash) = attach(path, self.fsync, &self.last_hash)?;
-        if hash != self.last_hash {
-            tracing::warn!(
-                path = %path.display(),
-                "the audit log's last line is not the last line this writer wrote (a failed \
-                 write left a partial line, or another process wrote); continuing the chain \
-                 from the file's last line"
-            );
-        }
-        *file = new_file;
-        self.last_hash = hash;
-        Ok(())
-    }
-
     /// The file path, or `None` for stdout.
     pub fn path(&self) -> Option<&Path> {
         match &self.sink {
@@ -236,25 +421,76 @@ impl AuditWriter {
         }
     }
 
+    /// Whether a file is open (always true for stdout). When false, every append fails
+    /// and [`Self::ensure_open`] tries the path again.
+    pub fn is_open(&self) -> bool {
+        !matches!(
+            self.sink,
+            Sink::File {
+                state: FileState::NotOpen(_),
+                ..
+            }
+        )
+    }
+
     /// Hex SHA-256 of the last line of the chain (64 zeros before the first line).
     pub fn last_hash(&self) -> &str {
         &self.last_hash
     }
 
-    /// For `/readyz`: fails while the last write or fsync has failed (until an append or
-    /// fsync succeeds again), or when the open file can no longer be inspected.
+    /// Lines in the chain so far (`vpcep_approver_audit_records_total`): at start, the
+    /// last checkpoint's `records` plus 1 plus the lines after it, else every line of the
+    /// file; then one more per line appended, across reopens and rotations.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// For `/readyz`: fails while the writer is not open, while the last write or fsync
+    /// has failed (until an append or fsync succeeds again), or when the path no longer
+    /// names the open file (until [`Self::ensure_open`] follows it). The reason carries
+    /// the OS error and its name. One `stat` and one `fstat`.
     pub fn check_writable(&self) -> Result<(), AuditError> {
-        if let Some(reason) = &self.failed {
-            return Err(AuditError::NotWritable {
-                path: self.name(),
-                reason: reason.clone(),
-            });
+        let not_writable = |reason: String| AuditError::NotWritable {
+            path: self.name(),
+            reason,
+        };
+        if let Sink::File {
+            state: FileState::NotOpen(e),
+            ..
+        } = &self.sink
+        {
+            return Err(not_writable(error_chain(e)));
         }
-        if let Sink::File { path, file } = &self.sink {
-            file.metadata().map_err(|source| AuditError::Write {
-                path: path.display().to_string(),
-                source,
+        if let Some(reason) = &self.failed {
+            return Err(not_writable(reason.clone()));
+        }
+        if let Sink::File {
+            path,
+            state: FileState::Open(open),
+        } = &self.sink
+        {
+            open.file.metadata().map_err(|source| {
+                not_writable(error_chain(&AuditError::Write {
+                    path: path.display().to_string(),
+                    source: source.into(),
+                }))
             })?;
+            match file_id(path) {
+                Ok(id) if id == open.id => {}
+                Ok(_) => {
+                    return Err(not_writable(
+                        "the path names another file than the one open (replaced or \
+                         rotated); it is opened before the next records"
+                            .to_owned(),
+                    ));
+                }
+                Err(e) => {
+                    return Err(not_writable(format!(
+                        "the path no longer names the open file: {}",
+                        OsError::from(e)
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -267,22 +503,26 @@ impl AuditWriter {
         }
     }
 
-    /// Renders the next line with the current time and `prev`, writes it in one call and
-    /// advances the chain only when the write succeeded.
+    /// Renders the next line with the current time, `prev` and the record count, writes
+    /// it in one call and advances the chain only when the write succeeded.
     fn append_with(
         &mut self,
-        render: impl FnOnce(&str, &str) -> Result<Vec<u8>, serde_json::Error>,
+        render: impl FnOnce(&str, &str, u64) -> Result<Vec<u8>, serde_json::Error>,
     ) -> Result<(), AuditError> {
-        if self.failed.is_some() {
-            // The file may hold a partial line that could not be rolled back: re-read the
-            // tail so the chain continues from what is on disk.
-            self.reopen().inspect_err(|e| self.fail(e))?;
+        if let Sink::File {
+            state: FileState::NotOpen(e),
+            ..
+        } = &self.sink
+        {
+            return Err(e.clone());
         }
+        self.terminate_partial().inspect_err(|e| self.fail(e))?;
         let ts = timestamp(&*self.clock);
-        let mut line = render(&ts, &self.last_hash).map_err(|source| AuditError::Serialize {
-            path: self.name(),
-            source,
-        })?;
+        let mut line =
+            render(&ts, &self.last_hash, self.records).map_err(|source| AuditError::Serialize {
+                path: self.name(),
+                source: Arc::new(source),
+            })?;
         if line.len() > MAX_LINE_BYTES {
             return Err(AuditError::TooLarge {
                 path: self.name(),
@@ -294,6 +534,7 @@ impl AuditWriter {
         match self.write_line(&line) {
             Ok(()) => {
                 self.last_hash = hash;
+                self.records += 1;
                 self.unsynced = true;
                 self.failed = None;
                 Ok(())
@@ -305,8 +546,73 @@ impl AuditWriter {
         }
     }
 
+    /// After a failed write whose partial bytes could not be truncated: tries the
+    /// truncation again, and if it still fails, terminates those bytes with a newline and
+    /// continues the chain from them, so the next line starts on a line of its own.
+    fn terminate_partial(&mut self) -> Result<(), AuditError> {
+        let Sink::File {
+            path,
+            state: FileState::Open(open),
+        } = &mut self.sink
+        else {
+            return Ok(());
+        };
+        let Some(from) = open.partial_from else {
+            return Ok(());
+        };
+        let name = || path.display().to_string();
+        let write_err = |source: io::Error| AuditError::Write {
+            path: name(),
+            source: source.into(),
+        };
+        let len = open.file.metadata().map_err(write_err)?.len();
+        if len == from || (len > from && open.file.set_len(from).is_ok()) {
+            open.partial_from = None;
+            return Ok(());
+        }
+        if len < from {
+            // Someone truncated the file meanwhile: continue from what is there.
+            let (hash, records) = inspect(
+                &mut open.file,
+                path,
+                self.fsync,
+                Some((&self.last_hash, self.records)),
+            )?;
+            self.last_hash = hash;
+            self.records = records;
+            open.partial_from = None;
+            return Ok(());
+        }
+        let partial_len = usize::try_from(len - from).map_err(|_| {
+            write_err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "partial line too long",
+            ))
+        })?;
+        let mut partial = vec![0u8; partial_len];
+        read_at(&open.file, &mut partial, from).map_err(|source| AuditError::Read {
+            path: name(),
+            source: source.into(),
+        })?;
+        if partial.last() == Some(&b'\n') {
+            partial.pop();
+        } else {
+            open.file.write_all(b"\n").map_err(write_err)?;
+        }
+        tracing::warn!(
+            path = %path.display(),
+            "a failed write left part of a line that could not be removed; terminating it \
+             and continuing the chain from it (audit verify reports it as a torn line)"
+        );
+        self.last_hash = line_hash(&partial);
+        self.records += 1;
+        self.unsynced = true;
+        open.partial_from = None;
+        Ok(())
+    }
+
     /// One `write_all` of the whole line (a single `write` unless the kernel writes
-    /// short); on a file, a failed write is rolled back to the previous length.
+    /// short); on a file, a failed write is truncated back to the previous length.
     fn write_line(&mut self, line: &[u8]) -> Result<(), AuditError> {
         match &mut self.sink {
             Sink::Stdout(out) => {
@@ -317,54 +623,118 @@ impl AuditWriter {
                     .and_then(|()| out.flush())
                     .map_err(|source| AuditError::Write {
                         path: "stdout".to_owned(),
-                        source,
+                        source: source.into(),
                     })
             }
-            Sink::File { path, file } => {
-                let before = file.metadata().map(|m| m.len());
-                file.write_all(line).map_err(|source| {
-                    if let Ok(len) = before {
-                        // Best effort: if this fails too, the next append re-reads the
-                        // tail and terminates the partial line instead.
-                        let _ = file.set_len(len);
+            Sink::File {
+                state: FileState::NotOpen(e),
+                ..
+            } => Err(e.clone()),
+            Sink::File {
+                path,
+                state: FileState::Open(open),
+            } => {
+                let write_err = |source: io::Error| AuditError::Write {
+                    path: path.display().to_string(),
+                    source: source.into(),
+                };
+                // Without the length there would be no way back from a partial write.
+                let before = open.file.metadata().map_err(write_err)?.len();
+                open.file.write_all(line).map_err(|source| {
+                    if open.file.set_len(before).is_err() {
+                        open.partial_from = Some(before);
                     }
-                    AuditError::Write {
-                        path: path.display().to_string(),
-                        source,
-                    }
+                    write_err(source)
                 })
             }
         }
     }
 }
 
-/// The error and its sources on one line, for `/readyz`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
-        cur = src.source();
-    }
-    s
+/// Device and inode of the file `path` names (following symlinks, as `open` does).
+#[cfg(unix)]
+fn file_id(path: &Path) -> io::Result<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map(|m| (m.dev(), m.ino()))
 }
 
-/// Opens (or creates) `path` for appending and returns it with the hash the next line
-/// must carry as `prev`: the hash of the file's last line, or `fallback` when the file is
-/// new or empty. A torn last line is terminated first.
-fn attach(path: &Path, fsync: bool, fallback: &str) -> Result<(File, String), AuditError> {
+#[cfg(unix)]
+fn handle_id(file: &File) -> io::Result<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().map(|m| (m.dev(), m.ino()))
+}
+
+/// Opens (or creates) `path` for appending, locks it and returns it with the hash the
+/// next line must carry as `prev` and the chain's record count so far. When the file is
+/// new or empty, both come from `continued` (this writer's chain) or start a new chain.
+/// A torn last line is terminated first.
+fn attach(
+    path: &Path,
+    fsync: bool,
+    continued: Option<(String, u64)>,
+) -> Result<Attached, AuditError> {
     let name = || path.display().to_string();
-    let (mut file, created) = open_append(path)?;
+    // The path may be renamed between `open` and `flock` (a rotation): the file locked
+    // must be the one the path names, so check and try again a few times.
+    let mut tries = 0;
+    let (mut open, created) = loop {
+        tries += 1;
+        let (file, created) = open_append(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(AuditError::Locked { path: name() }),
+            Err(TryLockError::Error(source)) => {
+                return Err(AuditError::Lock {
+                    path: name(),
+                    source: source.into(),
+                });
+            }
+        }
+        // From here on dropping it (on any error) releases the lock.
+        let mut open = OpenFile {
+            file,
+            id: (0, 0),
+            partial_from: None,
+        };
+        open.id = handle_id(&open.file).map_err(|source| AuditError::Read {
+            path: name(),
+            source: source.into(),
+        })?;
+        match file_id(path) {
+            Ok(now) if now == open.id => break (open, created),
+            _ if tries >= 3 => break (open, created),
+            _ => continue,
+        }
+    };
     if created && fsync {
         sync_parent(path)?;
     }
-    let tail = scan_tail(&file).map_err(|source| AuditError::Read {
+    let prev = continued.as_ref().map(|(h, n)| (h.as_str(), *n));
+    let (last_hash, records) = inspect(&mut open.file, path, fsync, prev)?;
+    Ok(Attached {
+        open,
+        last_hash,
+        records,
+    })
+}
+
+/// Reads the end of an open file: terminates a torn last line, and returns the hash of
+/// the last line and the chain's record count. An empty file continues `continued` (or
+/// starts a chain); a file ending in `continued`'s hash keeps its count; any other is
+/// counted by [`count_chain`].
+fn inspect(
+    file: &mut File,
+    path: &Path,
+    fsync: bool,
+    continued: Option<(&str, u64)>,
+) -> Result<(String, u64), AuditError> {
+    let name = || path.display().to_string();
+    let tail = scan_tail(file).map_err(|source| AuditError::Read {
         path: name(),
-        source,
+        source: source.into(),
     })?;
     let Some(tail) = tail else {
-        return Ok((file, fallback.to_owned()));
+        return Ok(continued.map_or((GENESIS_HASH.to_owned(), 0), |(h, n)| (h.to_owned(), n)));
     };
     if tail.torn {
         tracing::warn!(
@@ -375,12 +745,12 @@ fn attach(path: &Path, fsync: bool, fallback: &str) -> Result<(File, String), Au
         );
         file.write_all(b"\n").map_err(|source| AuditError::Write {
             path: name(),
-            source,
+            source: source.into(),
         })?;
         if fsync {
             file.sync_data().map_err(|source| AuditError::Sync {
                 path: name(),
-                source,
+                source: source.into(),
             })?;
         }
     } else if tail.valid == Some(false) {
@@ -390,7 +760,14 @@ fn attach(path: &Path, fsync: bool, fallback: &str) -> Result<(File, String), Au
              it, audit verify will report it"
         );
     }
-    Ok((file, tail.hash))
+    let records = match continued {
+        Some((hash, n)) if hash == tail.hash => n,
+        _ => count_chain(file).map_err(|source| AuditError::Read {
+            path: name(),
+            source: source.into(),
+        })?,
+    };
+    Ok((tail.hash, records))
 }
 
 /// Opens `path` for reading and appending, creating it with mode 0640 (less if the umask
@@ -411,7 +788,7 @@ fn open_append(path: &Path) -> Result<(File, bool), AuditError> {
     };
     result.map_err(|source| AuditError::Open {
         path: path.display().to_string(),
-        source,
+        source: source.into(),
     })
 }
 
@@ -425,95 +802,17 @@ fn sync_parent(path: &Path) -> Result<(), AuditError> {
         .and_then(|d| d.sync_all())
         .map_err(|source| AuditError::Sync {
             path: dir.display().to_string(),
-            source,
+            source: source.into(),
         })
-}
-
-/// What the end of an existing file looks like.
-#[derive(Debug)]
-struct Tail {
-    /// Hash of the last line's bytes (without its newline).
-    hash: String,
-    /// The file does not end with a newline.
-    torn: bool,
-    /// Whether the last line parses as a record (`None`: too long to check).
-    valid: Option<bool>,
-}
-
-/// Finds and hashes the last line of `file` without reading more than that line (plus
-/// one chunk). `None` for an empty file.
-fn scan_tail(file: &File) -> io::Result<Option<Tail>> {
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(None);
-    }
-    let mut last = [0u8; 1];
-    read_at(file, &mut last, len - 1)?;
-    let torn = last[0] != b'\n';
-    let end = if torn { len } else { len - 1 };
-
-    // Backwards to the newline before the last line.
-    let mut buf = vec![0u8; TAIL_CHUNK];
-    let mut start = 0;
-    let mut pos = end;
-    while pos > 0 {
-        let n = chunk_len(pos);
-        pos -= n as u64;
-        read_at(file, &mut buf[..n], pos)?;
-        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
-            start = pos + i as u64 + 1;
-            break;
-        }
-    }
-
-    // Forwards over the last line, hashing it (and keeping it, if small enough to parse).
-    let line_len = end - start;
-    let keep = usize::try_from(line_len).is_ok_and(|l| l <= MAX_LINE_BYTES);
-    let mut kept = Vec::new();
-    let mut hasher = Sha256::new();
-    let mut pos = start;
-    while pos < end {
-        let n = chunk_len(end - pos);
-        read_at(file, &mut buf[..n], pos)?;
-        hasher.update(&buf[..n]);
-        if keep {
-            kept.extend_from_slice(&buf[..n]);
-        }
-        pos += n as u64;
-    }
-    Ok(Some(Tail {
-        hash: hex::encode(hasher.finalize()),
-        torn,
-        valid: keep.then(|| parse_line(&kept).is_ok()),
-    }))
-}
-
-/// `min(remaining, TAIL_CHUNK)` as a buffer length.
-fn chunk_len(remaining: u64) -> usize {
-    usize::try_from(remaining).map_or(TAIL_CHUNK, |r| r.min(TAIL_CHUNK))
-}
-
-/// Reads exactly `buf.len()` bytes at `offset`, leaving the append position alone.
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-}
-
-/// Reads exactly `buf.len()` bytes at `offset`.
-#[cfg(not(unix))]
-fn read_at(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    file.seek(SeekFrom::Start(offset))?;
-    file.read_exact(buf)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::audit::record::{AuditRecord, parse_line};
+    use crate::audit::{VerifyOptions, verify_files, verify_files_with};
     use crate::clock::FixedClock;
     use crate::decision::{Action, Outcome};
-    use std::sync::Arc;
 
     fn clock() -> SharedClock {
         Arc::new(FixedClock(
@@ -521,6 +820,14 @@ mod tests {
                 .expect("valid")
                 .with_timezone(&chrono::Utc),
         ))
+    }
+
+    fn key() -> SigningKey {
+        SigningKey::from_pem(
+            crate::audit::key::TEST_KEY_PEM.as_bytes(),
+            Path::new("test.pem"),
+        )
+        .expect("valid key")
     }
 
     fn outcome(message: &str) -> OutcomeRecord {
@@ -546,64 +853,30 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn tail_of_an_empty_file_is_none() {
-        let f = tempfile::tempfile().expect("tempfile");
-        assert!(scan_tail(&f).expect("scan").is_none());
+    fn open(path: &Path, fsync: bool) -> AuditWriter {
+        AuditWriter::open(AuditPath::File(path.to_owned()), fsync, clock()).expect("open")
     }
 
-    #[test]
-    fn tail_finds_the_last_line_across_chunk_boundaries() {
-        // Last lines shorter than, equal to and several times longer than a chunk, after
-        // lines that are longer than a chunk too.
-        for last_len in [
-            0,
-            1,
-            TAIL_CHUNK - 1,
-            TAIL_CHUNK,
-            TAIL_CHUNK + 1,
-            3 * TAIL_CHUNK + 7,
-        ] {
-            for torn in [false, true] {
-                let mut f = tempfile::tempfile().expect("tempfile");
-                let first = vec![b'a'; 2 * TAIL_CHUNK + 3];
-                let last = vec![b'b'; last_len];
-                f.write_all(&first).expect("write");
-                f.write_all(b"\n").expect("write");
-                f.write_all(&last).expect("write");
-                if !torn {
-                    f.write_all(b"\n").expect("write");
-                }
-                let tail = scan_tail(&f).expect("scan").expect("not empty");
-                // Nothing after the first line's newline: that line is the last one.
-                let expected = if torn && last_len == 0 { &first } else { &last };
-                assert_eq!(tail.hash, line_hash(expected), "len {last_len} torn {torn}");
-                assert_eq!(tail.torn, torn && last_len > 0, "len {last_len}");
-                assert_eq!(tail.valid, Some(false));
-            }
-        }
-    }
-
-    #[test]
-    fn tail_of_a_single_line_without_newline() {
-        let mut f = tempfile::tempfile().expect("tempfile");
-        f.write_all(b"xyz").expect("write");
-        let tail = scan_tail(&f).expect("scan").expect("not empty");
-        assert!(tail.torn);
-        assert_eq!(tail.hash, line_hash(b"xyz"));
+    fn verify_ok(paths: &[PathBuf]) -> crate::audit::VerifyReport {
+        let mut out = Vec::new();
+        let report = verify_files(paths, &mut out).expect("verify");
+        assert!(report.is_ok(), "{}", String::from_utf8_lossy(&out));
+        report
     }
 
     #[test]
     fn chain_links_each_line_to_the_previous_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
-        let mut w = AuditWriter::open(AuditPath::File(path.clone()), false, clock()).expect("open");
+        let mut w = open(&path, false);
         assert_eq!(w.last_hash(), GENESIS_HASH);
         assert_eq!(w.path(), Some(path.as_path()));
+        assert_eq!(w.records(), 0);
         for i in 0..3 {
             w.append_outcome(&outcome(&format!("try {i}")))
                 .expect("append");
         }
+        assert_eq!(w.records(), 3);
         w.sync().expect("sync");
         let lines = lines(&path);
         assert_eq!(lines.len(), 3);
@@ -623,8 +896,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
         std::fs::write(&path, b"{\"ts\":\"2026-").expect("write");
-        let mut w = AuditWriter::open(AuditPath::File(path.clone()), true, clock()).expect("open");
+        let mut w = open(&path, true);
         assert_eq!(w.last_hash(), line_hash(b"{\"ts\":\"2026-"));
+        assert_eq!(w.records(), 1, "the torn line is a line of the chain");
         w.append_outcome(&outcome("after")).expect("append");
         w.sync().expect("sync");
         let lines = lines(&path);
@@ -639,22 +913,19 @@ mod tests {
     fn complete_record_missing_only_its_newline_is_kept_intact() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
-        let mut w = AuditWriter::open(AuditPath::File(path.clone()), false, clock()).expect("open");
+        let mut w = open(&path, false);
         w.append_outcome(&outcome("one")).expect("append");
         drop(w);
         let mut data = std::fs::read(&path).expect("read");
         data.pop();
         std::fs::write(&path, &data).expect("write");
-        let mut w = AuditWriter::open(AuditPath::File(path.clone()), false, clock()).expect("open");
+        let mut w = open(&path, false);
         w.append_outcome(&outcome("two")).expect("append");
-        let mut out = Vec::new();
-        let report = crate::audit::verify_files(&[path], &mut out).expect("verify");
-        assert!(report.is_ok(), "{}", String::from_utf8_lossy(&out));
-        assert_eq!(report.records, 2);
+        assert_eq!(verify_ok(&[path]).records, 2);
     }
 
     #[test]
-    fn failed_write_is_an_error_and_makes_the_log_unready() {
+    fn failed_write_is_an_error_naming_the_os_error_and_makes_the_log_unready() {
         // Writes to /dev/full fail with ENOSPC.
         let path = PathBuf::from("/dev/full");
         if !path.exists() {
@@ -663,15 +934,19 @@ mod tests {
         let mut w = AuditWriter::open(AuditPath::File(path), true, clock()).expect("open");
         w.check_writable().expect("writable before any failure");
         let err = w.append_outcome(&outcome("x")).expect_err("disk full");
-        assert!(err.to_string().contains("/dev/full"), "{err}");
+        let text = error_chain(&err);
+        assert!(text.contains("/dev/full"), "{text}");
+        assert!(text.contains("(os error 28, ENOSPC)"), "{text}");
         assert_eq!(
             w.last_hash(),
             GENESIS_HASH,
             "a failed line does not advance the chain"
         );
+        assert_eq!(w.records(), 0);
         let unready = w.check_writable().expect_err("unready after a failure");
         assert!(unready.to_string().contains("/dev/full"), "{unready}");
-        // The next attempt reopens and fails again rather than pretending.
+        assert!(unready.to_string().contains("ENOSPC"), "{unready}");
+        // The next attempt fails again rather than pretending.
         assert!(w.append_outcome(&outcome("y")).is_err());
     }
 
@@ -696,12 +971,205 @@ mod tests {
     }
 
     #[test]
-    fn stdout_target_has_no_path_and_starts_at_zeros() {
+    fn stdout_target_has_no_path_no_lock_and_starts_at_zeros() {
         let mut w = AuditWriter::open(AuditPath::Stdout, true, clock()).expect("open");
         assert_eq!(w.path(), None);
         assert_eq!(w.last_hash(), GENESIS_HASH);
+        assert!(w.is_open());
+        w.ensure_open().expect("no-op");
         w.reopen().expect("no-op");
         w.sync().expect("flush");
         w.check_writable().expect("writable");
+        // A second writer on stdout is not a conflict.
+        AuditWriter::open(AuditPath::Stdout, true, clock()).expect("open again");
+    }
+
+    #[test]
+    fn a_second_writer_of_the_same_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let mut first = open(&path, false);
+        first.append_outcome(&outcome("one")).expect("append");
+        let err =
+            AuditWriter::open(AuditPath::File(path.clone()), false, clock()).expect_err("locked");
+        assert!(matches!(err, AuditError::Locked { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("another process"), "{text}");
+        // The refused writer touched nothing; once the first is gone the file opens.
+        drop(first);
+        let w = open(&path, false);
+        assert_eq!(w.records(), 1);
+    }
+
+    #[test]
+    fn checkpoint_records_count_and_head_and_verify_with_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let k = key();
+        let mut w = open(&path, true);
+        // A checkpoint on a first line has 64 zeros as head.
+        w.append_checkpoint(&k).expect("checkpoint");
+        for i in 0..3 {
+            w.append_outcome(&outcome(&format!("{i}"))).expect("append");
+        }
+        let head = w.last_hash().to_owned();
+        w.append_checkpoint(&k).expect("checkpoint");
+        w.sync().expect("sync");
+        assert_eq!(w.records(), 5);
+        let lines = lines(&path);
+        let first = parse_line(&lines[0]).expect("valid");
+        let AuditRecord::Checkpoint(c0) = first.record else {
+            panic!("not a checkpoint");
+        };
+        assert_eq!((c0.records, c0.head.as_str()), (0, GENESIS_HASH));
+        let last = parse_line(&lines[4]).expect("valid");
+        let AuditRecord::Checkpoint(c) = last.record else {
+            panic!("not a checkpoint");
+        };
+        assert_eq!(c.records, 4);
+        assert_eq!(c.head, head);
+        assert_eq!(last.prev, head);
+        assert_eq!(c.key_id, k.key_id());
+        assert!(
+            k.verifying_key()
+                .verify_checkpoint(4, &head, &last.ts, &c.signature)
+        );
+        let mut out = Vec::new();
+        let opts = VerifyOptions {
+            from: None,
+            key: Some(k.verifying_key()),
+        };
+        let report =
+            verify_files_with(std::slice::from_ref(&path), &opts, &mut out).expect("verify");
+        assert!(report.is_ok(), "{}", String::from_utf8_lossy(&out));
+        assert_eq!((report.signed, report.unsigned_tail), (2, Some(0)));
+    }
+
+    #[test]
+    fn start_counts_from_the_last_checkpoint_or_every_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let k = key();
+        let mut w = open(&path, false);
+        for i in 0..5 {
+            w.append_outcome(&outcome(&format!("{i}"))).expect("append");
+        }
+        drop(w);
+        assert_eq!(open(&path, false).records(), 5, "no checkpoint: every line");
+        let mut w = open(&path, false);
+        w.append_checkpoint(&k).expect("checkpoint");
+        w.append_outcome(&outcome("after")).expect("append");
+        drop(w);
+        // Prove the count comes from the checkpoint: lines before it no longer matter.
+        let mut data = lines(&path);
+        data.drain(..3);
+        let mut text = Vec::new();
+        for l in data {
+            text.extend_from_slice(&l);
+            text.push(b'\n');
+        }
+        std::fs::write(&path, text).expect("write");
+        let w = open(&path, false);
+        assert_eq!(
+            w.records(),
+            5 + 1 + 1,
+            "checkpoint records + itself + the line after"
+        );
+    }
+
+    /// The writer's file with `partial` appended behind its back, marked as what a
+    /// failed write left from `before` on.
+    fn leave_partial(w: &mut AuditWriter, path: &Path, partial: &[u8]) {
+        let before = std::fs::metadata(path).expect("stat").len();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(partial))
+            .expect("partial");
+        let Sink::File {
+            state: FileState::Open(open),
+            ..
+        } = &mut w.sink
+        else {
+            panic!("not open");
+        };
+        open.partial_from = Some(before);
+    }
+
+    #[test]
+    fn a_partial_write_is_removed_before_the_next_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let mut w = open(&path, false);
+        w.append_outcome(&outcome("one")).expect("append");
+        leave_partial(&mut w, &path, b"{\"ts\":\"2026-11-27T12:0");
+        w.append_outcome(&outcome("two")).expect("append");
+        assert_eq!(verify_ok(std::slice::from_ref(&path)).records, 2);
+        assert_eq!(w.records(), 2);
+    }
+
+    #[test]
+    fn partial_bytes_that_cannot_be_removed_are_terminated_and_chained_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let mut w = open(&path, false);
+        w.append_outcome(&outcome("one")).expect("append");
+        leave_partial(&mut w, &path, b"{\"ts\":\"2026-11-27T12:0");
+        // An append-only inode refuses the truncation but takes appends.
+        let chattr = |flag: &str| {
+            std::process::Command::new("chattr")
+                .arg(flag)
+                .arg(&path)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !chattr("+a") {
+            eprintln!("skipped: chattr +a is not available here");
+            return;
+        }
+        let appended = w.append_outcome(&outcome("two"));
+        let records = w.records();
+        chattr("-a");
+        appended.expect("append");
+        let lines = lines(&path);
+        assert_eq!(lines.len(), 3, "the partial bytes are a line of their own");
+        assert_eq!(records, 3);
+        assert_eq!(
+            parse_line(&lines[2]).expect("valid").prev,
+            line_hash(&lines[1]),
+            "the chain continues from the partial line"
+        );
+        let mut out = Vec::new();
+        let report = verify_files(std::slice::from_ref(&path), &mut out).expect("verify");
+        let out = String::from_utf8(out).expect("utf-8");
+        assert_eq!(report.problems, 1, "{out}");
+        assert!(out.contains(":2: torn line"), "{out}");
+    }
+
+    #[test]
+    fn a_file_truncated_behind_the_writer_is_continued_from_what_is_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let mut w = open(&path, false);
+        w.append_outcome(&outcome("one")).expect("append");
+        let one = w.last_hash().to_owned();
+        leave_partial(&mut w, &path, b"{\"ts\":\"2026-11-27T12:0");
+        if let Sink::File {
+            state: FileState::Open(open),
+            ..
+        } = &mut w.sink
+        {
+            open.partial_from = open.partial_from.map(|p| p + 1000);
+        }
+        w.append_outcome(&outcome("two")).expect("append");
+        let lines = lines(&path);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(line_hash(&lines[0]), one);
+        assert_eq!(
+            parse_line(&lines[2]).expect("valid").prev,
+            line_hash(&lines[1])
+        );
+        assert_eq!(w.records(), 3);
     }
 }
