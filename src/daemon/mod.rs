@@ -115,6 +115,7 @@ pub async fn run(
         interval: cfg.poll.interval,
         jitter: cfg.poll.jitter,
         notifier: Notifier::Systemd,
+        stopping_sent: Default::default(),
     };
     let mut control = Controls::new(control);
     if cfg.policy.watch && !opts.once {
@@ -268,6 +269,8 @@ pub struct Daemon<C> {
     pub jitter: Duration,
     /// Where `READY=1` and friends go.
     pub notifier: Notifier,
+    /// `STOPPING=1` was sent.
+    pub stopping_sent: std::sync::atomic::AtomicBool,
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -313,7 +316,7 @@ impl<C: Cloud> Daemon<C> {
                 }
                 () = stop.begun(), if grace.is_none() => {
                     info!("shutdown requested; no new actions, finishing those on the wire");
-                    self.notifier.send(State::Stopping);
+                    self.announce_stopping();
                     grace = Some(Instant::now() + SHUTDOWN_GRACE);
                 }
                 msg = control.recv() => match msg {
@@ -336,6 +339,13 @@ impl<C: Cloud> Daemon<C> {
                     return None;
                 }
             }
+        }
+    }
+
+    fn announce_stopping(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.stopping_sent.swap(true, Ordering::SeqCst) {
+            self.notifier.send(State::Stopping);
         }
     }
 
@@ -372,6 +382,7 @@ impl<C: Cloud> Daemon<C> {
                 None => unknown += 1,
             }
             if stop.stopping() {
+                self.announce_stopping();
                 break;
             }
             crate::mem::release_free_memory();
@@ -396,7 +407,7 @@ impl<C: Cloud> Daemon<C> {
                 }
             }
             if stop.stopping() {
-                self.notifier.send(State::Stopping);
+                self.announce_stopping();
                 break;
             }
         }

@@ -62,6 +62,7 @@ impl Rig {
             interval,
             jitter: Duration::ZERO,
             notifier: Notifier::Record(states.clone(), watchdog),
+            stopping_sent: Default::default(),
         });
         Rig {
             daemon,

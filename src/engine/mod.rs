@@ -143,10 +143,11 @@ enum ServiceError {
 }
 
 impl ServiceError {
-    /// A listing that failed only because the key is in its backoff (logged once when
-    /// the backoff starts, not on every cycle).
+    /// A listing that was not sent because the key is in its backoff (logged once when
+    /// the backoff starts, not on every cycle) or because the daemon is stopping.
     fn is_backoff(&self) -> bool {
-        matches!(self, ServiceError::List { source, .. } if source.kind == ApiErrorKind::AuthBackoff)
+        matches!(self, ServiceError::List { source, .. }
+            if matches!(source.kind, ApiErrorKind::AuthBackoff | ApiErrorKind::NotSent))
     }
 }
 
@@ -254,7 +255,7 @@ impl Engine {
             Ok(s) => s,
             Err((e, backoff)) => {
                 if backoff {
-                    debug!(error = %e, "listing endpoint services not sent: key in backoff");
+                    debug!(error = %e, "listing endpoint services not sent");
                 } else {
                     error!(error = %e, "listing endpoint services failed");
                 }
@@ -278,7 +279,7 @@ impl Engine {
                 Ok(s) => report.absorb(s),
                 Err(e) => {
                     if e.is_backoff() {
-                        debug!(error = %e, "service cycle not run: key in backoff");
+                        debug!(error = %e, "service cycle not run");
                     } else {
                         error!(error = %e, "service cycle failed");
                     }
