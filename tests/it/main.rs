@@ -9,6 +9,7 @@ mod engine;
 mod facts;
 mod fresh;
 mod hostile;
+mod listener;
 mod policy;
 mod signals;
 mod sim;
