@@ -10,6 +10,7 @@ mod facts;
 mod fresh;
 mod hostile;
 mod listener;
+mod logging;
 mod policy;
 mod signals;
 mod sim;
