@@ -646,7 +646,9 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     fn test_router() -> Router {
-        Router::new().route("/healthz", get(|| async { "ok\n" }))
+        Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/big", get(|| async { "x".repeat(100_000) }))
     }
 
     /// A connection over an in-memory pipe; the returned end is the client's.
@@ -756,6 +758,40 @@ mod tests {
             took >= Duration::from_secs(5) && took < Duration::from_millis(5100),
             "{took:?}"
         );
+        task.await.expect("task");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickled_body_cannot_hold_the_connection() {
+        let (mut c, task, _) = start(4096);
+        c.write_all(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+            .await
+            .expect("write");
+        let started = Instant::now();
+        let trickle = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if c.write_all(b"x").await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(120), trickle).await;
+        task.await.expect("task");
+        let took = started.elapsed();
+        assert!(took <= Duration::from_secs(61), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_larger_than_the_buffer_is_written_whole() {
+        let (mut c, task, _) = start(4096);
+        c.write_all(b"GET /big HTTP/1.0\r\n\r\n")
+            .await
+            .expect("write");
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).await.expect("read");
+        let text = String::from_utf8(got).expect("utf-8");
+        assert!(text.ends_with(&"x".repeat(100_000)), "{}", text.len());
         task.await.expect("task");
     }
 
