@@ -3,7 +3,7 @@
 //! an error that names the file, key, policy or URL it is about.
 
 use crate::cli::{AuditCommand, Cli, Command, EvalArgs};
-use crate::config::{Config, DEFAULT_PATH, LogFormat};
+use crate::config::{Config, DEFAULT_PATH, LogConfig};
 use crate::decision::ConnectionFacts;
 use crate::exit::{CmdResult, EXIT_FAILURE, Failure};
 use crate::policy::Policies;
@@ -42,20 +42,10 @@ pub fn config_path(flag: Option<&Path>) -> PathBuf {
     }
 }
 
-/// Sets up logging to stderr. `RUST_LOG` overrides `level`.
-pub fn init_logging(format: LogFormat, level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second initialisation (tests calling twice) is harmless: keep the first.
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-    };
+/// Sets up logging to stderr (`RUST_LOG` overrides `log.level`). An invalid `RUST_LOG` or
+/// level is a configuration error (exit 78) that names it.
+pub fn init_logging(log: &LogConfig) -> Result<(), Failure> {
+    crate::logging::init(log).map_err(Failure::config)
 }
 
 fn load_config(path: &Path) -> Result<Config, Failure> {
@@ -69,6 +59,15 @@ fn load_policies(cfg: &Config) -> Result<Policies, Failure> {
             cfg.policy.dir.display()
         )))
     })
+}
+
+/// Text at `warn`: the logging of `simulate` and `demo`, whose output is their own.
+#[cfg(feature = "sim")]
+fn quiet_logging() -> LogConfig {
+    LogConfig {
+        format: crate::config::LogFormat::Text,
+        level: "warn".into(),
+    }
 }
 
 #[cfg(feature = "sim")]
@@ -324,7 +323,7 @@ fn healthcheck(path: &Path, url: Option<&str>) -> CmdResult {
 
 fn run_daemon(path: &Path, once: bool, dry_run: bool) -> CmdResult {
     let cfg = load_config(path)?;
-    init_logging(cfg.log.format, &cfg.log.level);
+    init_logging(&cfg.log)?;
     // One thread: the daemon waits on the network almost all the time, and a single
     // thread wakes less (idle CPU) and needs less memory than a work-stealing pool. File
     // syncs run on the blocking pool, so they never stall it.
@@ -343,7 +342,7 @@ fn run_daemon(path: &Path, once: bool, dry_run: bool) -> CmdResult {
 
 #[cfg(feature = "sim")]
 fn simulate(a: crate::cli::SimulateArgs) -> CmdResult {
-    init_logging(LogFormat::Text, "warn");
+    init_logging(&quiet_logging())?;
     if !(0.0..=1.0).contains(&a.fault_rate) {
         return Err(Failure::usage(anyhow!(
             "--fault-rate {} is not between 0 and 1",
@@ -383,7 +382,7 @@ fn simulate(a: crate::cli::SimulateArgs) -> CmdResult {
 
 #[cfg(feature = "sim")]
 fn demo(policies: Option<PathBuf>) -> CmdResult {
-    init_logging(LogFormat::Text, "warn");
+    init_logging(&quiet_logging())?;
     let rt = runtime()?;
     rt.block_on(crate::demo::run(policies.as_deref()))
 }

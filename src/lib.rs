@@ -16,6 +16,7 @@
 //! - [`healthcheck`]: the `healthcheck` probe for container `HEALTHCHECK`s.
 //! - [`exit`]: exit codes and the error a command ends with.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`logging`]: validated log levels and a log format no API answer can forge.
 //! - [`mem`]: returning freed heap to the operating system between cycles.
 //! - [`sim`]: the built-in VPCEP and IAM simulator used by `simulate`, `demo` and tests
 //!   (cargo feature `sim`, on by default).
@@ -38,6 +39,7 @@ pub mod exit;
 pub mod health;
 pub mod healthcheck;
 pub mod http;
+pub mod logging;
 pub mod mem;
 pub mod metrics;
 pub mod policy;

@@ -858,8 +858,7 @@ impl Validator<'_> {
     }
 
     fn log(&self, l: LogConfig) -> Result<LogConfig, ConfigError> {
-        tracing_subscriber::EnvFilter::try_new(&l.level)
-            .map_err(|e| self.err("log.level", format!("{:?}: {e}", l.level)))?;
+        crate::logging::parse_filter(&l.level).map_err(|e| self.err("log.level", e))?;
         Ok(l)
     }
 }

@@ -240,16 +240,15 @@ async fn spawn_http(
     let listener = tokio::net::TcpListener::bind(h.listen)
         .await
         .with_context(|| format!("http.listen {}", h.listen))?;
-    info!(listen = %h.listen, "http listener started");
-    let app = crate::http::router(health);
-    tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = r {
-            error!(error = %e, "http listener failed");
-        }
-    });
+    info!(listen = %h.listen, max_connections = h.max_connections, "http listener started");
+    let metrics = health.metrics().clone();
+    tokio::spawn(crate::http::serve(
+        listener,
+        crate::http::router(health),
+        crate::http::Limits::new(h.max_connections),
+        metrics,
+        shutdown,
+    ));
     Ok(())
 }
 

@@ -9,6 +9,8 @@ mod engine;
 mod facts;
 mod fresh;
 mod hostile;
+mod listener;
+mod logging;
 mod policy;
 mod signals;
 mod sim;
