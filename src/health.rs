@@ -4,7 +4,7 @@
 use crate::cloud::{Cloud, TargetApi};
 use crate::engine::{CycleReport, Engine};
 use crate::metrics::Metrics;
-use std::sync::atomic::{AtomicI64, Ordering};
+use crate::progress::Progress;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -36,11 +36,20 @@ pub struct Health {
     cloud: Arc<dyn TargetStatus>,
     names: Vec<String>,
     interval: Duration,
-    started: Instant,
-    /// Last time the poll loop went round (seconds since `started`).
-    heartbeat: AtomicI64,
-    /// Per target: when its last cycle succeeded.
-    last_ok: Mutex<Vec<Option<Instant>>>,
+    progress: Progress,
+    /// Per target, in configuration order.
+    targets: Mutex<Vec<TargetHealth>>,
+}
+
+/// What readiness remembers of one target's cycles.
+#[derive(Debug, Clone, Default)]
+struct TargetHealth {
+    /// When its last successful cycle ended.
+    last_ok: Option<Instant>,
+    /// How long its last cycle took.
+    last_duration: Duration,
+    /// Why its last cycle failed, when it did.
+    last_failure: Option<String>,
 }
 
 impl std::fmt::Debug for Health {
@@ -52,69 +61,84 @@ impl std::fmt::Debug for Health {
     }
 }
 
+/// Longest failure cause quoted in `/readyz`, in characters.
+const MAX_CAUSE: usize = 300;
+
 impl Health {
     /// Health over `engine` and `cloud`, polled every `interval`.
     pub fn new(engine: Arc<Engine>, cloud: Arc<dyn TargetStatus>, interval: Duration) -> Health {
         let names = cloud.names();
         let n = names.len();
+        let progress = engine.metrics().progress().clone();
+        progress.beat();
         Health {
             engine,
             cloud,
             names,
             interval,
-            started: Instant::now(),
-            heartbeat: AtomicI64::new(0),
-            last_ok: Mutex::new(vec![None; n]),
+            progress,
+            targets: Mutex::new(vec![TargetHealth::default(); n]),
         }
     }
 
-    /// The poll loop is alive.
-    pub fn beat(&self) {
-        let secs = self.started.elapsed().as_secs() as i64;
-        self.heartbeat.store(secs, Ordering::Relaxed);
-    }
-
-    /// `Ok` while the poll loop is alive (it beats every [`heartbeat_period`]).
+    /// `Ok` while the daemon makes progress: a cycle finished, an API answer arrived or
+    /// an audit record was written within the liveness limit (`2 × interval + 60 s`).
     pub fn alive(&self) -> Result<(), String> {
-        let age = self.started.elapsed().as_secs() as i64 - self.heartbeat.load(Ordering::Relaxed);
-        let limit = liveness_limit(self.interval).as_secs() as i64;
-        if age <= limit {
+        let since = self.progress.since();
+        let limit = liveness_limit(self.interval);
+        if since <= limit {
             Ok(())
         } else {
-            Err(format!("poll loop has not run for {age}s"))
+            Err(format!(
+                "no progress for {}s (no cycle finished, no API answer, no audit write; the limit is {}s)",
+                since.as_secs(),
+                limit.as_secs()
+            ))
         }
     }
 
-    /// `Ok` when policies are loaded, the audit log is writable and every target's last
-    /// cycle succeeded within three intervals; else the reasons.
+    /// `Ok` when the daemon makes progress, the audit log is writable, no key is in its
+    /// backoff and every target's last cycle succeeded within `max(3 × interval, 2 × its
+    /// last cycle's duration)`; else each reason once, with its cause.
     pub fn ready(&self) -> Result<(), String> {
-        let mut why = Vec::new();
+        let mut why: Vec<String> = Vec::new();
+        let mut add = |r: String| {
+            if !why.contains(&r) {
+                why.push(r);
+            }
+        };
         if let Err(e) = self.alive() {
-            why.push(e);
+            add(e);
         }
-        if !self.engine.audit_ok() {
-            why.push("the last audit write failed".to_owned());
-        } else if let Err(e) = self
+        let writable = self
             .engine
             .audit()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .check_writable()
-        {
-            why.push(format!("audit log not writable: {e}"));
+            .check_writable();
+        match writable {
+            Err(e) => add(format!("audit log: {}", crate::audit::error_chain(&e))),
+            Ok(()) if !self.engine.audit_ok() => add("the last audit write failed".to_owned()),
+            Ok(()) => {}
         }
-        let last = self.last_ok.lock().unwrap_or_else(|p| p.into_inner());
-        for (i, (name, ok)) in self.names.iter().zip(last.iter()).enumerate() {
-            match ok {
-                None => why.push(format!("target {name}: no successful cycle yet")),
-                Some(t) if t.elapsed() > 3 * self.interval => why.push(format!(
-                    "target {name}: last successful cycle {}s ago",
-                    t.elapsed().as_secs()
+        let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, (name, t)) in self.names.iter().zip(targets.iter()).enumerate() {
+            let cause = t
+                .last_failure
+                .as_ref()
+                .map(|f| format!(" (last cycle: {f})"))
+                .unwrap_or_default();
+            let window = (3 * self.interval).max(2 * t.last_duration);
+            match t.last_ok {
+                None => add(format!("target {name}: no successful cycle yet{cause}")),
+                Some(at) if at.elapsed() > window => add(format!(
+                    "target {name}: last successful cycle {}s ago{cause}",
+                    at.elapsed().as_secs()
                 )),
                 Some(_) => {}
             }
             if let Some(r) = self.cloud.unready_reason(i) {
-                why.push(format!("target {name}: {r}"));
+                add(format!("target {name}: {r}"));
             }
         }
         if why.is_empty() {
@@ -129,27 +153,37 @@ impl Health {
         self.engine.metrics()
     }
 
-    /// Records the result of a cycle.
+    /// Records the result of a cycle: progress, and per target its success, duration and
+    /// cause of failure.
     pub fn record(&self, report: &CycleReport) {
-        let mut last = self.last_ok.lock().unwrap_or_else(|p| p.into_inner());
-        for (i, t) in report.targets.iter().enumerate() {
-            if t.ok()
-                && let Some(slot) = last.get_mut(i)
-            {
-                *slot = Some(Instant::now());
+        self.progress.beat();
+        let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        for (slot, t) in targets.iter_mut().zip(report.targets.iter()) {
+            slot.last_duration = t.duration;
+            if t.ok() {
+                slot.last_ok = Some(Instant::now());
+                slot.last_failure = None;
+            } else {
+                let first = t.failures.first().map(String::as_str).unwrap_or("failed");
+                let mut cause: String = first.chars().take(MAX_CAUSE).collect();
+                if first.chars().count() > MAX_CAUSE {
+                    cause.push('…');
+                }
+                slot.last_failure = Some(cause);
             }
         }
     }
 }
 
-/// How long the poll loop may go without a heartbeat before `/healthz` fails.
+/// How long the daemon may go without progress before `/healthz` fails.
 pub fn liveness_limit(interval: Duration) -> Duration {
     Duration::from_secs(60).saturating_add(interval.saturating_mul(2))
 }
 
-/// How often the poll loop beats: half the systemd watchdog when there is one (systemd
-/// asks for a ping within it), else a quarter of the liveness limit. Every beat is a
-/// wake-up of an otherwise idle process, so it is no more frequent than it must be.
+/// How often the poll loop looks at the progress (and pings the systemd watchdog while
+/// there is some): half the watchdog when there is one, else a quarter of the liveness
+/// limit. Every tick is a wake-up of an otherwise idle process, so it is no more frequent
+/// than it must be.
 pub fn heartbeat_period(interval: Duration, watchdog: Option<Duration>) -> Duration {
     let quarter = liveness_limit(interval) / 4;
     watchdog.map_or(quarter, |w| w.min(quarter))

@@ -18,6 +18,7 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`logging`]: validated log levels and a log format no API answer can forge.
 //! - [`mem`]: returning freed heap to the operating system between cycles.
+//! - [`progress`]: when the daemon last made progress (`/healthz`, the watchdog).
 //! - [`sim`]: the built-in VPCEP and IAM simulator used by `simulate`, `demo` and tests
 //!   (cargo feature `sim`, on by default).
 //! - [`demo`]: the self-contained demonstration (feature `sim`).
@@ -43,6 +44,7 @@ pub mod logging;
 pub mod mem;
 pub mod metrics;
 pub mod policy;
+pub mod progress;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod stop;

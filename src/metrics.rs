@@ -109,6 +109,7 @@ pub struct Metrics {
     audit_failures: Counter,
     audit_records: Counter,
     http_refused: Counter,
+    progress: crate::progress::Progress,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -144,6 +145,7 @@ impl Metrics {
             audit_failures: Counter::default(),
             audit_records: Counter::default(),
             http_refused: Counter::default(),
+            progress: crate::progress::Progress::default(),
         };
         r.register(
             "vpcep_approver_decisions",
@@ -222,6 +224,12 @@ impl Metrics {
             registry: Arc::new(r),
             ..m
         }
+    }
+
+    /// The progress signal (`/healthz`, the watchdog): cycles, API answers and audit
+    /// writes beat it.
+    pub fn progress(&self) -> &crate::progress::Progress {
+        &self.progress
     }
 
     /// Puts every counter family whose labels are known in advance at 0, for each of

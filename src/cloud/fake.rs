@@ -37,6 +37,8 @@ pub struct FakeTarget {
     act_delay: Duration,
     listings: Mutex<Vec<Instant>>,
     acts: Mutex<Vec<(Instant, String)>>,
+    /// Beaten on every answer, as the real transport does.
+    progress: Option<crate::progress::Progress>,
 }
 
 impl FakeTarget {
@@ -48,6 +50,24 @@ impl FakeTarget {
             act_delay,
             listings: Mutex::new(Vec::new()),
             acts: Mutex::new(Vec::new()),
+            progress: None,
+        }
+    }
+
+    /// Beats `p` on every answer, as the real transport beats the daemon's progress.
+    pub fn with_progress(mut self, p: crate::progress::Progress) -> FakeTarget {
+        self.progress = Some(p);
+        self
+    }
+
+    /// More connections arrive.
+    pub fn add(&self, conns: Vec<WireConnection>) {
+        self.conns.lock().expect("lock").extend(conns);
+    }
+
+    fn answered(&self) {
+        if let Some(p) = &self.progress {
+            p.beat();
         }
     }
 
@@ -104,6 +124,7 @@ impl TargetApi for FakeTarget {
         if st == status::PENDING {
             self.listings.lock().expect("lock").push(Instant::now());
         }
+        self.answered();
         Ok(self
             .conns
             .lock()
@@ -143,6 +164,7 @@ impl TargetApi for FakeTarget {
             .expect("lock")
             .push((Instant::now(), endpoint_id.to_owned()));
         tokio::time::sleep(self.act_delay).await;
+        self.answered();
         let after = action.resulting_status().map(str::to_owned);
         self.set_status(endpoint_id, after.as_deref().unwrap_or_default());
         Ok(ActResponse {

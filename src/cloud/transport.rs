@@ -352,6 +352,10 @@ impl Transport {
             }
             () = self.stop.given_up() => Err(Failure::Aborted),
         };
+        if result.is_ok() {
+            // An answer came: the daemon is making progress (`/healthz`).
+            self.metrics.progress().beat();
+        }
         let code = match &result {
             Ok(r) => r.status.to_string(),
             Err(Failure::Timeout) => "timeout".into(),

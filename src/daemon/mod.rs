@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 /// How `run` was asked to behave.
 #[derive(Debug, Clone, Copy)]
@@ -82,7 +82,17 @@ pub async fn run(
     let clock = crate::clock::system();
     let writer = AuditWriter::open(cfg.audit.path.clone(), cfg.audit.fsync, clock.clone())
         .map_err(|e| Failure::runtime(anyhow!(e).context("opening the audit log")))?;
+    let signing_key =
+        match &cfg.audit.signing_key_file {
+            Some(src) => Some(crate::audit::SigningKey::load(src).map_err(|e| {
+                Failure::config(anyhow!(e).context("loading audit.signing_key_file"))
+            })?),
+            None => None,
+        };
     let metrics = Metrics::new();
+    let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
+    metrics.preset(&names);
+    metrics.audit_records(writer.records());
     let stop = Stop::on(shutdown);
     let cloud = Arc::new(
         CloudClient::with_stop(&cfg, creds, metrics.clone(), stop.clone())
@@ -106,7 +116,6 @@ pub async fn run(
         cloud.clone(),
         cfg.poll.interval,
     ));
-    health.beat();
     let daemon = Daemon {
         engine: engine.clone(),
         cloud,
@@ -116,6 +125,9 @@ pub async fn run(
         jitter: cfg.poll.jitter,
         notifier: Notifier::Systemd,
         stopping_sent: Default::default(),
+        checkpoints: signing_key.map(|key| (key, cfg.audit.checkpoint_interval)),
+        warned_long_cycle: Default::default(),
+        rate: cfg.poll.max_requests_per_second,
     };
     let mut control = Controls::new(control);
     if cfg.policy.watch && !opts.once {
@@ -125,10 +137,12 @@ pub async fn run(
         }
     }
     let code = if opts.once {
-        match daemon.cycle(1, &stop, &mut control, None).await {
+        let code = match daemon.cycle(1, &stop, &mut control, None).await {
             Some(report) => once_exit_code(&report, stop.stopping()),
             None => EXIT_FAILURE,
-        }
+        };
+        daemon.checkpoint("run --once ends").await;
+        code
     } else {
         if let Some(h) = cfg.http {
             spawn_http(h, health, stop.token().clone())
@@ -136,6 +150,7 @@ pub async fn run(
                 .map_err(Failure::runtime)?;
         }
         let unknown = daemon.poll_loop(&stop, &mut control).await;
+        daemon.checkpoint("shutdown").await;
         if unknown > 0 {
             warn!(
                 unknown,
@@ -270,6 +285,12 @@ pub struct Daemon<C> {
     pub notifier: Notifier,
     /// `STOPPING=1` was sent.
     pub stopping_sent: std::sync::atomic::AtomicBool,
+    /// The key that signs checkpoint records, and how often they are written.
+    pub checkpoints: Option<(crate::audit::SigningKey, Duration)>,
+    /// A cycle longer than the interval was logged (once).
+    pub warned_long_cycle: std::sync::atomic::AtomicBool,
+    /// The client's rate limit, for that warning.
+    pub rate: u32,
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -325,8 +346,14 @@ impl<C: Cloud> Daemon<C> {
                         last.get_or_insert(Instant::now() + FINAL_WAIT);
                     }
                     Control::Shutdown => stop.begin(),
-                    Control::Reload => self.reload(true),
-                    Control::PoliciesChanged => self.reload(false),
+                    Control::Reload => {
+                        self.reload(true);
+                        self.checkpoint("reload").await;
+                    }
+                    Control::PoliciesChanged => {
+                        self.reload(false);
+                        self.checkpoint("reload").await;
+                    }
                 },
                 () = sleep_until_opt(grace), if last.is_none() => {
                     warn!("actions on the wire did not finish within {}s; giving them up", SHUTDOWN_GRACE.as_secs());
@@ -341,6 +368,45 @@ impl<C: Cloud> Daemon<C> {
         }
     }
 
+    /// Appends a signed checkpoint record, when there is a signing key.
+    pub async fn checkpoint(&self, why: &str) {
+        let Some((key, _)) = &self.checkpoints else {
+            return;
+        };
+        match self.engine.checkpoint(key).await {
+            Ok(()) => debug!(reason = why, "checkpoint written"),
+            Err(e) => error!(reason = why, error = %e, "writing a checkpoint failed"),
+        }
+    }
+
+    /// A cycle longer than the interval is logged once, with the requests it took and
+    /// the rate limit, so the cause is plain (too many services for the rate).
+    fn warn_long_cycle(&self, r: &CycleReport) {
+        use std::sync::atomic::Ordering;
+        let longest = r
+            .targets
+            .iter()
+            .map(|t| t.duration)
+            .max()
+            .unwrap_or_default();
+        if longest <= self.interval || self.warned_long_cycle.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let requests: u64 = r.targets.iter().map(|t| t.requests).sum();
+        warn!(
+            cycle_secs = longest.as_secs(),
+            interval_secs = self.interval.as_secs(),
+            requests,
+            max_requests_per_second = self.rate,
+            "a cycle took longer than the interval: it needs about {requests} requests at {} requests/s; the next cycle starts when one ends",
+            if self.rate == 0 {
+                "unlimited".to_owned()
+            } else {
+                self.rate.to_string()
+            }
+        );
+    }
+
     fn announce_stopping(&self) {
         use std::sync::atomic::Ordering;
         if !self.stopping_sent.swap(true, Ordering::SeqCst) {
@@ -348,9 +414,10 @@ impl<C: Cloud> Daemon<C> {
         }
     }
 
+    /// A tick of the loop: the watchdog is pinged only while the daemon makes progress,
+    /// so a hung request or fsync gets it restarted.
     fn beat(&self, watchdog: Option<Duration>) {
-        self.health.beat();
-        if watchdog.is_some() {
+        if watchdog.is_some() && self.health.alive().is_ok() {
             self.notifier.send(State::Watchdog);
         }
     }
@@ -365,6 +432,10 @@ impl<C: Cloud> Daemon<C> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut unknown = 0;
         let mut cycle_no: u64 = 0;
+        let mut next_checkpoint = self
+            .checkpoints
+            .as_ref()
+            .map(|(_, every)| Instant::now() + *every);
         loop {
             cycle_no += 1;
             if cycle_no == 1 {
@@ -377,8 +448,16 @@ impl<C: Cloud> Daemon<C> {
                 Some(r) => {
                     unknown += r.unknown();
                     self.health.record(&r);
+                    self.warn_long_cycle(&r);
                 }
                 None => unknown += 1,
+            }
+            if let Some(at) = next_checkpoint
+                && Instant::now() >= at
+                && !stop.stopping()
+            {
+                self.checkpoint("interval").await;
+                next_checkpoint = self.checkpoints.as_ref().map(|(_, e)| Instant::now() + *e);
             }
             if stop.stopping() {
                 self.announce_stopping();
@@ -390,9 +469,15 @@ impl<C: Cloud> Daemon<C> {
             loop {
                 tokio::select! {
                     () = &mut wait => break,
+                    // Also while idle: a checkpoint is due every interval.
+                    () = sleep_until_opt(next_checkpoint) => {
+                        self.checkpoint("interval").await;
+                        next_checkpoint = self.checkpoints.as_ref().map(|(_, e)| Instant::now() + *e);
+                    }
                     msg = control.recv() => match msg {
                         Control::Reload | Control::PoliciesChanged => {
                             self.reload(msg == Control::Reload);
+                            self.checkpoint("reload").await;
                             // Re-decide pending connections under the new version now.
                             break;
                         }

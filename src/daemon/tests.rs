@@ -18,7 +18,7 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(pending: usize, act_delay: Duration, watchdog: Option<Duration>) -> Rig {
+    fn new(pending: usize, act_delay: Duration, watchdog: Option<Duration>, answers: bool) -> Rig {
         let policies = tempfile::tempdir().expect("tempdir");
         let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
         for e in std::fs::read_dir(&repo).expect("policies") {
@@ -40,19 +40,22 @@ impl Rig {
             Metrics::new(),
             crate::clock::system(),
             EngineOptions {
-                max_in_flight: 4,
+                max_in_flight: if answers { 1 } else { 4 },
                 ..EngineOptions::default()
             },
         ));
-        let cloud = Arc::new(FakeCloud(vec![FakeTarget::new(
+        let mut target = FakeTarget::new(
             (0..pending)
                 .map(|i| connection(&format!("e{i}"), i as i64))
                 .collect(),
             act_delay,
-        )]));
+        );
+        if answers {
+            target = target.with_progress(engine.metrics().progress().clone());
+        }
+        let cloud = Arc::new(FakeCloud(vec![target]));
         let interval = Duration::from_secs(30);
         let health = Arc::new(Health::new(engine.clone(), cloud.clone(), interval));
-        health.beat();
         let states = Arc::new(Mutex::new(Vec::new()));
         let daemon = Arc::new(Daemon {
             engine,
@@ -63,6 +66,9 @@ impl Rig {
             jitter: Duration::ZERO,
             notifier: Notifier::Record(states.clone(), watchdog),
             stopping_sent: Default::default(),
+            checkpoints: None,
+            warned_long_cycle: Default::default(),
+            rate: 0,
         });
         Rig {
             daemon,
@@ -99,6 +105,13 @@ impl Rig {
         self.states.lock().expect("lock").clone()
     }
 
+    fn pings(&self) -> usize {
+        self.states()
+            .iter()
+            .filter(|s| **s == State::Watchdog)
+            .count()
+    }
+
     fn acts(&self) -> usize {
         self.daemon.cloud.0[0].acts().len()
     }
@@ -106,7 +119,7 @@ impl Rig {
 
 #[tokio::test(start_paused = true)]
 async fn paused_time_reload_takes_effect_between_cycles_and_is_announced() {
-    let rig = Rig::new(0, Duration::ZERO, None);
+    let rig = Rig::new(0, Duration::ZERO, None, false);
     let r = &rig;
     r.drive(|stop, tx, _| async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -154,7 +167,7 @@ async fn paused_time_reload_takes_effect_between_cycles_and_is_announced() {
 #[tokio::test(start_paused = true)]
 async fn paused_time_shutdown_waits_the_grace_for_in_flight_actions_and_no_longer() {
     // Every action hangs for an hour; the loop gives them exactly the grace period.
-    let rig = Rig::new(3, Duration::from_secs(3600), None);
+    let rig = Rig::new(3, Duration::from_secs(3600), None, false);
     let r = &rig;
     let took = r
         .drive(|stop, _tx, _| async move {
@@ -169,7 +182,7 @@ async fn paused_time_shutdown_waits_the_grace_for_in_flight_actions_and_no_longe
 
 #[tokio::test(start_paused = true)]
 async fn paused_time_a_second_stop_signal_ends_the_wait_at_once() {
-    let rig = Rig::new(2, Duration::from_secs(3600), None);
+    let rig = Rig::new(2, Duration::from_secs(3600), None, false);
     let r = &rig;
     let took = r
         .drive(|_stop, tx, ended| async move {
@@ -187,23 +200,84 @@ async fn paused_time_a_second_stop_signal_ends_the_wait_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn paused_time_heartbeats_and_the_watchdog_go_on_while_a_long_cycle_runs() {
-    // One action takes ten minutes, far beyond the liveness limit of 2 × 30 s + 60 s.
-    let rig = Rig::new(1, Duration::from_secs(600), Some(Duration::from_secs(15)));
+async fn paused_time_a_hung_request_is_no_progress_and_stops_the_watchdog() {
+    // One action hangs for ten minutes: nothing answers, no cycle ends, nothing is
+    // written. The loop still goes round, but /healthz fails after 2 × 30 s + 60 s and
+    // the watchdog is no longer fed, so systemd restarts the daemon.
+    let rig = Rig::new(
+        1,
+        Duration::from_secs(600),
+        Some(Duration::from_secs(15)),
+        false,
+    );
     let r = &rig;
     r.drive(|stop, _tx, _| async move {
-        for minute in 1..=9 {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            r.daemon
-                .health
-                .alive()
-                .unwrap_or_else(|e| panic!("not alive after {minute} min: {e}"));
-        }
-        let pings = r.states().iter().filter(|s| **s == State::Watchdog).count();
-        // One ping every 15 s for 9 minutes: the immediate first one, then one per
-        // period (the one due at exactly 9:00 may come just after this check).
-        assert!((36..=37).contains(&pings), "{pings}: {:?}", r.states());
+        tokio::time::sleep(Duration::from_secs(110)).await;
+        r.daemon.health.alive().expect("alive within the limit");
+        let fed = r.pings();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let e = r.daemon.health.alive().expect_err("no progress for 130 s");
+        assert!(e.contains("no progress"), "{e}");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(
+            r.pings() <= fed + 1,
+            "the watchdog is not fed without progress: {} then {}",
+            fed,
+            r.pings()
+        );
         stop.cancel();
     })
     .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_time_a_long_cycle_that_advances_keeps_health_and_readiness() {
+    // 30 actions of 20 s each, one at a time: a ten-minute cycle that answers every 20 s.
+    let rig = Rig::new(
+        30,
+        Duration::from_secs(20),
+        Some(Duration::from_secs(15)),
+        true,
+    );
+    let r = &rig;
+    r.drive(|stop, _tx, _| async move {
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        r.daemon.health.alive().expect("answers keep it alive");
+        let e = r
+            .daemon
+            .health
+            .ready()
+            .expect_err("the first cycle has not ended");
+        assert!(e.contains("no successful cycle yet"), "{e}");
+        wait_until(|| r.daemon.cloud.0[0].status("e29").as_deref() != Some("pendingAcceptance"))
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        r.daemon.health.ready().expect("ready after the long cycle");
+        // A second long cycle: ready all along, since the last one took ten minutes.
+        r.daemon.cloud.0[0].add(
+            (100..130)
+                .map(|i| connection(&format!("e{i}"), i))
+                .collect(),
+        );
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            r.daemon
+                .health
+                .ready()
+                .expect("a long cycle that advances keeps readiness");
+        }
+        stop.cancel();
+    })
+    .await;
+}
+
+/// Steps paused time until `f` holds (an hour at most).
+async fn wait_until(f: impl Fn() -> bool) {
+    for _ in 0..3600 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("never happened");
 }

@@ -164,6 +164,8 @@ struct Listing {
     counted: Vec<WireConnection>,
     /// When the listing started: the age of its facts.
     at: Instant,
+    /// Pages it took (requests).
+    pages: u64,
     /// The policy generation its decisions are made under.
     generation: u64,
 }
@@ -236,6 +238,14 @@ impl Engine {
     /// when the stop is final first); decided actions not sent are recorded `skipped`.
     pub async fn run_cycle<C: Cloud>(&self, cloud: &C, stop: &Stop) -> CycleReport {
         self.policies().new_cycle();
+        let was_ok = self.audit_ok();
+        if let Err(e) = self.check_audit() {
+            if was_ok {
+                error!(error = %e, "the audit log cannot be written; no action is sent until it can");
+            } else {
+                debug!(error = %e, "the audit log still cannot be written");
+            }
+        }
         let futs = cloud.targets().iter().map(|tc| {
             let span = info_span!("target", target_name = %tc.target().name);
             self.run_target(tc, stop).instrument(span)
@@ -247,8 +257,10 @@ impl Engine {
 
     /// Runs one cycle over one target.
     pub async fn run_target<T: TargetApi>(&self, tc: &T, stop: &Stop) -> TargetReport {
+        let started = Instant::now();
         let mut report = TargetReport {
             target: tc.target().name.clone(),
+            requests: 1,
             ..TargetReport::default()
         };
         let services = match self.services(tc).await {
@@ -260,6 +272,7 @@ impl Engine {
                     error!(error = %e, "listing endpoint services failed");
                 }
                 report.failures.push(e);
+                report.duration = started.elapsed();
                 self.finish_target(&report);
                 return report;
             }
@@ -287,6 +300,7 @@ impl Engine {
                 }
             }
         }
+        report.duration = started.elapsed();
         self.finish_target(&report);
         report
     }
@@ -296,6 +310,12 @@ impl Engine {
         let secs = now.timestamp() as f64 + f64::from(now.timestamp_subsec_millis()) / 1000.0;
         self.metrics.cycle(&report.target, report.ok(), secs);
         self.metrics.pending(&report.target, report.pending as i64);
+        self.metrics
+            .cycle_duration(&report.target, report.duration.as_secs_f64());
+        let oldest = report.oldest_pending.map_or(0.0, |t| {
+            (now - t).to_std().unwrap_or_default().as_secs_f64()
+        });
+        self.metrics.oldest_pending_age(&report.target, oldest);
         info!(
             services_ok = report.services_ok,
             failures = report.failures.len(),
@@ -336,7 +356,7 @@ impl Engine {
                     }
                 }
                 if !missing.is_empty() {
-                    warn!(missing = ?missing, "configured services not found in the project");
+                    warn!(missing = %crate::logging::List(&missing), "configured services not found in the project");
                 }
                 Ok(out)
             }
@@ -380,11 +400,31 @@ impl Engine {
                 rep.pending = listing.pending.len();
                 first = false;
             }
+            rep.requests += listing.pages;
             let planned = self.plan(tc, &svc, &listing);
+            let ages = created_ats(&planned);
             let (batch, left) = self.batch(tc, &svc, planned, &listing);
             let recorded = self.record(tc, &svc, batch).await?;
             rep.decisions += recorded.len();
             let outcomes = self.act_all(tc, &svc, &recorded, &listing, stop).await;
+            rep.requests += outcomes.len() as u64;
+            // What is still pending after this round: all but what an action decided.
+            let decided: HashSet<&str> = recorded
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| {
+                    matches!(
+                        outcomes.get(i),
+                        Some((Outcome::Applied | Outcome::NotPending, _))
+                    )
+                })
+                .filter_map(|(_, p)| p.conn.id.as_deref())
+                .collect();
+            rep.oldest_pending = ages
+                .iter()
+                .filter(|(id, _)| !decided.contains(id.as_str()))
+                .map(|(_, t)| *t)
+                .min();
             let stale = outcomes
                 .values()
                 .filter(|(o, relist)| *o == Outcome::Skipped && *relist)
@@ -481,6 +521,7 @@ impl Engine {
             pending,
             counted,
             at,
+            pages: pages as u64,
             generation,
         }))
     }
@@ -604,7 +645,13 @@ impl Engine {
         let mut recorded = Vec::with_capacity(batch.len());
         let written = {
             let mut w = lock(&self.audit);
-            let mut res = self.pay_owed(&mut w);
+            // The records go to the file at the configured path and nowhere else: a
+            // deleted or replaced file is reopened here, and one that cannot be opened
+            // stops the batch before anything is sent.
+            let mut res = w
+                .ensure_open()
+                .map_err(|e| crate::audit::error_chain(&e))
+                .and_then(|()| self.pay_owed(&mut w));
             let mut rest = batch.into_iter();
             if res.is_ok() {
                 for p in rest.by_ref() {
@@ -616,7 +663,7 @@ impl Engine {
                         self.opts.dry_run,
                     );
                     if let Err(e) = w.append_decision(&rec) {
-                        res = Err(e.to_string());
+                        res = Err(crate::audit::error_chain(&e));
                         self.unrecord(&target.name, &svc.id, &p);
                         break;
                     }
@@ -663,8 +710,8 @@ impl Engine {
                 domain_id = %p.conn.domain_id.as_deref().unwrap_or_default(),
                 verdict = %d.verdict,
                 action = %d.action,
-                policies = ?d.policies,
-                errors = ?d.errors,
+                policies = %crate::logging::List(&d.policies),
+                errors = %crate::logging::List(&d.errors),
                 dry_run = self.opts.dry_run,
                 "decision"
             );
@@ -688,7 +735,8 @@ impl Engine {
     fn pay_owed(&self, w: &mut AuditWriter) -> Result<(), String> {
         let mut owed = lock(&self.owed);
         while let Some((target, rec)) = owed.first() {
-            w.append_outcome(rec).map_err(|e| e.to_string())?;
+            w.append_outcome(rec)
+                .map_err(|e| crate::audit::error_chain(&e))?;
             self.metrics
                 .action(target, rec.action.as_str(), rec.outcome.as_str());
             owed.remove(0);
@@ -872,12 +920,13 @@ impl Engine {
             if r.is_ok() {
                 self.metrics
                     .action(&tc.target().name, action.as_str(), outcome.as_str());
+                self.metrics.audit_records(w.records());
             }
             r
         };
         if let Err(e) = written {
             self.audit_failed();
-            error!(endpoint_id, error = %e, "writing the outcome record failed; it is written when the log works again");
+            error!(endpoint_id, error = %crate::audit::error_chain(&e), "writing the outcome record failed; it is written when the log works again");
             self.owe(&tc.target().name, rec);
         }
         (
@@ -956,11 +1005,54 @@ impl Engine {
         self.metrics.audit_write_failure();
     }
 
+    /// Lines reached the log and the disk: progress, and the running count.
+    fn wrote(&self) {
+        self.metrics.progress().beat();
+        self.metrics.audit_records(lock(&self.audit).records());
+    }
+
+    /// Checks that the audit path still names the open file (reopening it when it was
+    /// deleted or replaced, or could not be opened before). Once per cycle, so a broken
+    /// log is noticed and retried even when nothing is pending. A failure is counted and
+    /// makes the daemon unready; no action is sent until it works.
+    pub fn check_audit(&self) -> Result<(), String> {
+        let mut w = lock(&self.audit);
+        match w.ensure_open() {
+            Ok(()) => {
+                self.metrics.audit_records(w.records());
+                Ok(())
+            }
+            Err(e) => {
+                drop(w);
+                self.audit_failed();
+                Err(crate::audit::error_chain(&e))
+            }
+        }
+    }
+
+    /// Appends a signed checkpoint record and makes it durable.
+    pub async fn checkpoint(&self, key: &crate::audit::SigningKey) -> Result<(), String> {
+        let written = {
+            let mut w = lock(&self.audit);
+            w.ensure_open()
+                .and_then(|()| w.append_checkpoint(key))
+                .map_err(|e| crate::audit::error_chain(&e))
+        };
+        if let Err(e) = written.and(self.sync_audit().await) {
+            self.audit_failed();
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Makes every audit line written so far durable, without holding the writer while
     /// the disk works.
     async fn sync_audit(&self) -> Result<(), String> {
-        let pending = lock(&self.audit).begin_sync().map_err(|e| e.to_string())?;
+        let pending = lock(&self.audit)
+            .begin_sync()
+            .map_err(|e| crate::audit::error_chain(&e))?;
         let Some(pending) = pending else {
+            self.wrote();
             return Ok(());
         };
         let epoch = pending.epoch();
@@ -968,8 +1060,11 @@ impl Engine {
             Ok(r) => r,
             Err(e) => return Err(format!("audit fsync task failed: {e}")),
         };
-        let message = result.as_ref().err().map(ToString::to_string);
+        let message = result.as_ref().err().map(|e| crate::audit::error_chain(e));
         lock(&self.audit).sync_done(epoch, &result);
+        if message.is_none() {
+            self.wrote();
+        }
         message.map_or(Ok(()), Err)
     }
 
@@ -996,6 +1091,17 @@ impl Engine {
         lock(&self.failed)
             .retain(|(t, s, e), _| t != target || s != service || pending.contains(e));
     }
+}
+
+/// Each planned connection's id and creation time (those that parse).
+fn created_ats(planned: &[Planned]) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+    planned
+        .iter()
+        .filter_map(|p| {
+            let t = chrono::DateTime::parse_from_rfc3339(p.conn.created_at.as_deref()?).ok()?;
+            Some((p.conn.id.clone()?, t.with_timezone(&chrono::Utc)))
+        })
+        .collect()
 }
 
 /// The outcome of a recorded decision that was never sent.

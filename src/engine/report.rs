@@ -46,6 +46,13 @@ pub struct TargetReport {
     pub unknown: usize,
     /// Rows when `collect_rows` is set.
     pub rows: Vec<Row>,
+    /// How long the target's cycle took.
+    pub duration: std::time::Duration,
+    /// The oldest connection still pending after the cycle, whatever its verdict.
+    pub oldest_pending: Option<chrono::DateTime<chrono::Utc>>,
+    /// Requests the cycle asked for, about (listings by their pages, actions by their
+    /// attempts), for the warning when a cycle is longer than the interval.
+    pub requests: u64,
 }
 
 impl TargetReport {
@@ -89,6 +96,11 @@ impl TargetReport {
         self.skipped += s.skipped;
         self.unknown += s.unknown;
         self.rows.extend(s.rows);
+        self.requests += s.requests;
+        self.oldest_pending = match (self.oldest_pending, s.oldest_pending) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// Counts one outcome.

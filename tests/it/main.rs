@@ -2,6 +2,7 @@
 //! loopback, real Cedar over the shipped and fixture policies, real files.
 
 mod audit;
+mod audit_daemon;
 mod cli;
 mod client;
 mod daemon;
