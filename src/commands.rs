@@ -105,9 +105,21 @@ fn check(path: &Path) -> CmdResult {
     }
     let _ = writeln!(
         out,
-        "auth: {} (secrets are read by `run` only)",
-        cfg.auth.method()
+        "auth: {}: {} (nothing is read or fetched before `run`)",
+        cfg.auth.method(),
+        cfg.auth.describe()
     );
+    for t in &cfg.targets {
+        let via = match &t.agency {
+            None => "the [auth] identity".to_owned(),
+            Some(a) => format!(
+                "{a}: temporary keys for {} from {}/v3.0/OS-CREDENTIAL/securitytokens, asked with the [auth] identity and refreshed before they expire",
+                humantime::format_duration(a.duration),
+                t.iam_endpoint
+            ),
+        };
+        let _ = writeln!(out, "target {} credentials: {via}", t.name);
+    }
     let _ = writeln!(
         out,
         "policy dir {}: {} policies{}",

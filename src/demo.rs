@@ -177,6 +177,7 @@ pub async fn run(policies: Option<&Path>) -> CmdResult {
             iam_endpoint: sim.base_url(),
             services: None,
             ca_file: None,
+            agency: None,
         }],
         auth: Auth::AkSk {
             access_key: SecretSource::Env("HUAWEICLOUD_SDK_AK".into()),

@@ -9,7 +9,7 @@
 use super::auth::Credentials;
 use super::error::{ApiError, ApiErrorKind, CloudError};
 use super::signer;
-use super::transport::{self, Call, Endpoint, Guard, Reply, Transport, decode, malformed};
+use super::transport::{self, Call, Endpoint, Guard, Reply, Transport, Via, decode, malformed};
 use super::types::{
     ActionRequest, ActionResponse, ConnectionList, EndpointService, ServiceList, WireConnection,
 };
@@ -251,7 +251,7 @@ impl TargetClient {
                     &Call {
                         op,
                         method: Method::GET,
-                        iam: false,
+                        via: Via::Target,
                         path: path.clone(),
                         query,
                         body: b"",
@@ -360,7 +360,7 @@ impl TargetClient {
         let call = Call {
             op: OP_GET_CONNECTION,
             method: Method::GET,
-            iam: false,
+            via: Via::Target,
             path: self.connections_path(service_id),
             query: vec![("id".into(), endpoint_id.to_owned())],
             body: b"",
@@ -413,7 +413,7 @@ impl TargetClient {
                 &Call {
                     op: OP_ACTION,
                     method: Method::POST,
-                    iam: false,
+                    via: Via::Target,
                     path: path.clone(),
                     query: Vec::new(),
                     body: &body,
@@ -439,7 +439,10 @@ impl TargetClient {
 
     /// Why this target cannot work right now (an authentication backoff), if it cannot.
     pub fn unready_reason(&self) -> Option<String> {
-        self.inner.transport.creds.unready_reason()
+        self.inner
+            .transport
+            .creds
+            .unready_reason(&self.inner.iam_base, self.inner.target.agency.as_ref())
     }
 }
 
@@ -486,7 +489,7 @@ impl TargetApi for TargetClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::auth::{Credential, Outgoing};
+    use crate::cloud::auth::Outgoing;
     use crate::config::SecretSource;
     use chrono::Utc;
     use std::path::Path;
@@ -516,18 +519,19 @@ mod tests {
         assert_eq!(canonical, "limit=1000&status=a%20b");
         let path = t.connections_path("svc 1");
         assert!(path.ends_with("/vpc-endpoint-services/svc%201/connections"));
+        let sign = c.transport.creds.static_credential().expect("static keys");
         let h = c
             .transport
             .creds
             .apply(
-                &Credential::Sign,
+                &sign,
                 &Outgoing {
                     method: "POST",
                     host: "vpcep.example.com:8443",
                     path: &path,
                     query: &query,
                     body,
-                    project_id: &t.target().project_id,
+                    project_id: Some(&t.target().project_id),
                 },
             )
             .expect("headers");
@@ -582,7 +586,7 @@ mod tests {
                 "MIItoken",
             ),
         );
-        let tok = Credential::Token(Arc::new("MIItoken".into()), 0);
+        let tok = c.transport.creds.static_credential().expect("the token");
         let h = c
             .transport
             .creds
@@ -594,7 +598,7 @@ mod tests {
                     path: "/v1/p/vpc-endpoint-services",
                     query: &[],
                     body: b"",
-                    project_id: "p",
+                    project_id: Some("p"),
                 },
             )
             .expect("headers");

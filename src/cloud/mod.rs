@@ -21,6 +21,7 @@ pub mod client;
 pub mod error;
 #[cfg(test)]
 pub(crate) mod fake;
+mod fetch;
 pub mod ratelimit;
 pub mod retry;
 pub mod signer;

@@ -21,7 +21,7 @@
 //! Once stopping begins no new request starts (waits for a permit, a slot or a retry end
 //! at once); when the stop is final, requests on the wire are given up.
 
-use super::auth::{Credential, Credentials, Outgoing, iam};
+use super::auth::{Credential, Credentials, Outgoing};
 use super::error::{ApiError, ApiErrorKind, CloudError, parse_error_body, sanitize};
 use super::ratelimit::RateLimiter;
 use super::retry::{Backoff, parse_retry_after};
@@ -31,14 +31,13 @@ use crate::metrics::Metrics;
 use crate::stop::Stop;
 use chrono::Utc;
 use reqwest::{Method, Url};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-/// Operation name of `POST {iam}/v3/auth/tokens`.
-pub const OP_IAM_TOKEN: &str = "iam_token";
+pub use super::fetch::OP_IAM_TOKEN;
 /// Largest response body read.
 pub const MAX_BODY_BYTES: usize = 32 << 20;
 
@@ -53,13 +52,15 @@ pub fn init_tls() {
 pub(crate) struct Transport {
     limiter: Option<RateLimiter>,
     in_flight: Semaphore,
-    metrics: Metrics,
-    request_timeout: Duration,
+    pub(crate) metrics: Metrics,
+    pub(crate) request_timeout: Duration,
     max_retries: u32,
     backoff: Backoff,
     max_body_bytes: AtomicUsize,
     pub(crate) creds: Credentials,
-    stop: Stop,
+    pub(crate) stop: Stop,
+    /// The client of the metadata and pod-identity services, built when first needed.
+    local_http: std::sync::OnceLock<Result<reqwest::Client, String>>,
 }
 
 /// Asked right before each attempt of an action: `Some(why)` when it must not be sent.
@@ -73,12 +74,22 @@ pub(crate) struct Endpoint<'a> {
     pub iam_base: &'a str,
 }
 
+/// Where a request goes and whose credential it carries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Via {
+    /// To the VPCEP endpoint, as the target (through its agency when it has one).
+    Target,
+    /// To IAM without a credential: a password token request.
+    IamToken,
+    /// To IAM as the base identity: assuming an agency.
+    AssumeRole,
+}
+
 /// One request to make.
 pub(crate) struct Call<'a> {
     pub op: &'static str,
     pub method: Method,
-    /// To the IAM endpoint (token requests, sent without a credential).
-    pub iam: bool,
+    pub via: Via,
     pub path: String,
     pub query: Vec<(String, String)>,
     pub body: &'a [u8],
@@ -119,7 +130,33 @@ impl Transport {
             max_body_bytes: AtomicUsize::new(MAX_BODY_BYTES),
             creds,
             stop,
+            local_http: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The HTTP client of the metadata and pod-identity services: no redirects, system
+    /// trust roots (none for plain http, which only link-local and loopback hosts get).
+    pub(crate) fn local_http(
+        &self,
+        op: &'static str,
+        url: &str,
+    ) -> Result<&reqwest::Client, ApiError> {
+        let plain = url
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("http://"));
+        let built = self.local_http.get_or_init(|| {
+            let mut b = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(self.request_timeout)
+                .pool_idle_timeout(Duration::from_secs(50));
+            if plain {
+                b = b.tls_certs_only(Vec::<reqwest::Certificate>::new());
+            }
+            b.build().map_err(|e| e.to_string())
+        });
+        built
+            .as_ref()
+            .map_err(|m| ApiError::new(op, url.to_owned(), ApiErrorKind::Client).with_message(m))
     }
 
     pub(crate) fn set_max_body_bytes(&self, n: usize) {
@@ -134,7 +171,11 @@ impl Transport {
         call: &Call<'_>,
         guard: Guard<'_>,
     ) -> Result<Reply, ApiError> {
-        let base = if call.iam { ep.iam_base } else { ep.vpcep_base };
+        let base = if call.via == Via::Target {
+            ep.vpcep_base
+        } else {
+            ep.iam_base
+        };
         let query = signer::canonical_query(&call.query);
         let url = build_url(base, &call.path, &query).map_err(|m| {
             ApiError::new(
@@ -145,7 +186,6 @@ impl Transport {
             .with_message(m)
         })?;
         let url_text = url.to_string();
-        let project = &ep.target.project_id;
         let not_sent = |why: String, attempts: u32| {
             let mut e =
                 ApiError::new(call.op, url_text.clone(), ApiErrorKind::NotSent).with_message(why);
@@ -159,17 +199,15 @@ impl Transport {
             if let Some(why) = self.refusal(guard) {
                 return Err(not_sent(why, attempts));
             }
-            // Credentials first: for `password` the IAM request is itself the probe after
-            // a backoff, and it passes the gate on its own.
-            let cred = if call.iam {
-                Credential::None
-            } else {
-                // Boxed: `execute` → IAM token → `execute` (without a credential).
-                self.creds
-                    .credential(project, || Box::pin(self.fetch_iam_token(ep)))
-                    .await?
+            // Credentials first: an IAM request that fetches them is itself the probe
+            // after a backoff, and it passes its own gate.
+            let cred = tokio::select! {
+                c = self.credential(ep, call.via) => c?,
+                () = self.stop.begun() => {
+                    return Err(not_sent("shutting down".into(), attempts));
+                }
             };
-            let gate = self.creds.gate_for(&cred, call.iam);
+            let gate = self.creds.gate_for(&cred, call.via == Via::IamToken);
             let probe = match &gate {
                 Some(g) => tokio::select! {
                     p = g.admit(call.op, &url_text, attempts) => Some(p?),
@@ -204,11 +242,11 @@ impl Transport {
                     }
                     retry_after = reply.retry_after;
                     let err = error_from_reply(call.op, &url_text, &reply, attempts);
-                    if reply.status == 401 || (call.iam && reply.status == 403) {
+                    if reply.status == 401 || (call.via == Via::IamToken && reply.status == 403) {
                         match (&cred, reauthenticated) {
-                            (Credential::Token(_, generation), false) => {
+                            (Credential::Token { .. }, false) => {
                                 reauthenticated = true;
-                                if self.creds.invalidate(project, *generation, &err)? {
+                                if self.creds.invalidate(&cred, &err)? {
                                     tracing::warn!(
                                         target_name = %ep.target.name,
                                         operation = call.op,
@@ -221,12 +259,14 @@ impl Transport {
                                     continue;
                                 }
                             }
-                            (Credential::Sign, _) | (Credential::None, _) => {
+                            (Credential::Sign { .. }, _) | (Credential::None, _) => {
                                 if let Some(g) = &gate {
                                     self.enter_backoff(ep, g, &err);
                                 }
+                                // Fetched keys are fetched anew for the next attempt.
+                                self.creds.invalidate(&cred, &err)?;
                             }
-                            (Credential::Token(..), true) => {}
+                            (Credential::Token { .. }, true) => {}
                         }
                     }
                     err
@@ -338,7 +378,7 @@ impl Transport {
         }
         // The waits above can be long: a failure with the key, the stop or a reload may
         // have come meanwhile.
-        if let Some(g) = self.creds.gate_for(cred, call.iam) {
+        if let Some(g) = self.creds.gate_for(cred, call.via == Via::IamToken) {
             g.still_open(call.op, url_text, attempts)
                 .map_err(Failure::Refused)?;
         }
@@ -387,45 +427,13 @@ impl Transport {
         if !call.body.is_empty() || call.method == Method::POST {
             req = req.body(call.body.to_vec());
         }
-        let mut resp = req.send().await.map_err(transport_failure)?;
-        let status = resp.status().as_u16();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let request_id = header("x-request-id")
-            .map(|s| sanitize(&s))
-            .filter(|s| !s.is_empty());
-        let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v, Utc::now()));
-        let subject_token = if call.iam {
-            header("x-subject-token").map(SecretString::from)
-        } else {
-            None
-        };
-        let cap = self.max_body_bytes.load(Ordering::Relaxed);
-        if resp.content_length().is_some_and(|n| n > cap as u64) {
-            return Err(Failure::TooLarge(format!(
-                "content-length exceeds {cap} bytes"
-            )));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(transport_failure)? {
-            if body.len() + chunk.len() > cap {
-                return Err(Failure::TooLarge(format!("body exceeds {cap} bytes")));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Reply {
-            status,
-            body,
-            request_id,
-            retry_after,
-            subject_token,
-            url: String::new(),
-            attempts: 0,
-        })
+        let resp = req.send().await.map_err(transport_failure)?;
+        read_reply(
+            resp,
+            self.max_body_bytes.load(Ordering::Relaxed),
+            call.via == Via::IamToken,
+        )
+        .await
     }
 
     /// The headers of one attempt. The URL's query is already the signer's canonical
@@ -447,32 +455,57 @@ impl Transport {
                     path: url.path(),
                     query: &call.query,
                     body: call.body,
-                    project_id: &ep.target.project_id,
+                    project_id: (call.via != Via::AssumeRole).then_some(&*ep.target.project_id),
                 },
             )
             .map_err(Failure::Build)
     }
+}
 
-    async fn fetch_iam_token(&self, ep: &Endpoint<'_>) -> Result<iam::IssuedToken, ApiError> {
-        let Some(body) = self.creds.iam_token_body(&ep.target.project_id) else {
-            return Err(
-                ApiError::new(OP_IAM_TOKEN, ep.iam_base.to_owned(), ApiErrorKind::Client)
-                    .with_message("not using password authentication"),
-            );
-        };
-        let call = Call {
-            op: OP_IAM_TOKEN,
-            method: Method::POST,
-            iam: true,
-            path: "/v3/auth/tokens".into(),
-            query: vec![("nocatalog".into(), "true".into())],
-            body: &body,
-        };
-        let reply = Box::pin(self.execute(ep, &call, &|| None)).await?;
-        let subject = reply.subject_token.as_ref().map(|s| s.expose_secret());
-        iam::parse_token_response(subject, &reply.body, Utc::now())
-            .map_err(|m| malformed(OP_IAM_TOKEN, &reply, &m))
+/// Reads a whole answer, at most `cap` bytes of body; `X-Subject-Token` only when
+/// `subject_token` (IAM token requests).
+pub(crate) async fn read_reply(
+    mut resp: reqwest::Response,
+    cap: usize,
+    subject_token: bool,
+) -> Result<Reply, Failure> {
+    let status = resp.status().as_u16();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let request_id = header("x-request-id")
+        .map(|s| sanitize(&s))
+        .filter(|s| !s.is_empty());
+    let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v, Utc::now()));
+    let subject_token = if subject_token {
+        header("x-subject-token").map(SecretString::from)
+    } else {
+        None
+    };
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(Failure::TooLarge(format!(
+            "content-length exceeds {cap} bytes"
+        )));
     }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport_failure)? {
+        if body.len() + chunk.len() > cap {
+            return Err(Failure::TooLarge(format!("body exceeds {cap} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Reply {
+        status,
+        body,
+        request_id,
+        retry_after,
+        subject_token,
+        url: String::new(),
+        attempts: 0,
+    })
 }
 
 /// Whether either endpoint of `t` is `https://` (redirects are never followed, so a
@@ -539,7 +572,7 @@ fn host_header(u: &Url) -> Option<String> {
     })
 }
 
-fn transport_failure(e: reqwest::Error) -> Failure {
+pub(crate) fn transport_failure(e: reqwest::Error) -> Failure {
     let e = e.without_url();
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
@@ -558,7 +591,7 @@ fn transport_failure(e: reqwest::Error) -> Failure {
     }
 }
 
-fn failure_error(op: &'static str, url: &str, f: Failure, attempts: u32) -> ApiError {
+pub(crate) fn failure_error(op: &'static str, url: &str, f: Failure, attempts: u32) -> ApiError {
     let (kind, msg) = match f {
         Failure::Timeout => (
             ApiErrorKind::Timeout,

@@ -25,6 +25,17 @@ pub const AK_ENV: &str = "HUAWEICLOUD_SDK_AK";
 pub const SK_ENV: &str = "HUAWEICLOUD_SDK_SK";
 /// Security token variable of temporary AK/SK.
 pub const SECURITY_TOKEN_ENV: &str = "HUAWEICLOUD_SDK_SECURITY_TOKEN";
+/// Password variable of `method = "password"`.
+pub const PASSWORD_ENV: &str = "VPCEP_APPROVER_PASSWORD";
+/// Token variable of `method = "token"`.
+pub const TOKEN_ENV: &str = "VPCEP_APPROVER_TOKEN";
+/// The pod-identity URL variable of `method = "pod-identity"` (set by CCE).
+pub const POD_IDENTITY_URI_ENV: &str = "HC_CONTAINER_CREDENTIALS_FULL_URI";
+/// The pod-identity token file variable of `method = "pod-identity"` (set by CCE).
+pub const POD_IDENTITY_TOKEN_FILE_ENV: &str = "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE";
+/// The ECS metadata service, as the official SDKs reach it.
+pub const DEFAULT_METADATA_ENDPOINT: &str = "http://169.254.169.254";
+const METADATA_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 169, 254);
 
 /// A configuration problem. Always names the file, and the key where there is one.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +115,49 @@ pub struct Target {
     pub services: Option<Vec<String>>,
     /// An extra PEM trust root.
     pub ca_file: Option<PathBuf>,
+    /// The IAM agency this target is reached through, if any.
+    pub agency: Option<Agency>,
+}
+
+/// An IAM agency of another account: the target's requests are signed with temporary
+/// keys obtained by assuming it with the `[auth]` identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Agency {
+    /// The agency's name, as the other account created it.
+    pub name: String,
+    /// The account that created it.
+    pub domain: AgencyDomain,
+    /// The lifetime asked for (`duration_seconds`).
+    pub duration: Duration,
+}
+
+/// The account of an agency, by name or by id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AgencyDomain {
+    /// `agency_domain_name`.
+    Name(String),
+    /// `agency_domain_id`.
+    Id(String),
+}
+
+impl Agency {
+    /// The default `agency_duration`.
+    pub const DEFAULT_DURATION: Duration = Duration::from_secs(3600);
+    /// The shortest lifetime IAM issues.
+    pub const MIN_DURATION: Duration = Duration::from_secs(900);
+    /// The longest lifetime IAM issues.
+    pub const MAX_DURATION: Duration = Duration::from_secs(86400);
+    /// The longest lifetime when the base identity uses temporary keys itself.
+    pub const MAX_DURATION_TEMPORARY: Duration = Duration::from_secs(3600);
+}
+
+impl std::fmt::Display for Agency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.domain {
+            AgencyDomain::Name(d) => write!(f, "agency {} of account {d}", self.name),
+            AgencyDomain::Id(d) => write!(f, "agency {} of account id {d}", self.name),
+        }
+    }
 }
 
 impl Target {
@@ -117,6 +171,7 @@ impl Target {
             iam_endpoint: default_iam_endpoint(region),
             services: None,
             ca_file: None,
+            agency: None,
         }
     }
 
@@ -156,15 +211,82 @@ pub enum Auth {
         /// The token.
         token: SecretSource,
     },
+    /// Temporary AK/SK from the ECS metadata service (the agency attached to the VM).
+    Metadata {
+        /// The metadata service's base URL.
+        endpoint: String,
+    },
+    /// Temporary AK/SK from CCE pod identity ([`POD_IDENTITY_URI_ENV`],
+    /// [`POD_IDENTITY_TOKEN_FILE_ENV`]).
+    PodIdentity,
 }
 
 impl Auth {
-    /// `aksk`, `password` or `token`.
+    /// The `method` as written in the file.
     pub fn method(&self) -> &'static str {
         match self {
             Auth::AkSk { .. } => "aksk",
             Auth::Password { .. } => "password",
             Auth::Token { .. } => "token",
+            Auth::Metadata { .. } => "metadata",
+            Auth::PodIdentity => "pod-identity",
+        }
+    }
+
+    /// Where the credentials come from, in words, without reading any secret.
+    pub fn describe(&self) -> String {
+        match self {
+            Auth::AkSk {
+                access_key,
+                secret_key,
+                security_token,
+            } => format!(
+                "access key from {access_key}, secret key from {secret_key}, security token (temporary keys) from {security_token} when set{}",
+                if [access_key, secret_key, security_token]
+                    .iter()
+                    .any(|s| matches!(s, SecretSource::File { .. }))
+                {
+                    "; files re-read when they change"
+                } else {
+                    ""
+                }
+            ),
+            Auth::Password {
+                user_name,
+                domain_name,
+                password,
+            } => format!(
+                "IAM user {user_name} of account {domain_name}, password from {password}; a project-scoped IAM token per target, refreshed before it expires"
+            ),
+            Auth::Token { token } => {
+                format!("token from {token}, re-read when it changes or is not accepted")
+            }
+            Auth::Metadata { endpoint } => format!(
+                "temporary keys of the agency attached to this ECS instance, from the metadata service at {endpoint}, refreshed before they expire"
+            ),
+            Auth::PodIdentity => {
+                let env = |v: &str| match std::env::var(v) {
+                    Ok(x) if !x.trim().is_empty() => format!("{v}={}", x.trim()),
+                    _ => format!("{v} (not set here)"),
+                };
+                format!(
+                    "temporary keys from CCE pod identity at {} with the token in {}, refreshed before they expire",
+                    env(POD_IDENTITY_URI_ENV),
+                    env(POD_IDENTITY_TOKEN_FILE_ENV)
+                )
+            }
+        }
+    }
+
+    /// Whether the base identity signs with temporary keys for sure (an unset
+    /// `HUAWEICLOUD_SDK_SECURITY_TOKEN` is known only when `run` reads it).
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            Auth::Metadata { .. } | Auth::PodIdentity => true,
+            Auth::AkSk { security_token, .. } => {
+                matches!(security_token, SecretSource::File { .. })
+            }
+            _ => false,
         }
     }
 
@@ -388,6 +510,11 @@ struct RawTarget {
     iam_endpoint: Option<String>,
     services: Option<Vec<String>>,
     ca_file: Option<String>,
+    agency_name: Option<String>,
+    agency_domain_name: Option<String>,
+    agency_domain_id: Option<String>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    agency_duration: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -401,6 +528,7 @@ struct RawAuth {
     domain_name: Option<String>,
     password_file: Option<String>,
     token_file: Option<String>,
+    metadata_endpoint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -565,10 +693,26 @@ impl Validator<'_> {
             }
             targets.push(t);
         }
+        let auth = self.auth(raw.auth)?;
+        if auth.is_temporary()
+            && let Some((i, _)) = targets.iter().enumerate().find(|(_, t)| {
+                t.agency
+                    .as_ref()
+                    .is_some_and(|a| a.duration > Agency::MAX_DURATION_TEMPORARY)
+            })
+        {
+            return Err(self.err(
+                format!("target[{i}].agency_duration"),
+                format!(
+                    "at most 1h: method = {:?} uses temporary keys itself",
+                    auth.method()
+                ),
+            ));
+        }
         Ok(Config {
             path: self.path.to_owned(),
             targets,
-            auth: self.auth(raw.auth)?,
+            auth,
             poll: self.poll(raw.poll)?,
             policy: self.policy(raw.policy)?,
             audit: self.audit(raw.audit)?,
@@ -643,7 +787,75 @@ impl Validator<'_> {
             iam_endpoint,
             services: t.services,
             ca_file: t.ca_file.map(|p| self.resolve(Path::new(&p))),
+            agency: self.agency(
+                i,
+                t.agency_name,
+                t.agency_domain_name,
+                t.agency_domain_id,
+                t.agency_duration,
+            )?,
         })
+    }
+
+    fn agency(
+        &self,
+        i: usize,
+        name: Option<String>,
+        domain_name: Option<String>,
+        domain_id: Option<String>,
+        duration: Option<Duration>,
+    ) -> Result<Option<Agency>, ConfigError> {
+        let key = |k: &str| format!("target[{i}].{k}");
+        let Some(name) = name else {
+            for (k, present) in [
+                ("agency_domain_name", domain_name.is_some()),
+                ("agency_domain_id", domain_id.is_some()),
+                ("agency_duration", duration.is_some()),
+            ] {
+                if present {
+                    return Err(self.err(key(k), "needs agency_name"));
+                }
+            }
+            return Ok(None);
+        };
+        let printable = |k: &str, v: &str| {
+            if v.trim().is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
+                Err(self.err(key(k), "must be 1-128 printable characters"))
+            } else {
+                Ok(())
+            }
+        };
+        printable("agency_name", &name)?;
+        let domain = match (domain_name, domain_id) {
+            (Some(n), None) => {
+                printable("agency_domain_name", &n)?;
+                AgencyDomain::Name(n)
+            }
+            (None, Some(d)) => {
+                if !valid_id(&d) {
+                    return Err(self.err(
+                        key("agency_domain_id"),
+                        format!("{d:?} is not an account id"),
+                    ));
+                }
+                AgencyDomain::Id(d)
+            }
+            _ => {
+                return Err(self.err(
+                    key("agency_name"),
+                    "needs exactly one of agency_domain_name and agency_domain_id (the account that created the agency)",
+                ));
+            }
+        };
+        let duration = duration.unwrap_or(Agency::DEFAULT_DURATION);
+        if !(Agency::MIN_DURATION..=Agency::MAX_DURATION).contains(&duration) {
+            return Err(self.err(key("agency_duration"), "must be between 15m and 24h"));
+        }
+        Ok(Some(Agency {
+            name,
+            domain,
+            duration,
+        }))
     }
 
     fn endpoint(&self, key: &str, value: String) -> Result<String, ConfigError> {
@@ -690,67 +902,94 @@ impl Validator<'_> {
 
     fn auth(&self, a: RawAuth) -> Result<Auth, ConfigError> {
         let method = a.method.as_deref().unwrap_or("aksk");
-        let file = |k: &str, v: &Option<String>| self.file(&format!("auth.{k}"), v);
-        let forbid = |k: &str, present: bool| -> Result<(), ConfigError> {
-            if present {
-                Err(self.err(
-                    format!("auth.{k}"),
-                    format!("not used with method = {method:?}"),
-                ))
-            } else {
-                Ok(())
+        let allowed: &[&str] = match method {
+            "aksk" => &["access_key_file", "secret_key_file", "security_token_file"],
+            "password" => &["user_name", "domain_name", "password_file"],
+            "token" => &["token_file"],
+            "metadata" => &["metadata_endpoint"],
+            "pod-identity" => &[],
+            other => {
+                return Err(self.err(
+                    "auth.method",
+                    format!(
+                        "{other:?} is not one of \"aksk\", \"password\", \"token\", \"metadata\", \"pod-identity\""
+                    ),
+                ));
             }
         };
-        let env = |v: &str| SecretSource::Env(v.to_owned());
-        match method {
-            "aksk" => {
-                forbid("user_name", a.user_name.is_some())?;
-                forbid("domain_name", a.domain_name.is_some())?;
-                forbid("password_file", a.password_file.is_some())?;
-                forbid("token_file", a.token_file.is_some())?;
-                Ok(Auth::AkSk {
-                    access_key: file("access_key_file", &a.access_key_file)?
-                        .unwrap_or_else(|| env(AK_ENV)),
-                    secret_key: file("secret_key_file", &a.secret_key_file)?
-                        .unwrap_or_else(|| env(SK_ENV)),
-                    security_token: file("security_token_file", &a.security_token_file)?
-                        .unwrap_or_else(|| env(SECURITY_TOKEN_ENV)),
-                })
-            }
-            "password" => {
-                forbid("access_key_file", a.access_key_file.is_some())?;
-                forbid("secret_key_file", a.secret_key_file.is_some())?;
-                forbid("security_token_file", a.security_token_file.is_some())?;
-                forbid("token_file", a.token_file.is_some())?;
-                let required = |k: &str, v: Option<String>| {
-                    v.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
-                        self.err(format!("auth.{k}"), "required with method = \"password\"")
-                    })
-                };
-                Ok(Auth::Password {
-                    user_name: required("user_name", a.user_name)?,
-                    domain_name: required("domain_name", a.domain_name)?,
-                    password: file("password_file", &a.password_file)?
-                        .unwrap_or_else(|| env("VPCEP_APPROVER_PASSWORD")),
-                })
-            }
-            "token" => {
-                forbid("access_key_file", a.access_key_file.is_some())?;
-                forbid("secret_key_file", a.secret_key_file.is_some())?;
-                forbid("security_token_file", a.security_token_file.is_some())?;
-                forbid("user_name", a.user_name.is_some())?;
-                forbid("domain_name", a.domain_name.is_some())?;
-                forbid("password_file", a.password_file.is_some())?;
-                Ok(Auth::Token {
-                    token: file("token_file", &a.token_file)?
-                        .unwrap_or_else(|| env("VPCEP_APPROVER_TOKEN")),
-                })
-            }
-            other => Err(self.err(
-                "auth.method",
-                format!("{other:?} is not one of \"aksk\", \"password\", \"token\""),
-            )),
+        let present = [
+            ("access_key_file", a.access_key_file.is_some()),
+            ("secret_key_file", a.secret_key_file.is_some()),
+            ("security_token_file", a.security_token_file.is_some()),
+            ("user_name", a.user_name.is_some()),
+            ("domain_name", a.domain_name.is_some()),
+            ("password_file", a.password_file.is_some()),
+            ("token_file", a.token_file.is_some()),
+            ("metadata_endpoint", a.metadata_endpoint.is_some()),
+        ];
+        if let Some((k, _)) = present.iter().find(|(k, p)| *p && !allowed.contains(k)) {
+            return Err(self.err(
+                format!("auth.{k}"),
+                format!("not used with method = {method:?}"),
+            ));
         }
+        let file = |k: &str, v: &Option<String>, var: &str| {
+            Ok::<_, ConfigError>(
+                self.file(&format!("auth.{k}"), v)?
+                    .unwrap_or_else(|| SecretSource::Env(var.to_owned())),
+            )
+        };
+        let required = |k: &str, v: Option<String>| {
+            v.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+                self.err(
+                    format!("auth.{k}"),
+                    format!("required with method = {method:?}"),
+                )
+            })
+        };
+        Ok(match method {
+            "aksk" => Auth::AkSk {
+                access_key: file("access_key_file", &a.access_key_file, AK_ENV)?,
+                secret_key: file("secret_key_file", &a.secret_key_file, SK_ENV)?,
+                security_token: file(
+                    "security_token_file",
+                    &a.security_token_file,
+                    SECURITY_TOKEN_ENV,
+                )?,
+            },
+            "password" => Auth::Password {
+                user_name: required("user_name", a.user_name)?,
+                domain_name: required("domain_name", a.domain_name)?,
+                password: file("password_file", &a.password_file, PASSWORD_ENV)?,
+            },
+            "token" => Auth::Token {
+                token: file("token_file", &a.token_file, TOKEN_ENV)?,
+            },
+            "metadata" => Auth::Metadata {
+                endpoint: self.metadata_endpoint(
+                    a.metadata_endpoint
+                        .unwrap_or_else(|| DEFAULT_METADATA_ENDPOINT.to_owned()),
+                )?,
+            },
+            _ => Auth::PodIdentity,
+        })
+    }
+
+    /// `auth.metadata_endpoint`: like any endpoint, plus the one link-local address the
+    /// metadata service has over plain http.
+    fn metadata_endpoint(&self, value: String) -> Result<String, ConfigError> {
+        const KEY: &str = "auth.metadata_endpoint";
+        let link_local = url::Url::parse(&value).is_ok_and(|u| {
+            u.scheme() == "http" && u.host() == Some(url::Host::Ipv4(METADATA_ADDRESS))
+        });
+        if link_local {
+            let u = url::Url::parse(&value).map_err(|e| self.err(KEY, e.to_string()))?;
+            if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+                return Err(self.err(KEY, format!("{value:?} must be a plain base URL")));
+            }
+            return Ok(u.as_str().trim_end_matches('/').to_owned());
+        }
+        self.endpoint(KEY, value)
     }
 
     fn poll(&self, p: Poll) -> Result<Poll, ConfigError> {
@@ -1070,6 +1309,117 @@ mod tests {
         let c = parse("[auth]\nmethod = \"password\"\nuser_name = \"u\"\ndomain_name = \"d\"\n")
             .expect("ok");
         assert_eq!(c.auth.method(), "password");
+    }
+
+    #[test]
+    fn keyless_methods_and_their_keys() {
+        let c = parse("[auth]\nmethod = \"metadata\"\n").expect("ok");
+        assert_eq!(
+            c.auth,
+            Auth::Metadata {
+                endpoint: DEFAULT_METADATA_ENDPOINT.into()
+            }
+        );
+        assert!(c.auth.is_temporary());
+        for ok in [
+            "http://169.254.169.254/",
+            "http://127.0.0.1:8080",
+            "https://meta.example.com",
+        ] {
+            let c = parse(&format!(
+                "[auth]\nmethod = \"metadata\"\nmetadata_endpoint = \"{ok}\"\n"
+            ))
+            .expect(ok);
+            let Auth::Metadata { endpoint } = c.auth else {
+                panic!("metadata")
+            };
+            assert!(!endpoint.ends_with('/'), "{endpoint}");
+        }
+        for bad in [
+            "http://169.254.169.253",
+            "http://10.0.0.1",
+            "ftp://169.254.169.254",
+        ] {
+            let e = err(&format!(
+                "[auth]\nmethod = \"metadata\"\nmetadata_endpoint = \"{bad}\"\n"
+            ));
+            assert!(e.contains("auth.metadata_endpoint"), "{e}");
+        }
+        assert!(
+            err("[auth]\nmetadata_endpoint = \"http://127.0.0.1:1\"\n")
+                .contains("auth.metadata_endpoint: not used with method = \"aksk\"")
+        );
+        let c = parse("[auth]\nmethod = \"pod-identity\"\n").expect("ok");
+        assert_eq!(c.auth, Auth::PodIdentity);
+        assert!(
+            err("[auth]\nmethod = \"pod-identity\"\ntoken_file = \"t\"\n")
+                .contains("auth.token_file")
+        );
+        assert!(err("[auth]\nmethod = \"magic\"\n").contains("\"pod-identity\""));
+    }
+
+    #[test]
+    fn agencies_are_checked() {
+        let c = parse("agency_name = \"vpcep-approver\"\nagency_domain_name = \"acme-prod\"\n")
+            .expect("ok");
+        assert_eq!(
+            c.targets[0].agency,
+            Some(Agency {
+                name: "vpcep-approver".into(),
+                domain: AgencyDomain::Name("acme-prod".into()),
+                duration: Agency::DEFAULT_DURATION,
+            })
+        );
+        let c =
+            parse("agency_name = \"a\"\nagency_domain_id = \"0a1b2c\"\nagency_duration = \"6h\"\n")
+                .expect("ok");
+        let a = c.targets[0].agency.as_ref().expect("agency");
+        assert_eq!(a.domain, AgencyDomain::Id("0a1b2c".into()));
+        assert_eq!(a.duration, Duration::from_secs(6 * 3600));
+        for (extra, key) in [
+            (
+                "agency_domain_name = \"d\"\n",
+                "target[0].agency_domain_name: needs agency_name",
+            ),
+            (
+                "agency_duration = \"1h\"\n",
+                "target[0].agency_duration: needs agency_name",
+            ),
+            (
+                "agency_name = \"a\"\n",
+                "target[0].agency_name: needs exactly one",
+            ),
+            (
+                "agency_name = \"a\"\nagency_domain_name = \"d\"\nagency_domain_id = \"i\"\n",
+                "target[0].agency_name: needs exactly one",
+            ),
+            (
+                "agency_name = \"a\"\nagency_domain_id = \"no/slash\"\n",
+                "target[0].agency_domain_id",
+            ),
+            (
+                "agency_name = \"a\"\nagency_domain_name = \"d\"\nagency_duration = \"5m\"\n",
+                "target[0].agency_duration: must be between",
+            ),
+            (
+                "agency_name = \"a\"\nagency_domain_name = \"d\"\nagency_duration = \"25h\"\n",
+                "target[0].agency_duration: must be between",
+            ),
+        ] {
+            let e = err(extra);
+            assert!(e.contains(key), "{extra:?}: {e}");
+        }
+        // Temporary keys cannot ask for more than an hour.
+        let e = err(
+            "agency_name = \"a\"\nagency_domain_name = \"d\"\nagency_duration = \"2h\"\n[auth]\nmethod = \"metadata\"\n",
+        );
+        assert!(e.contains("target[0].agency_duration: at most 1h"), "{e}");
+        let e = err(
+            "agency_name = \"a\"\nagency_domain_name = \"d\"\nagency_duration = \"2h\"\n[auth]\nsecurity_token_file = \"st\"\n",
+        );
+        assert!(e.contains("at most 1h"), "{e}");
+        parse("agency_name = \"a\"\nagency_domain_name = \"d\"\nagency_duration = \"2h\"\n")
+            .expect("static keys may ask for more");
     }
 
     #[test]

@@ -79,6 +79,20 @@ pub async fn run(
         )))
     })?;
     let creds = Credentials::load(&cfg.auth).map_err(Failure::config)?;
+    if creds.is_temporary()
+        && let Some((i, t)) = cfg.targets.iter().enumerate().find(|(_, t)| {
+            t.agency
+                .as_ref()
+                .is_some_and(|a| a.duration > crate::config::Agency::MAX_DURATION_TEMPORARY)
+        })
+    {
+        return Err(Failure::config(anyhow!(
+            "invalid config file {}: target[{i}].agency_duration: at most 1h: target {} is reached with temporary keys ({} is set)",
+            cfg.path.display(),
+            t.name,
+            crate::config::SECURITY_TOKEN_ENV
+        )));
+    }
     let clock = crate::clock::system();
     let writer = AuditWriter::open(cfg.audit.path.clone(), cfg.audit.fsync, clock.clone())
         .map_err(|e| Failure::runtime(anyhow!(e).context("opening the audit log")))?;

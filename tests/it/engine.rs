@@ -24,15 +24,7 @@ const SK: &str = "ENGINETESTSECRETKEY";
 fn config(sim: &Simulator, audit: &Path) -> Config {
     Config {
         path: PathBuf::from("engine-test.toml"),
-        targets: vec![Target {
-            name: "sim".into(),
-            region: "cn-north-4".into(),
-            project_id: PROJECT.into(),
-            vpcep_endpoint: sim.base_url(),
-            iam_endpoint: sim.base_url(),
-            services: None,
-            ca_file: None,
-        }],
+        targets: vec![Target::new("sim", "cn-north-4", PROJECT).at(&sim.base_url())],
         auth: Auth::AkSk {
             access_key: SecretSource::Env("UNUSED_AK".into()),
             secret_key: SecretSource::Env("UNUSED_SK".into()),

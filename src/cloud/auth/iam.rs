@@ -7,14 +7,19 @@ use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::time::Duration;
 
-/// The body of `POST /v3/auth/tokens` for a project-scoped password token. It holds the
-/// password: send it and drop it, never log it.
+/// The body of `POST /v3/auth/tokens` for a password token scoped to a project (a
+/// target's requests) or to the user's account (agency requests). It holds the password:
+/// send it and drop it, never log it.
 pub fn password_token_body(
     user_name: &str,
     domain_name: &str,
     password: &SecretString,
-    project_id: &str,
+    scope: super::Scope<'_>,
 ) -> Vec<u8> {
+    let scope = match scope {
+        super::Scope::Project(id) => serde_json::json!({"project": {"id": id}}),
+        super::Scope::Account => serde_json::json!({"domain": {"name": domain_name}}),
+    };
     let v = serde_json::json!({
         "auth": {
             "identity": {
@@ -27,7 +32,7 @@ pub fn password_token_body(
                     }
                 }
             },
-            "scope": {"project": {"id": project_id}}
+            "scope": scope
         }
     });
     v.to_string().into_bytes()
@@ -124,7 +129,12 @@ mod tests {
 
     #[test]
     fn password_body_is_project_scoped() {
-        let body = password_token_body("ops", "acme", &"pw".into(), "proj1");
+        let body = password_token_body(
+            "ops",
+            "acme",
+            &"pw".into(),
+            super::super::Scope::Project("proj1"),
+        );
         let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(v["auth"]["identity"]["methods"][0], "password");
         assert_eq!(v["auth"]["identity"]["password"]["user"]["name"], "ops");
@@ -134,6 +144,9 @@ mod tests {
         );
         assert_eq!(v["auth"]["identity"]["password"]["user"]["password"], "pw");
         assert_eq!(v["auth"]["scope"]["project"]["id"], "proj1");
+        let body = password_token_body("ops", "acme", &"pw".into(), super::super::Scope::Account);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["auth"]["scope"]["domain"]["name"], "acme");
     }
 
     #[test]

@@ -1,317 +1,440 @@
-//! Credentials: the secrets of `[auth]`, what each request is authenticated with, the IAM
-//! token caches and the authentication backoff ([`gate`]).
+//! Credentials: where each request's authentication comes from (README "Credentials"),
+//! the caches of fetched credentials and the authentication backoff ([`gate`]).
 //!
-//! [`Credentials`] is the one type: it owns the secrets (every one a [`SecretString`];
-//! `Debug` shows none of them), the project-scoped IAM tokens of `method = "password"`
-//! (one per project, fetched by one caller at a time), the token of `method = "token"`
-//! (re-read from its source after a 401), and one [`Gate`] per credential key. Sending
-//! is the transport's business: it asks [`Credentials::credential`] for the credential
-//! of each attempt and [`Credentials::apply`] to put it on the request.
+//! [`Credentials`] is the one type. It owns the base identity of `[auth]`:
+//! - static keys, a password or a token, from the environment or from `*_file` secrets
+//!   that are re-read when the files change ([`reload`]);
+//! - or temporary keys fetched from the ECS metadata service or CCE pod identity;
+//!
+//! and the caches built on it: the project-scoped IAM tokens of `password`, and the
+//! temporary keys of each IAM agency a target goes through. Every fetched credential
+//! lives in a [`Slot`]: one fetch at a time, refreshed before it expires, never used when
+//! it would expire during a request. Every key has one [`Gate`] (five bad signatures
+//! lock a key). Sending is the transport's business: it asks for the credential of each
+//! attempt and [`Credentials::apply`] puts it on the request. `Debug` shows no secret.
 
 pub mod gate;
 pub mod iam;
+pub mod keys;
+pub mod reload;
+pub mod slot;
 
 use super::error::{ApiError, sanitize};
 use super::signer;
-use crate::config::{Auth, ConfigError, SecretSource};
+use crate::config::{
+    Agency, Auth, ConfigError, POD_IDENTITY_TOKEN_FILE_ENV, POD_IDENTITY_URI_ENV, SecretSource,
+};
 pub use gate::{BACKOFF_MAX, BACKOFF_MIN, Gate, Probe};
+pub use keys::Keys;
+use reload::Reloading;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
+pub use slot::Slot;
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tokio::time::Instant;
 
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("vpcep-approver/", env!("CARGO_PKG_VERSION"));
 
-/// The loaded secrets of `[auth]` and the state that goes with them.
+/// The loaded base identity of `[auth]` and the credentials built on it.
 pub struct Credentials {
-    secret: Secret,
-    /// Project-scoped IAM tokens (`password`), by project and IAM endpoint; each slot's
-    /// async lock makes concurrent callers share one IAM request.
-    tokens: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<CachedToken>>>>>,
-    /// The authentication gate of each credential key (an access key, an IAM user),
-    /// shared by every target that uses it.
+    base: Base,
+    /// IAM tokens of `password`, by scope (a project id, or the account for agency
+    /// requests).
+    tokens: Mutex<HashMap<String, Arc<Slot<SecretString>>>>,
+    /// Temporary keys of each agency, by IAM endpoint and agency.
+    agencies: Mutex<HashMap<AgencyKey, Arc<Slot<Keys>>>>,
+    /// The authentication gate of each key (an access key, an IAM user), shared by
+    /// every target that uses it.
     gates: Mutex<HashMap<String, Arc<Gate>>>,
 }
 
-enum Secret {
-    AkSk {
-        ak: SecretString,
-        sk: SecretString,
-        security_token: Option<SecretString>,
-    },
+/// An agency as one IAM endpoint issues its keys.
+type AgencyKey = (String, Agency);
+
+enum Base {
+    AkSk(Reloading<Keys>),
     Password {
         user_name: String,
         domain_name: String,
-        password: SecretString,
+        password: Reloading<SecretString>,
     },
     Token {
         source: SecretSource,
-        slot: Mutex<TokenSlot>,
+        token: Reloading<SecretString>,
+    },
+    Fetched {
+        source: KeySource,
+        slot: Arc<Slot<Keys>>,
     },
 }
 
-/// The token of `method = "token"` and how often it was replaced.
-struct TokenSlot {
-    token: Arc<SecretString>,
-    generation: u64,
+/// The metadata session token and until when it is used.
+pub type MetadataSession = tokio::sync::Mutex<Option<(Arc<SecretString>, tokio::time::Instant)>>;
+
+/// A service that hands out temporary keys for the base identity.
+pub enum KeySource {
+    /// The ECS metadata service; the session token of its `PUT` is kept and reused.
+    Metadata {
+        /// Base URL.
+        endpoint: String,
+        /// The metadata session token, while it is valid.
+        session: MetadataSession,
+    },
+    /// CCE pod identity.
+    PodIdentity {
+        /// `$HC_CONTAINER_CREDENTIALS_FULL_URI`.
+        uri: String,
+        /// `$HC_CONTAINER_AUTHORIZATION_TOKEN_FILE`, read at every fetch.
+        token_file: PathBuf,
+    },
 }
 
-/// A cached IAM token of `method = "password"`.
-struct CachedToken {
-    token: Arc<SecretString>,
-    refresh_at: Instant,
-    expires_at: Instant,
-    generation: u64,
+impl KeySource {
+    /// Where the keys come from, for messages: the service's URL.
+    pub fn describe(&self) -> String {
+        match self {
+            KeySource::Metadata { endpoint, .. } => {
+                format!("the ECS metadata service at {endpoint}")
+            }
+            KeySource::PodIdentity { uri, token_file } => format!(
+                "CCE pod identity at {uri} (token file {})",
+                token_file.display()
+            ),
+        }
+    }
 }
 
 /// What one attempt is authenticated with.
 #[derive(Clone)]
 pub enum Credential {
-    /// `SDK-HMAC-SHA256` with the access key.
-    Sign,
-    /// `X-Auth-Token`, with its generation so a 401 invalidates exactly this one.
-    Token(Arc<SecretString>, u64),
+    /// `SDK-HMAC-SHA256` with these keys (plus `X-Security-Token` for temporary ones).
+    Sign {
+        /// The keys.
+        keys: Arc<Keys>,
+        /// Where they came from.
+        origin: Origin,
+    },
+    /// `X-Auth-Token`.
+    Token {
+        /// The token.
+        token: Arc<SecretString>,
+        /// Where it came from.
+        origin: Origin,
+    },
     /// Nothing (the IAM token request itself).
     None,
+}
+
+/// Where a credential came from, so a 401 drops exactly that one.
+#[derive(Clone)]
+pub enum Origin {
+    /// The base identity's own keys or token, with its generation.
+    Base(u64),
+    /// Fetched keys (metadata, pod identity, an agency).
+    Keys(Arc<Slot<Keys>>, u64),
+    /// An IAM token of `password`.
+    Token(Arc<Slot<SecretString>>, u64),
+}
+
+/// The scope of an IAM token of `password`.
+#[derive(Clone, Copy)]
+pub enum Scope<'a> {
+    /// A target's project: its requests.
+    Project(&'a str),
+    /// The user's own account: agency requests.
+    Account,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn same_secret(a: &SecretString, b: &SecretString) -> bool {
+    a.expose_secret() == b.expose_secret()
+}
+
 impl Credentials {
-    fn with(secret: Secret) -> Credentials {
+    fn with(base: Base) -> Credentials {
         Credentials {
-            secret,
+            base,
             tokens: Mutex::new(HashMap::new()),
+            agencies: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
         }
     }
 
     /// Access key / secret key signing; `security_token` for temporary keys.
     pub fn aksk(ak: &str, sk: &str, security_token: Option<&str>) -> Credentials {
-        Credentials::with(Secret::AkSk {
-            ak: ak.into(),
-            sk: sk.into(),
-            security_token: security_token.map(SecretString::from),
-        })
+        Credentials::with(Base::AkSk(Reloading::fixed(Keys::new(
+            ak,
+            sk,
+            security_token,
+        ))))
     }
 
     /// An IAM user password, exchanged for a project-scoped token per target.
     pub fn password(user_name: &str, domain_name: &str, password: &str) -> Credentials {
-        Credentials::with(Secret::Password {
+        Credentials::with(Base::Password {
             user_name: user_name.to_owned(),
             domain_name: domain_name.to_owned(),
-            password: password.into(),
+            password: Reloading::fixed(password.into()),
         })
     }
 
     /// A ready-made token, re-read from `source` when the API answers 401.
     pub fn token(source: SecretSource, current: &str) -> Credentials {
-        Credentials::with(Secret::Token {
+        let token = Reloading::starting_with(current.into(), &[&source], {
+            let s = source.clone();
+            move || s.load()
+        })
+        .unwrap_or_else(|_| Reloading::fixed(current.into()));
+        Credentials::with(Base::Token { source, token })
+    }
+
+    /// Temporary keys fetched from `source`.
+    pub fn fetched(source: KeySource) -> Credentials {
+        Credentials::with(Base::Fetched {
             source,
-            slot: Mutex::new(TokenSlot {
-                token: Arc::new(current.into()),
-                generation: 0,
-            }),
+            slot: Arc::default(),
         })
     }
 
-    /// Reads every secret `auth` names. A missing one is an error naming the environment
-    /// variable or file (never the value).
+    /// Reads every secret `auth` names (fetched credentials are fetched when first
+    /// needed). A missing one is an error naming the environment variable or file, never
+    /// the value.
     pub fn load(auth: &Auth) -> Result<Credentials, ConfigError> {
         Ok(Credentials::with(match auth {
             Auth::AkSk {
                 access_key,
                 secret_key,
                 security_token,
-            } => Secret::AkSk {
-                ak: access_key.load()?,
-                sk: secret_key.load()?,
-                security_token: security_token.load_optional()?,
-            },
+            } => {
+                let (a, s, t) = (
+                    access_key.clone(),
+                    secret_key.clone(),
+                    security_token.clone(),
+                );
+                Base::AkSk(Reloading::new(
+                    &[access_key, secret_key, security_token],
+                    move || {
+                        Ok(Keys {
+                            ak: a.load()?,
+                            sk: s.load()?,
+                            security_token: t.load_optional()?,
+                        })
+                    },
+                )?)
+            }
             Auth::Password {
                 user_name,
                 domain_name,
                 password,
-            } => Secret::Password {
+            } => Base::Password {
                 user_name: user_name.clone(),
                 domain_name: domain_name.clone(),
-                password: password.load()?,
+                password: Reloading::new(&[password], {
+                    let p = password.clone();
+                    move || p.load()
+                })?,
             },
-            Auth::Token { token } => Secret::Token {
+            Auth::Token { token } => Base::Token {
                 source: token.clone(),
-                slot: Mutex::new(TokenSlot {
-                    token: Arc::new(token.load()?),
-                    generation: 0,
-                }),
+                token: Reloading::new(&[token], {
+                    let t = token.clone();
+                    move || t.load()
+                })?,
+            },
+            Auth::Metadata { endpoint } => Base::Fetched {
+                source: KeySource::Metadata {
+                    endpoint: endpoint.clone(),
+                    session: tokio::sync::Mutex::new(None),
+                },
+                slot: Arc::default(),
+            },
+            Auth::PodIdentity => Base::Fetched {
+                source: pod_identity_from_env()?,
+                slot: Arc::default(),
             },
         }))
     }
 
-    /// `aksk`, `password` or `token`.
+    /// The `[auth] method`.
     pub fn method(&self) -> &'static str {
-        match &self.secret {
-            Secret::AkSk { .. } => "aksk",
-            Secret::Password { .. } => "password",
-            Secret::Token { .. } => "token",
+        match &self.base {
+            Base::AkSk(_) => "aksk",
+            Base::Password { .. } => "password",
+            Base::Token { .. } => "token",
+            Base::Fetched {
+                source: KeySource::Metadata { .. },
+                ..
+            } => "metadata",
+            Base::Fetched {
+                source: KeySource::PodIdentity { .. },
+                ..
+            } => "pod-identity",
         }
     }
 
-    fn gate(&self, key: String) -> Arc<Gate> {
-        lock(&self.gates).entry(key).or_default().clone()
+    /// Whether the base identity signs with temporary keys.
+    pub fn is_temporary(&self) -> bool {
+        match &self.base {
+            Base::AkSk(k) => k.current().0.security_token.is_some(),
+            Base::Fetched { .. } => true,
+            _ => false,
+        }
     }
 
-    /// The gate of the key an attempt uses: the access key for signing, the IAM user for
-    /// token requests; none for a ready-made token (a 401 re-reads it instead).
-    pub fn gate_for(&self, cred: &Credential, iam: bool) -> Option<Arc<Gate>> {
-        match (&self.secret, cred) {
-            (Secret::AkSk { ak, .. }, Credential::Sign) => {
-                Some(self.gate(format!("aksk:{}", ak.expose_secret())))
+    /// The base identity's credential when it needs no fetch: static keys (after taking a
+    /// change of their files) or the token of `method = "token"`.
+    pub fn static_credential(&self) -> Option<Credential> {
+        match &self.base {
+            Base::AkSk(k) => {
+                let (keys, generation) = k.current();
+                Some(Credential::Sign {
+                    keys,
+                    origin: Origin::Base(generation),
+                })
             }
-            (
-                Secret::Password {
-                    user_name,
-                    domain_name,
-                    ..
-                },
-                Credential::None,
-            ) if iam => Some(self.gate(format!("iam:{domain_name}/{user_name}"))),
+            Base::Token { token, .. } => {
+                let (token, generation) = token.current();
+                Some(Credential::Token {
+                    token,
+                    origin: Origin::Base(generation),
+                })
+            }
             _ => None,
         }
     }
 
-    /// Why requests with these credentials cannot work right now (the current key is in
-    /// its authentication backoff), if they cannot.
-    pub fn unready_reason(&self) -> Option<String> {
-        let gate = match &self.secret {
-            Secret::AkSk { .. } => self.gate_for(&Credential::Sign, false),
-            Secret::Password { .. } => self.gate_for(&Credential::None, true),
-            Secret::Token { .. } => None,
-        };
-        gate?.unready_reason()
+    /// The service and cache of fetched base keys, for `metadata` and `pod-identity`.
+    pub fn key_source(&self) -> Option<(&KeySource, Arc<Slot<Keys>>)> {
+        match &self.base {
+            Base::Fetched { source, slot } => Some((source, slot.clone())),
+            _ => None,
+        }
     }
 
-    /// Whether this method fetches a token per project from IAM.
+    /// Whether this method fetches IAM tokens with a password.
     pub fn uses_iam(&self) -> bool {
-        matches!(self.secret, Secret::Password { .. })
+        matches!(self.base, Base::Password { .. })
     }
 
-    /// The body of the IAM token request for `project_id` (`password` only). It holds
-    /// the password: send it and drop it.
-    pub fn iam_token_body(&self, project_id: &str) -> Option<Vec<u8>> {
-        match &self.secret {
-            Secret::Password {
+    /// The cache of the `password` IAM token for `scope`.
+    pub fn token_slot(&self, scope: Scope<'_>) -> Arc<Slot<SecretString>> {
+        let key = match scope {
+            Scope::Project(p) => format!("project:{p}"),
+            Scope::Account => "account".to_owned(),
+        };
+        lock(&self.tokens).entry(key).or_default().clone()
+    }
+
+    /// The cache of an agency's temporary keys, by the IAM endpoint that issues them.
+    pub fn agency_slot(&self, iam_base: &str, agency: &Agency) -> Arc<Slot<Keys>> {
+        lock(&self.agencies)
+            .entry((iam_base.to_owned(), agency.clone()))
+            .or_default()
+            .clone()
+    }
+
+    /// The body of the IAM token request for `scope` (`password` only). It holds the
+    /// password: send it and drop it.
+    pub fn iam_token_body(&self, scope: Scope<'_>) -> Option<Vec<u8>> {
+        match &self.base {
+            Base::Password {
                 user_name,
                 domain_name,
                 password,
             } => Some(iam::password_token_body(
                 user_name,
                 domain_name,
-                password,
-                project_id,
+                &password.current().0,
+                scope,
             )),
             _ => None,
         }
     }
 
-    /// The credential for the next attempt of a request to a project: signing, the
-    /// shared token, or the project's IAM token, fetched with `fetch` (one caller at a
-    /// time per `project`) when absent or due. A failed refresh keeps the current token
-    /// while it is still valid.
-    pub async fn credential<F, Fut>(&self, project: &str, fetch: F) -> Result<Credential, ApiError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<iam::IssuedToken, ApiError>>,
-    {
-        match &self.secret {
-            Secret::AkSk { .. } => Ok(Credential::Sign),
-            Secret::Token { slot, .. } => {
-                let s = lock(slot);
-                Ok(Credential::Token(s.token.clone(), s.generation))
+    fn gate(&self, key: String) -> Arc<Gate> {
+        let mut gates = lock(&self.gates);
+        if !gates.contains_key(&key) && gates.len() >= 16 {
+            // Temporary keys change with every refresh: forget the gates of keys no
+            // request holds any more, unless they are in a backoff.
+            gates.retain(|_, g| Arc::strong_count(g) > 1 || g.unready_reason().is_some());
+        }
+        gates.entry(key).or_default().clone()
+    }
+
+    /// The gate of the key an attempt uses: the access key for signing, the IAM user for
+    /// password token requests; none for a token (a 401 re-reads or re-fetches it).
+    pub fn gate_for(&self, cred: &Credential, iam_token_request: bool) -> Option<Arc<Gate>> {
+        match (&self.base, cred) {
+            (_, Credential::Sign { keys, .. }) => {
+                Some(self.gate(format!("aksk:{}", keys.ak.expose_secret())))
             }
-            Secret::Password { .. } => {
-                let cell = lock(&self.tokens)
-                    .entry(project.to_owned())
-                    .or_default()
-                    .clone();
-                let mut slot = cell.lock().await;
-                let mut generation = 0;
-                if let Some(c) = slot.as_ref() {
-                    generation = c.generation;
-                    if Instant::now() < c.refresh_at {
-                        return Ok(Credential::Token(c.token.clone(), c.generation));
-                    }
-                }
-                match fetch().await {
-                    Ok(issued) => {
-                        let start = Instant::now();
-                        let margin = iam::refresh_margin(issued.lifetime);
-                        let token = Arc::new(issued.token);
-                        let generation = generation + 1;
-                        tracing::info!(
-                            project_id = project,
-                            expires_at = %issued.expires_at,
-                            "obtained a project-scoped iam token"
-                        );
-                        *slot = Some(CachedToken {
-                            token: token.clone(),
-                            refresh_at: start + issued.lifetime.saturating_sub(margin),
-                            expires_at: start + issued.lifetime,
-                            generation,
-                        });
-                        Ok(Credential::Token(token, generation))
-                    }
-                    Err(e) => match slot.as_ref() {
-                        Some(c) if Instant::now() < c.expires_at => {
-                            tracing::warn!(
-                                project_id = project,
-                                error = %e,
-                                "iam token refresh failed; using the current token until it expires"
-                            );
-                            Ok(Credential::Token(c.token.clone(), c.generation))
-                        }
-                        _ => Err(e),
-                    },
-                }
-            }
+            (
+                Base::Password {
+                    user_name,
+                    domain_name,
+                    ..
+                },
+                Credential::None,
+            ) if iam_token_request => Some(self.gate(format!("iam:{domain_name}/{user_name}"))),
+            _ => None,
         }
     }
 
-    /// After a 401 with token `generation`: drop that token (password) or re-read the
-    /// token source (token). Returns whether a retry can use a different credential; an
-    /// error when the source cannot be re-read (it names the source, never the value).
-    pub fn invalidate(
-        &self,
-        project: &str,
-        generation: u64,
-        err: &ApiError,
-    ) -> Result<bool, ApiError> {
-        match &self.secret {
-            Secret::Password { .. } => {
-                let cell = lock(&self.tokens).get(project).cloned();
-                // `try_lock`: if another task holds the slot it is fetching a new token.
-                if let Some(cell) = cell
-                    && let Ok(mut slot) = cell.try_lock()
-                    && let Some(c) = slot.as_mut()
-                    && c.generation == generation
-                {
-                    // Keep the generation counting up across the drop.
-                    c.refresh_at = Instant::now();
-                    c.expires_at = Instant::now();
-                }
+    /// Why requests cannot work right now, if they cannot: a key in its authentication
+    /// backoff, or fetched credentials that could not be had (for `agency`, its own).
+    pub fn unready_reason(&self, iam_base: &str, agency: Option<&Agency>) -> Option<String> {
+        let gates: Vec<Arc<Gate>> = lock(&self.gates).values().cloned().collect();
+        if let Some(r) = gates.iter().find_map(|g| g.unready_reason()) {
+            return Some(r);
+        }
+        if let Some((source, slot)) = self.key_source()
+            && let Some(e) = slot.unusable()
+        {
+            return Some(format!("no credentials from {}: {e}", source.describe()));
+        }
+        let slot = agency.and_then(|a| {
+            lock(&self.agencies)
+                .get(&(iam_base.to_owned(), a.clone()))
+                .cloned()
+        })?;
+        let e = slot.unusable()?;
+        Some(format!("no credentials for {}: {e}", agency?))
+    }
+
+    /// After a 401 with `cred`: drop it so the next attempt gets another one. Returns
+    /// whether a retry right away can use a different credential (tokens only: a bad
+    /// signature is never retried in a burst); an error when a token source cannot be
+    /// re-read (it names the source, never the value).
+    pub fn invalidate(&self, cred: &Credential, err: &ApiError) -> Result<bool, ApiError> {
+        match cred {
+            Credential::Sign {
+                origin: Origin::Keys(slot, generation),
+                ..
+            } => {
+                slot.invalidate(*generation);
+                Ok(false)
+            }
+            Credential::Token {
+                origin: Origin::Token(slot, generation),
+                ..
+            } => {
+                slot.invalidate(*generation);
                 Ok(true)
             }
-            Secret::Token { source, slot } => {
-                let mut s = lock(slot);
-                if s.generation != generation {
-                    return Ok(true);
-                }
-                let fresh = source.load().map_err(|e| {
+            Credential::Token {
+                origin: Origin::Base(generation),
+                ..
+            } => {
+                let Base::Token { source, token } = &self.base else {
+                    return Ok(false);
+                };
+                let changed = token.reload(*generation, same_secret).map_err(|e| {
                     let mut out = err.clone();
                     out.error_message = Some(sanitize(&format!(
                         "{}; cannot re-read the token: {e}",
@@ -319,15 +442,12 @@ impl Credentials {
                     )));
                     out
                 })?;
-                if fresh.expose_secret() == s.token.expose_secret() {
+                if !changed {
                     tracing::warn!(source = %source, "token not accepted and unchanged in its source");
-                    return Ok(false);
                 }
-                s.token = Arc::new(fresh);
-                s.generation += 1;
-                Ok(true)
+                Ok(changed)
             }
-            Secret::AkSk { .. } => Ok(false),
+            _ => Ok(false),
         }
     }
 
@@ -336,31 +456,26 @@ impl Credentials {
     /// what is sent); for a token, `X-Auth-Token`. Secret values are marked sensitive.
     pub fn apply(&self, cred: &Credential, req: &Outgoing<'_>) -> Result<HeaderMap, String> {
         let mut h = HeaderMap::new();
-        match (cred, &self.secret) {
-            (
-                Credential::Sign,
-                Secret::AkSk {
-                    ak,
-                    sk,
-                    security_token,
-                },
-            ) => {
+        match cred {
+            Credential::Sign { keys, .. } => {
                 let mut signed: Vec<(String, String)> = vec![
                     ("Content-Type".into(), "application/json".into()),
                     ("Host".into(), req.host.to_owned()),
                     ("User-Agent".into(), USER_AGENT.into()),
-                    ("X-Project-Id".into(), req.project_id.to_owned()),
                     (
                         "X-Sdk-Date".into(),
                         signer::format_sdk_date(chrono::Utc::now()),
                     ),
                 ];
-                if let Some(st) = security_token {
+                if let Some(p) = req.project_id {
+                    signed.push(("X-Project-Id".into(), p.to_owned()));
+                }
+                if let Some(st) = &keys.security_token {
                     signed.push(("X-Security-Token".into(), st.expose_secret().to_owned()));
                 }
                 let s = signer::sign(
-                    ak.expose_secret(),
-                    sk.expose_secret().as_bytes(),
+                    keys.ak.expose_secret(),
+                    keys.sk.expose_secret().as_bytes(),
                     &signer::Request {
                         method: req.method,
                         path: req.path,
@@ -374,18 +489,62 @@ impl Credentials {
                 }
                 put(&mut h, "Authorization", &s.authorization, true)?;
             }
-            (Credential::Token(token, _), _) => {
+            Credential::Token { token, .. } => {
                 put(&mut h, "Content-Type", "application/json", false)?;
                 put(&mut h, "User-Agent", USER_AGENT, false)?;
                 put(&mut h, "X-Auth-Token", token.expose_secret(), true)?;
             }
-            _ => {
+            Credential::None => {
                 put(&mut h, "Content-Type", "application/json", false)?;
                 put(&mut h, "User-Agent", USER_AGENT, false)?;
             }
         }
         Ok(h)
     }
+}
+
+/// The pod-identity service and token file as CCE sets them in the environment.
+fn pod_identity_from_env() -> Result<KeySource, ConfigError> {
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ConfigError::Secret {
+                source_name: format!("environment variable {name}"),
+                message: "not set (is pod identity enabled for this workload?)".into(),
+            })
+    };
+    let uri = var(POD_IDENTITY_URI_ENV)?;
+    let invalid = |message: String| ConfigError::Secret {
+        source_name: format!("environment variable {POD_IDENTITY_URI_ENV}"),
+        message,
+    };
+    let u = url::Url::parse(&uri).map_err(|e| invalid(format!("{uri:?} is not a URL: {e}")))?;
+    let plain_ok = match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_link_local(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip.is_unicast_link_local(),
+        Some(h @ url::Host::Domain(_)) => crate::config::is_loopback_host(&h),
+        None => return Err(invalid(format!("{uri:?} has no host"))),
+    };
+    match u.scheme() {
+        "https" => {}
+        "http" if plain_ok => {}
+        s => {
+            return Err(invalid(format!(
+                "{uri:?}: {s}:// is allowed only for loopback and link-local hosts; use https"
+            )));
+        }
+    }
+    let token_file = PathBuf::from(var(POD_IDENTITY_TOKEN_FILE_ENV)?);
+    std::fs::metadata(&token_file).map_err(|e| ConfigError::Secret {
+        source_name: format!(
+            "file {} (from {POD_IDENTITY_TOKEN_FILE_ENV})",
+            token_file.display()
+        ),
+        message: e.to_string(),
+    })?;
+    Ok(KeySource::PodIdentity { uri, token_file })
 }
 
 /// The parts of an outgoing request that authentication looks at.
@@ -400,8 +559,8 @@ pub struct Outgoing<'a> {
     pub query: &'a [(String, String)],
     /// The exact body bytes.
     pub body: &'a [u8],
-    /// The target's project id (`X-Project-Id`).
-    pub project_id: &'a str,
+    /// The target's project id (`X-Project-Id`); none for account-wide requests.
+    pub project_id: Option<&'a str>,
 }
 
 fn put(h: &mut HeaderMap, name: &str, value: &str, sensitive: bool) -> Result<(), String> {
@@ -416,14 +575,12 @@ fn put(h: &mut HeaderMap, name: &str, value: &str, sensitive: bool) -> Result<()
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const R: &str = "[redacted]";
-        match &self.secret {
-            Secret::AkSk { security_token, .. } => f
+        match &self.base {
+            Base::AkSk(k) => f
                 .debug_struct("AkSk")
-                .field("ak", &R)
-                .field("sk", &R)
-                .field("security_token", &security_token.as_ref().map(|_| R))
+                .field("keys", &k.current().0)
                 .finish(),
-            Secret::Password {
+            Base::Password {
                 user_name,
                 domain_name,
                 ..
@@ -433,10 +590,14 @@ impl fmt::Debug for Credentials {
                 .field("domain_name", domain_name)
                 .field("password", &R)
                 .finish(),
-            Secret::Token { source, .. } => f
+            Base::Token { source, .. } => f
                 .debug_struct("Token")
                 .field("source", source)
                 .field("current", &R)
+                .finish(),
+            Base::Fetched { source, .. } => f
+                .debug_struct("Fetched")
+                .field("source", &source.describe())
                 .finish(),
         }
     }
@@ -493,18 +654,12 @@ mod tests {
             security_token: SecretSource::Env("VPCEP_TEST_AUTH_UNSET_ST_2".into()),
         };
         let c = Credentials::load(&auth).expect("loads");
-        match &c.secret {
-            Secret::AkSk {
-                ak,
-                sk,
-                security_token,
-            } => {
-                assert_eq!(ak.expose_secret(), "AK1");
-                assert_eq!(sk.expose_secret(), "SK1");
-                assert!(security_token.is_none());
-            }
-            _ => panic!("{c:?}"),
-        }
+        let Some(Credential::Sign { keys, .. }) = c.static_credential() else {
+            panic!("{c:?}");
+        };
+        assert_eq!(keys.ak.expose_secret(), "AK1");
+        assert_eq!(keys.sk.expose_secret(), "SK1");
+        assert!(keys.security_token.is_none());
         let e = Credentials::load(&Auth::Token {
             token: file("nope"),
         })
@@ -516,23 +671,45 @@ mod tests {
     #[test]
     fn one_gate_per_key_shared_by_every_use() {
         let c = Credentials::aksk("a", "b", None);
-        let g1 = c
-            .gate_for(&Credential::Sign, false)
-            .expect("signing has a gate");
-        let g2 = c
-            .gate_for(&Credential::Sign, false)
-            .expect("signing has a gate");
+        let cred = c.static_credential().expect("static keys");
+        let g1 = c.gate_for(&cred, false).expect("signing has a gate");
+        let g2 = c.gate_for(&cred, false).expect("signing has a gate");
         assert!(Arc::ptr_eq(&g1, &g2));
         let p = Credentials::password("u", "d", "pw");
         assert!(p.gate_for(&Credential::None, true).is_some());
-        assert!(
-            p.gate_for(&Credential::Token(Arc::new("t".into()), 1), false)
-                .is_none()
-        );
+        let token = Credential::Token {
+            token: Arc::new("t".into()),
+            origin: Origin::Base(0),
+        };
+        assert!(p.gate_for(&token, false).is_none());
         let t = Credentials::token(SecretSource::Env("X".into()), "t");
-        assert!(
-            t.gate_for(&Credential::Token(Arc::new("t".into()), 0), false)
-                .is_none()
-        );
+        assert!(t.gate_for(&token, false).is_none());
+    }
+
+    #[test]
+    fn gates_of_keys_nobody_holds_are_forgotten() {
+        let c = Credentials::aksk("a", "b", None);
+        let held = c
+            .gate_for(
+                &Credential::Sign {
+                    keys: Arc::new(Keys::new("KEEP", "s", None)),
+                    origin: Origin::Base(0),
+                },
+                false,
+            )
+            .expect("gate");
+        for i in 0..100 {
+            let keys = Arc::new(Keys::new(&format!("TEMP{i}"), "s", Some("t")));
+            let _ = c.gate_for(
+                &Credential::Sign {
+                    keys,
+                    origin: Origin::Base(0),
+                },
+                false,
+            );
+        }
+        let gates = lock(&c.gates);
+        assert!(gates.len() <= 17, "{}", gates.len());
+        assert!(gates.values().any(|g| Arc::ptr_eq(g, &held)));
     }
 }
