@@ -465,6 +465,7 @@ mod tests {
                 service_name: "n".into(),
                 approval_enabled: true,
                 status: "available".into(),
+                project_id: None,
                 connections: vec![SnapConnection {
                     id: "e".into(),
                     domain_id: "d".into(),

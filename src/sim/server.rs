@@ -802,12 +802,14 @@ impl Shared {
                 let s = self.read().show_service(service, project)?;
                 Ok((Reply::json(StatusCode::OK, &s), None))
             }
-            Route::ListConnections { service, .. } => {
+            Route::ListConnections { project, service } => {
                 let q = ConnQuery::parse(&params)?;
-                let list = self.read().list_connections(service, &q)?;
+                let store = self.read();
+                store.check_project(service, project)?;
+                let list = store.list_connections(service, &q)?;
                 Ok((Reply::json(StatusCode::OK, &list), None))
             }
-            Route::Action { service, .. } => {
+            Route::Action { project, service } => {
                 let json_body = header(parts, "content-type").is_some_and(|ct| {
                     ct.trim()
                         .to_ascii_lowercase()
@@ -819,7 +821,10 @@ impl Shared {
                     );
                 }
                 let (action, endpoint) = parse_action(body)?;
-                let conn = self.write().act(service, &endpoint, action, now)?;
+                let mut store = self.write();
+                store.check_project(service, project)?;
+                let conn = store.act(service, &endpoint, action, now)?;
+                drop(store);
                 let status_after = conn.status.clone();
                 let resp = ActionResponse {
                     connections: Some(vec![conn]),

@@ -1123,3 +1123,120 @@ async fn simulate_takes_the_credential_flags() {
     );
     assert_eq!(got.code(), "EndPoint.0005");
 }
+
+#[tokio::test]
+async fn an_agency_account_and_the_base_account_each_see_their_own_services() {
+    let seed = vpcep_approver::sim::Seed::from_json(&format!(
+        r#"{{"services":[
+            {{"id":"base-svc","project_id":"{PROJECT}","connections":[{{"id":"e-base"}}]}},
+            {{"id":"agency-svc","project_id":"{DEFAULT_AGENCY_PROJECT_ID}","connections":[{{"id":"e-agency"}}]}}]}}"#
+    ))
+    .expect("seed");
+    let sim = spawn_sim(SimConfig {
+        seed,
+        ..SimConfig::default()
+    })
+    .await;
+    let api = Api::new(&sim);
+    let got = assume_signed(
+        &api,
+        KEYS,
+        None,
+        &assume_body(
+            DEFAULT_AGENCY_NAME,
+            ("domain_name", DEFAULT_AGENCY_DOMAIN_NAME),
+            json!(900),
+        ),
+    )
+    .await;
+    let agency = Temp::from_credential(&got.json);
+    let services = |project: &str, keys: (&str, &str), extra: Vec<(&str, &str)>| {
+        let mut extra = extra;
+        extra.push(("X-Project-Id", project));
+        support::sign(
+            "GET",
+            &api.base,
+            &format!("/v1/{project}/vpc-endpoint-services"),
+            &[],
+            b"",
+            keys,
+            &extra,
+        )
+    };
+    let ids = |g: &Got| -> Vec<String> {
+        g.json["endpoint_services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .map(|s| s["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let base = api
+        .signed(services(PROJECT, KEYS, vec![]), "GET", b"")
+        .await;
+    assert_eq!(ids(&base), ["base-svc"], "{}", base.text);
+    let theirs = api
+        .signed(
+            services(
+                DEFAULT_AGENCY_PROJECT_ID,
+                agency.keys(),
+                vec![("X-Security-Token", &agency.token)],
+            ),
+            "GET",
+            b"",
+        )
+        .await;
+    assert_eq!(ids(&theirs), ["agency-svc"], "{}", theirs.text);
+
+    // The base account's service is not reachable through the agency's project.
+    let path = format!(
+        "/v1/{DEFAULT_AGENCY_PROJECT_ID}/vpc-endpoint-services/base-svc/connections/action"
+    );
+    let body = br#"{"action":"receive","endpoints":["e-base"]}"#;
+    let s = support::sign(
+        "POST",
+        &api.base,
+        &path,
+        &[],
+        body,
+        agency.keys(),
+        &[
+            ("X-Security-Token", &agency.token),
+            ("X-Project-Id", DEFAULT_AGENCY_PROJECT_ID),
+        ],
+    );
+    let got = api.signed(s, "POST", body).await;
+    assert_eq!(
+        (got.status, got.code()),
+        (404, "EndPoint.0005"),
+        "{}",
+        got.text
+    );
+    assert_eq!(
+        sim.connection("e-base").map(|c| c.status),
+        Some("pendingAcceptance".to_owned())
+    );
+    let path = format!(
+        "/v1/{DEFAULT_AGENCY_PROJECT_ID}/vpc-endpoint-services/agency-svc/connections/action"
+    );
+    let body = br#"{"action":"receive","endpoints":["e-agency"]}"#;
+    let s = support::sign(
+        "POST",
+        &api.base,
+        &path,
+        &[],
+        body,
+        agency.keys(),
+        &[
+            ("X-Security-Token", &agency.token),
+            ("X-Project-Id", DEFAULT_AGENCY_PROJECT_ID),
+        ],
+    );
+    let got = api.signed(s, "POST", body).await;
+    assert_eq!(got.status, 200, "{}", got.text);
+    assert_eq!(
+        sim.connection("e-agency").map(|c| c.status),
+        Some("accepted".to_owned())
+    );
+    sim.shutdown().await;
+}
