@@ -164,7 +164,58 @@ pub struct SimulateArgs {
     /// Lifetime of issued IAM tokens.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
     pub token_lifetime: std::time::Duration,
-    /// Answer only for this project id.
+    /// Answer only for this project id (and the --agency projects).
     #[arg(long)]
     pub project_id: Option<String>,
+    /// Lifetime of the temporary keys of the metadata and pod-identity routes, and the
+    /// most an agency's keys get whatever `duration_seconds` asks.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "24h", value_name = "DUR")]
+    pub credential_lifetime: std::time::Duration,
+    /// ECS metadata service: normal, token-unsupported (the token PUT fails, the
+    /// securitykey GET needs no session token) or no-agency (no agency attached).
+    #[arg(long, value_parser = parse_metadata_mode, default_value = "normal", value_name = "MODE")]
+    pub metadata_mode: crate::sim::MetadataMode,
+    /// Status of the token PUT in token-unsupported mode: 404, 405 or 503.
+    #[arg(long, value_parser = ["404", "405", "503"], default_value = "404", value_name = "STATUS")]
+    pub metadata_token_status: String,
+    /// Status of the securitykey GET in no-agency mode: 401 (saying "Please configure
+    /// Cloud Service Agency first") or 404.
+    #[arg(long, value_parser = ["401", "404"], default_value = "401", value_name = "STATUS")]
+    pub metadata_no_agency_status: String,
+    /// The CCE pod-identity token accepted in `Authorization` [default: the built-in test
+    /// token]
+    #[arg(
+        long,
+        env = "VPCEP_SIM_POD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub pod_token: Option<String>,
+    /// Path of the pod-identity route.
+    #[arg(long, default_value = crate::sim::DEFAULT_POD_IDENTITY_PATH, value_name = "PATH")]
+    pub pod_identity_path: String,
+    /// Spelling of the pod-identity answer: credential, credentials-snake-case or
+    /// credentials-camel-case.
+    #[arg(long, value_parser = parse_pod_body, default_value = "credential", value_name = "STYLE")]
+    pub pod_identity_body: crate::sim::PodBody,
+    /// An agency assume_role may name, as NAME:DOMAIN_NAME:DOMAIN_ID:PROJECT_ID[,PROJECT_ID…]
+    /// (one domain field may be empty); repeat for more. Given, they replace the built-in
+    /// example agency.
+    #[arg(long = "agency", value_parser = parse_agency, value_name = "SPEC")]
+    pub agencies: Vec<crate::sim::SimAgency>,
+}
+
+#[cfg(feature = "sim")]
+fn parse_metadata_mode(s: &str) -> Result<crate::sim::MetadataMode, String> {
+    s.parse()
+}
+
+#[cfg(feature = "sim")]
+fn parse_pod_body(s: &str) -> Result<crate::sim::PodBody, String> {
+    s.parse()
+}
+
+#[cfg(feature = "sim")]
+fn parse_agency(s: &str) -> Result<crate::sim::SimAgency, String> {
+    crate::sim::SimAgency::parse(s)
 }

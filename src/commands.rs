@@ -366,8 +366,26 @@ fn simulate(a: crate::cli::SimulateArgs) -> CmdResult {
         fault_rate: a.fault_rate,
         project_id: a.project_id,
         token_lifetime: a.token_lifetime,
+        credential_lifetime: a.credential_lifetime,
+        metadata: crate::sim::MetadataSettings {
+            mode: a.metadata_mode,
+            // Both are restricted to valid statuses by clap.
+            token_unsupported_status: a.metadata_token_status.parse().unwrap_or(404),
+            no_agency_status: a.metadata_no_agency_status.parse().unwrap_or(401),
+        },
         ..crate::sim::SimConfig::default()
     };
+    cfg.pod_identity.path = a.pod_identity_path;
+    cfg.pod_identity.body = a.pod_identity_body;
+    if let Some(token) = a.pod_token {
+        cfg.pod_identity.token = token;
+    }
+    if !a.agencies.is_empty() {
+        cfg.agencies = a.agencies;
+    }
+    cfg.keyless()
+        .validate()
+        .map_err(|e| Failure::usage(anyhow!("invalid simulator settings: {e}")))?;
     if let Some(seed) = &a.seed {
         cfg.seed = crate::sim::Seed::from_file(seed)
             .with_context(|| format!("reading seed file {}", seed.display()))

@@ -179,6 +179,35 @@ pub(crate) const SIGNATURE_EXPIRED: ApiError = ApiError::new(
     "APIGW.0303",
     "Incorrect app authentication information: signature expired",
 );
+/// 401 APIGW.0301, a temporary key without `X-Security-Token` (message modelled on the
+/// gateway's documented "x-auth-token not found"; a simulator choice).
+pub(crate) const SECURITY_TOKEN_MISSING: ApiError = ApiError::new(
+    StatusCode::UNAUTHORIZED,
+    "APIGW.0301",
+    "Incorrect IAM authentication information: x-security-token not found",
+);
+/// 401 APIGW.0301, `X-Security-Token` sent but not signed (simulator choice: the SDK signs
+/// it, and the README says the daemon does).
+pub(crate) const SECURITY_TOKEN_UNSIGNED: ApiError = ApiError::new(
+    StatusCode::UNAUTHORIZED,
+    "APIGW.0301",
+    "Incorrect IAM authentication information: x-security-token is not signed",
+);
+/// 401 APIGW.0301, `X-Security-Token` of another key or garbled (simulator choice).
+pub(crate) const SECURITY_TOKEN_MISMATCH: ApiError = ApiError::new(
+    StatusCode::UNAUTHORIZED,
+    "APIGW.0301",
+    "Incorrect IAM authentication information: decrypt security token fail",
+);
+/// 401 APIGW.0301, an expired temporary key. The gateway documents "token expires,
+/// expires_at: …" for an expired IAM token; nothing is documented for an expired
+/// temporary key, so the simulator says the same of the security token and appends the
+/// expiry (`with_message`).
+pub(crate) const SECURITY_TOKEN_EXPIRED: ApiError = ApiError::new(
+    StatusCode::UNAUTHORIZED,
+    "APIGW.0301",
+    "Incorrect IAM authentication information: security token expires",
+);
 /// 429 APIGW.0308.
 pub(crate) const THROTTLED: ApiError = ApiError::new(
     StatusCode::TOO_MANY_REQUESTS,
@@ -212,6 +241,17 @@ pub(crate) const IAM_BAD_PROJECT: ApiError = ApiError::new(
     StatusCode::UNAUTHORIZED,
     "IAM.0007",
     "The project does not exist or the user has no access to it.",
+);
+
+/// 400 IAM.0011, `duration_seconds` outside 900–86400, or above 3600 for a caller that
+/// signs with a temporary key (simulator choice of code).
+pub(crate) const IAM_BAD_DURATION: ApiError =
+    ApiError::new(BAD, "IAM.0011", "duration_seconds is out of range.");
+/// 403 IAM.0003, no such agency in that account (simulator choice of code).
+pub(crate) const IAM_NO_AGENCY: ApiError = ApiError::new(
+    StatusCode::FORBIDDEN,
+    "IAM.0003",
+    "The agency does not exist or the account is not its delegated party.",
 );
 
 /// The error for an HTTP status given without a code (scripted faults).

@@ -5,7 +5,8 @@
 //!
 //! Faults apply to the API routes only (never to `/_sim/`), after authentication: an
 //! unauthenticated request gets its 401 and does not use up a scripted answer. Random
-//! faults apply to the `/v1` routes only; a script entry may target the IAM token route.
+//! faults apply to the `/v1` VPCEP routes only; a script entry may target the IAM routes
+//! and the credential routes (metadata, pod identity) too.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -28,6 +29,16 @@ pub enum Operation {
     Action,
     /// `POST /v3/auth/tokens`.
     Token,
+    /// `PUT /meta-data/latest/api/token` (ECS metadata session token).
+    MetadataToken,
+    /// `GET /openstack/latest/securitykey` (ECS metadata temporary keys).
+    #[serde(rename = "metadata_securitykey")]
+    MetadataSecurityKey,
+    /// `POST` on the pod-identity path (CCE pod identity temporary keys).
+    PodIdentity,
+    /// `POST /v3.0/OS-CREDENTIAL/securitytokens` (agency temporary keys).
+    #[serde(rename = "securitytokens")]
+    SecurityTokens,
 }
 
 impl Operation {
@@ -40,17 +51,36 @@ impl Operation {
             Operation::ListConnections => "list_connections",
             Operation::Action => "action",
             Operation::Token => "token",
+            Operation::MetadataToken => "metadata_token",
+            Operation::MetadataSecurityKey => "metadata_securitykey",
+            Operation::PodIdentity => "pod_identity",
+            Operation::SecurityTokens => "securitytokens",
         }
     }
 
     /// Every concrete operation.
-    pub const ALL: [Operation; 5] = [
+    pub const ALL: [Operation; 9] = [
         Operation::ListServices,
         Operation::ShowService,
         Operation::ListConnections,
         Operation::Action,
         Operation::Token,
+        Operation::MetadataToken,
+        Operation::MetadataSecurityKey,
+        Operation::PodIdentity,
+        Operation::SecurityTokens,
     ];
+
+    /// The `/v1` VPCEP operations (the ones random faults hit).
+    pub fn is_vpcep(self) -> bool {
+        matches!(
+            self,
+            Operation::ListServices
+                | Operation::ShowService
+                | Operation::ListConnections
+                | Operation::Action
+        )
+    }
 }
 
 /// The body shape of VPCEP (`EndPoint.*`) errors. Gateway errors always use the gateway
@@ -302,7 +332,7 @@ impl FaultState {
 
     /// Takes the answer for one request of `op` (with its query, and the endpoint of an
     /// action), if any: the first matching script entry,
-    /// else a random fault with probability `fault_rate` (`/v1` operations only).
+    /// else a random fault with probability `fault_rate` (`/v1` VPCEP operations only).
     pub fn take(
         &mut self,
         op: Operation,
@@ -322,7 +352,7 @@ impl FaultState {
             }
             return Some(Injected::Scripted(out));
         }
-        if op != Operation::Token && self.fault_rate > 0.0 && rand::random_bool(self.fault_rate) {
+        if op.is_vpcep() && self.fault_rate > 0.0 && rand::random_bool(self.fault_rate) {
             let status = [429, 500, 503][rand::random_range(0..3usize)];
             return Some(Injected::Random(status));
         }
@@ -390,6 +420,8 @@ mod tests {
             ));
         }
         assert_eq!(s.take(Operation::Token, &[], None), None);
+        assert_eq!(s.take(Operation::MetadataSecurityKey, &[], None), None);
+        assert_eq!(s.take(Operation::SecurityTokens, &[], None), None);
         s.set(Faults {
             fault_rate: f64::NAN,
             ..Faults::default()
@@ -407,6 +439,14 @@ mod tests {
         .expect("parse");
         assert_eq!(f.latency, Duration::from_millis(50));
         assert_eq!(f.script[1].op, Operation::Any);
+        let names: Faults = serde_json::from_str(
+            r#"{"script":[{"op":"metadata_token","status":500},{"op":"metadata_securitykey","status":500},
+                          {"op":"pod_identity","status":500},{"op":"securitytokens","status":500}]}"#,
+        )
+        .expect("credential operations by their counter names");
+        for (f, op) in names.script.iter().zip(&Operation::ALL[5..]) {
+            assert_eq!((f.op, f.op.as_str()), (*op, op.as_str()));
+        }
         assert_eq!(f.script[1].retry_after, Some(Duration::from_secs(2)));
         let back: Faults =
             serde_json::from_str(&serde_json::to_string(&f).expect("ser")).expect("de");

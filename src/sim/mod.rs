@@ -9,13 +9,22 @@
 //! | `GET …/{service}/connections` | filters `id`, `status`, `marker_id`; paging and sorting as above, by creation time by default |
 //! | `POST …/{service}/connections/action` | `{"action":"receive"\|"reject","endpoints":[one id]}` → 200 `{"connections":[…]}` |
 //! | `POST /v3/auth/tokens` | password method, project scope by id or name → 201, token in `X-Subject-Token` |
+//! | `PUT /meta-data/latest/api/token` | ECS metadata session token for `X-Metadata-Token-Ttl-Seconds` (1–21600) seconds → 200, the token as text |
+//! | `GET /openstack/latest/securitykey` | with `X-Metadata-Token` → 200 `{"credential":{…}}` (temporary keys) |
+//! | `POST` [`PodIdentitySettings::path`] | CCE pod identity: `Authorization: <token>`, body `{}` → 200, credential body in [`PodBody`] spelling |
+//! | `POST /v3.0/OS-CREDENTIAL/securitytokens` | `assume_role` of a configured [`SimAgency`], signed or with a token → 201 `{"credential":{…}}` |
 //!
 //! Every `/v1` request must carry a valid `SDK-HMAC-SHA256` signature by a known access
-//! key (15 minutes of clock skew; `X-Security-Token` is accepted as is) or an unexpired
-//! `X-Auth-Token` issued by the simulator; otherwise 401 `APIGW.0301` (`APIGW.0303` for an
-//! expired `X-Sdk-Date`). A token or `X-Project-Id` for another project than the path's
-//! gets 403 `EndPoint.0004`. When [`SimConfig::project_id`] is set, any other project in
-//! the path gets 400 `EndPoint.0014` "Invalid project ID" (the real answer is
+//! key (15 minutes of clock skew) or an unexpired `X-Auth-Token` issued by the simulator;
+//! otherwise 401 `APIGW.0301` (`APIGW.0303` for an expired `X-Sdk-Date`). The known keys
+//! are the permanent ones ([`SimConfig::credentials`], which ignore any
+//! `X-Security-Token`) and the temporary ones the credential routes issued, which count
+//! only with their own signed `X-Security-Token` and before their `expires_at` (401
+//! `APIGW.0301` otherwise, counted in [`SimSnapshot::security_token_rejections`]); a key
+//! from an agency acts only on that agency's projects. A token, `X-Project-Id` or agency
+//! key for another project than the path's gets 403 `EndPoint.0004`. When
+//! [`SimConfig::project_id`] is set, any other project in the path (but the agencies'
+//! projects) gets 400 `EndPoint.0014` "Invalid project ID" (the real answer is
 //! UNVERIFIED; this is the documented code for it). Unknown routes get the gateway's 404
 //! `APIGW.0101`. Request bodies are capped (1 MiB on the API, 32 MiB on `/_sim/`), with
 //! 413 above. Every response carries `X-Request-Id`.
@@ -29,18 +38,35 @@
 //! - `POST /_sim/status`: `{"endpoint_id":"…","status":"accepted"}` → 200
 //!   `{"connection":{…}}`, 404 if unknown.
 //! - `POST /_sim/tokens/expire` → 200 `{"expired":N}`.
-//! - `POST /_sim/credentials`: `{"AK":"SK",…}` replaces the known access keys (revokes
-//!   the others) → 200 `{"access_keys":N}`.
+//! - `POST /_sim/credentials`: `{"AK":"SK",…}` replaces the known permanent access keys
+//!   (revokes the others; temporary keys stay) → 200 `{"access_keys":N}`.
+//! - `GET /_sim/keyless`: the [`KeylessSettings`] (without the pod-identity token).
+//! - `POST /_sim/keyless`: any subset of `{"credential_lifetime":"30s","metadata":{"mode":
+//!   "normal"|"token_unsupported"|"no_agency","token_unsupported_status":404|405|503,
+//!   "no_agency_status":401|404},"pod_identity":{"path":…,"token":…,"body":"credential"|
+//!   "credentials_snake_case"|"credentials_camel_case"},"agencies":[SimAgency…]}` → 200 and
+//!   the settings, or 400 changing nothing.
+//! - `POST /_sim/keyless/expire-keys` → 200 `{"expired":N}`: every issued temporary key
+//!   expires now.
+//! - `POST /_sim/keyless/expire-sessions` → 200 `{"expired":N}`: every metadata session
+//!   token expires now.
 //!
 //! Admin errors are `{"error":"…"}` with 400 or 404.
 
 mod api;
 mod faults;
+mod keyless;
 mod seed;
 mod server;
 mod store;
 
 pub use faults::{ErrorShape, Faults, Operation, ScriptedFault};
+pub use keyless::{
+    AGENCY_DURATION_RANGE, AGENCY_MAX_DURATION_FROM_TEMPORARY, DEFAULT_AGENCY_DOMAIN_ID,
+    DEFAULT_AGENCY_DOMAIN_NAME, DEFAULT_AGENCY_NAME, DEFAULT_AGENCY_PROJECT_ID,
+    DEFAULT_POD_IDENTITY_PATH, DEFAULT_POD_TOKEN, KeylessSettings, METADATA_TTL_RANGE,
+    MetadataMode, MetadataSettings, NO_AGENCY_TEXT, PodBody, PodIdentitySettings, SimAgency,
+};
 pub use seed::{Seed, SeedConnection, SeedService};
 pub use server::Simulator;
 pub use store::{SnapConnection, SnapService};
@@ -116,12 +142,36 @@ pub struct SimConfig {
     pub token_lifetime: Duration,
     /// `Retry-After` on injected 429s.
     pub retry_after: Duration,
+    /// Lifetime of the temporary keys the metadata and pod-identity routes issue, and the
+    /// cap on an agency's `duration_seconds` (short ones make keys that expire in seconds).
+    pub credential_lifetime: Duration,
+    /// The ECS metadata service.
+    pub metadata: MetadataSettings,
+    /// The CCE pod-identity route.
+    pub pod_identity: PodIdentitySettings,
+    /// The agencies `assume_role` may name.
+    pub agencies: Vec<SimAgency>,
+}
+
+impl SimConfig {
+    /// The keyless settings, as [`Simulator::keyless`] reports them.
+    pub fn keyless(&self) -> KeylessSettings {
+        KeylessSettings {
+            credential_lifetime: self.credential_lifetime,
+            metadata: self.metadata.clone(),
+            pod_identity: self.pod_identity.clone(),
+            agencies: self.agencies.clone(),
+        }
+    }
 }
 
 impl Default for SimConfig {
     /// Empty seed, no faults, [`DEFAULT_AK`]/[`DEFAULT_SK`], the default user, any project,
-    /// 24 h tokens, `Retry-After: 1`.
+    /// 24 h tokens, `Retry-After: 1`; the keyless defaults of [`KeylessSettings::default`]
+    /// (24 h temporary keys, the metadata service normal, pod identity on
+    /// [`DEFAULT_POD_IDENTITY_PATH`] with [`DEFAULT_POD_TOKEN`], the example agency).
     fn default() -> Self {
+        let keyless = KeylessSettings::default();
         SimConfig {
             seed: Seed::default(),
             latency: Duration::ZERO,
@@ -131,6 +181,10 @@ impl Default for SimConfig {
             project_id: None,
             token_lifetime: Duration::from_secs(24 * 3600),
             retry_after: Duration::from_secs(1),
+            credential_lifetime: keyless.credential_lifetime,
+            metadata: keyless.metadata,
+            pod_identity: keyless.pod_identity,
+            agencies: keyless.agencies,
         }
     }
 }
@@ -148,6 +202,10 @@ impl fmt::Debug for SimConfig {
             .field("project_id", &self.project_id)
             .field("token_lifetime", &self.token_lifetime)
             .field("retry_after", &self.retry_after)
+            .field("credential_lifetime", &self.credential_lifetime)
+            .field("metadata", &self.metadata)
+            .field("pod_identity", &self.pod_identity)
+            .field("agencies", &self.agencies)
             .finish()
     }
 }
@@ -184,6 +242,50 @@ pub struct SignedRecord {
     pub operation: String,
     /// HTTP status answered (401 for a signature that did not verify).
     pub http_status: u16,
+    /// The access key is a temporary one that a credential route issued.
+    #[serde(default)]
+    pub temporary: bool,
+    /// The request carried `X-Security-Token`.
+    #[serde(default)]
+    pub security_token: bool,
+    /// For a temporary key whose signature verified: whether its security token was
+    /// valid (present, signed, its own, the key unexpired). `None` otherwise (a permanent
+    /// key's token is ignored).
+    #[serde(default)]
+    pub security_token_valid: Option<bool>,
+}
+
+/// Temporary keys issued, per route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IssuedKeys {
+    /// By `GET /openstack/latest/securitykey`.
+    pub metadata: u64,
+    /// By the pod-identity route.
+    pub pod_identity: u64,
+    /// By `POST /v3.0/OS-CREDENTIAL/securitytokens`.
+    pub agency: u64,
+}
+
+/// Signed requests by temporary keys refused for their security token, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenRejections {
+    /// Without `X-Security-Token`.
+    pub missing: u64,
+    /// With `X-Security-Token` not in `SignedHeaders`.
+    pub unsigned: u64,
+    /// With another key's or a garbled token.
+    pub mismatched: u64,
+    /// With the right token after the key's `expires_at`.
+    pub expired: u64,
+}
+
+impl TokenRejections {
+    /// All refusals together.
+    pub fn total(&self) -> u64 {
+        self.missing + self.unsigned + self.mismatched + self.expired
+    }
 }
 
 /// A copy of the simulator's state.
@@ -194,13 +296,21 @@ pub struct SimSnapshot {
     /// Every request to the action route, oldest first.
     pub actions: Vec<ActionRecord>,
     /// API requests received per operation (`list_services`, `show_service`,
-    /// `list_connections`, `action`, `token`), counted before authentication.
+    /// `list_connections`, `action`, `token`, and the credential routes
+    /// `metadata_token`, `metadata_securitykey`, `pod_identity`, `securitytokens`), counted
+    /// before authentication.
     pub requests: BTreeMap<String, u64>,
     /// Tokens issued so far.
     pub tokens_issued: u64,
     /// Every signed request (the newest 100,000), oldest first.
     #[serde(default)]
     pub signed: Vec<SignedRecord>,
+    /// Temporary keys issued, per route.
+    #[serde(default)]
+    pub temporary_keys_issued: IssuedKeys,
+    /// Signed requests by temporary keys refused for their security token.
+    #[serde(default)]
+    pub security_token_rejections: TokenRejections,
 }
 
 impl SimSnapshot {
@@ -220,6 +330,11 @@ impl SimSnapshot {
     /// Requests received for one operation.
     pub fn request_count(&self, op: Operation) -> u64 {
         self.requests.get(op.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Signed requests by temporary keys (whatever their outcome).
+    pub fn temporary_key_requests(&self) -> usize {
+        self.signed.iter().filter(|r| r.temporary).count()
     }
 
     /// Signed requests with `access_key` that were answered 401 (failed signatures).
@@ -272,6 +387,9 @@ pub enum SimError {
     /// No service with this id.
     #[error("unknown endpoint service {0}")]
     UnknownService(String),
+    /// A keyless setting is invalid.
+    #[error("invalid simulator settings: {0}")]
+    InvalidSettings(String),
     /// A connection to add is invalid.
     #[error("invalid connection for service {service_id}: {reason}")]
     InvalidConnection {
@@ -326,6 +444,17 @@ mod tests {
         assert!(s.contains(DEFAULT_AK));
         assert!(!s.contains(DEFAULT_SK));
         assert!(!s.contains(DEFAULT_PASSWORD));
+        assert!(!s.contains(DEFAULT_POD_TOKEN));
+        assert!(s.contains(DEFAULT_AGENCY_NAME));
+    }
+
+    #[test]
+    fn defaults_make_every_credential_route_work() {
+        let cfg = SimConfig::default();
+        assert_eq!(cfg.keyless(), KeylessSettings::default());
+        assert_eq!(cfg.keyless().validate(), Ok(()));
+        assert_eq!(cfg.pod_identity.token, DEFAULT_POD_TOKEN);
+        assert_eq!(cfg.agencies, [SimAgency::example()]);
     }
 
     #[test]
@@ -336,6 +465,7 @@ mod tests {
                 service_name: "n".into(),
                 approval_enabled: true,
                 status: "available".into(),
+                project_id: None,
                 connections: vec![SnapConnection {
                     id: "e".into(),
                     domain_id: "d".into(),
@@ -349,7 +479,24 @@ mod tests {
             actions: vec![],
             requests: BTreeMap::new(),
             tokens_issued: 0,
-            signed: vec![],
+            signed: vec![SignedRecord {
+                time: "2026-01-01T00:00:00.000Z".into(),
+                access_key: "AK".into(),
+                operation: "action".into(),
+                http_status: 401,
+                temporary: true,
+                security_token: true,
+                security_token_valid: Some(false),
+            }],
+            temporary_keys_issued: IssuedKeys {
+                metadata: 1,
+                pod_identity: 2,
+                agency: 3,
+            },
+            security_token_rejections: TokenRejections {
+                expired: 1,
+                ..TokenRejections::default()
+            },
         };
         let back: SimSnapshot =
             serde_json::from_str(&serde_json::to_string(&snap).expect("ser")).expect("de");
@@ -360,5 +507,14 @@ mod tests {
         );
         assert!(back.service("s").is_some());
         assert_eq!(back.request_count(Operation::Action), 0);
+        assert_eq!(back.temporary_key_requests(), 1);
+        assert_eq!(back.security_token_rejections.total(), 1);
+        // A snapshot from before the keyless fields still reads.
+        let old: SimSnapshot = serde_json::from_str(
+            r#"{"services":[],"actions":[],"requests":{},"tokens_issued":0,
+                "signed":[{"time":"t","access_key":"AK","operation":"action","http_status":200}]}"#,
+        )
+        .expect("old snapshot");
+        assert_eq!(old.signed[0].security_token_valid, None);
     }
 }

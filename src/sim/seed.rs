@@ -38,6 +38,11 @@ pub struct SeedService {
     /// `interface` (default) or `gateway`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_type: Option<String>,
+    /// The project it belongs to: only that project lists it, shows it, and lists and
+    /// acts on its connections (another project gets 404 `EndPoint.0005`). Default: every
+    /// project, so one seed serves whatever project id a client uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
     /// RFC 3339; default now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,

@@ -3,14 +3,19 @@
 //! [`Simulator`] handle.
 //!
 //! Order of checks for an API request: route (404 `APIGW.0101`), latency, body cap (413),
-//! authentication (401/403), injected fault, project id (400 `EndPoint.0014`), then the
-//! operation itself.
+//! authentication (401/403: the signature or token; a temporary key's security token and
+//! projects; the metadata session token; the pod-identity token), injected fault, project
+//! id (400 `EndPoint.0014`), then the operation itself.
 
 use super::api::{self, ApiError};
 use super::faults::{ErrorShape, FaultState, Faults, Injected, Operation, ScriptedFault};
+use super::keyless::{
+    self, AGENCY_MAX_DURATION_FROM_TEMPORARY, AssumeRoleError, Issued, KeySource, KeylessSettings,
+    KeylessUpdate, MetadataMode, NO_AGENCY_TEXT, TempKey, TempKeys, TokenProblem, format_micros,
+};
 use super::seed::SeedConnection;
 use super::store::{Action, AddError, ConnQuery, ServiceQuery, SnapConnection, Store};
-use super::{ActionRecord, SimConfig, SimError, SimSnapshot, SimUser};
+use super::{ActionRecord, IssuedKeys, SimConfig, SimError, SimSnapshot, SimUser, TokenRejections};
 use crate::cloud::signer::{self, VerifyError};
 use crate::cloud::types::{ActionResponse, WireConnection};
 use axum::Router;
@@ -47,6 +52,10 @@ const SUBJECT_TOKEN: HeaderName = HeaderName::from_static("x-subject-token");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Content type of JSON answers, as the real service sends it.
 const JSON_TYPE: &str = "application/json;charset=UTF-8";
+/// Content type of the metadata service's and pod-identity route's text answers.
+const TEXT_TYPE: &str = "text/plain; charset=utf-8";
+/// Metadata session tokens kept at most; the ones that expire first go beyond this.
+const MAX_METADATA_SESSIONS: usize = 100_000;
 
 /// An issued IAM token.
 #[derive(Debug, Clone)]
@@ -62,9 +71,17 @@ struct Shared {
     tokens: Mutex<HashMap<String, Token>>,
     actions: Mutex<Vec<ActionRecord>>,
     /// Requests per operation, indexed like [`Operation::ALL`].
-    counters: [AtomicU64; 5],
+    counters: [AtomicU64; Operation::ALL.len()],
     tokens_issued: AtomicU64,
     credentials: RwLock<HashMap<String, String>>,
+    keyless: RwLock<KeylessSettings>,
+    temp_keys: Mutex<TempKeys>,
+    /// Metadata session tokens and their expiry.
+    sessions: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Temporary keys issued, indexed by [`KeySource`].
+    keys_issued: [AtomicU64; 3],
+    /// Security-token refusals, indexed by [`TokenProblem`].
+    token_rejections: [AtomicU64; 4],
     signed: Mutex<std::collections::VecDeque<super::SignedRecord>>,
     users: Vec<SimUser>,
     project_id: Option<String>,
@@ -75,6 +92,29 @@ struct Shared {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock leaves plain data behind; keep serving it.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Who a verified request came from, as far as the operation cares.
+#[derive(Debug, Clone, Copy, Default)]
+struct Caller {
+    /// Signed with a temporary key (an agency then grants at most 1 h).
+    temporary: bool,
+}
+
+/// What the signed-request log records about a request's security token.
+#[derive(Debug, Clone, Copy, Default)]
+struct TokenSeen {
+    temporary: bool,
+    security_token: bool,
+    valid: Option<bool>,
+}
+
+/// One API request's result, for the logs.
+struct Outcome {
+    reply: Reply,
+    status_after: Option<String>,
+    body: Bytes,
+    token: TokenSeen,
 }
 
 /// An answer before it becomes an HTTP response; `code` is kept for the action log.
@@ -119,6 +159,16 @@ impl Reply {
         Reply::json(status, &json!({ "error": msg.into() }))
     }
 
+    /// A `text/plain` answer (the metadata service's and the pod-identity route's).
+    fn text(status: StatusCode, text: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            body: text.into().into_bytes(),
+            headers: vec![(CONTENT_TYPE, HeaderValue::from_static(TEXT_TYPE))],
+            code: None,
+        }
+    }
+
     fn into_response(self, request_id: &str) -> Response {
         let mut resp = Response::new(Body::from(self.body));
         *resp.status_mut() = self.status;
@@ -147,6 +197,10 @@ enum Route {
     ListConnections { project: String, service: String },
     Action { project: String, service: String },
     Token,
+    MetadataToken,
+    MetadataSecurityKey,
+    PodIdentity,
+    SecurityTokens,
 }
 
 impl Route {
@@ -165,6 +219,9 @@ impl Route {
         let s: Vec<&str> = segs.iter().map(String::as_str).collect();
         let route = match (method, s.as_slice()) {
             (&Method::POST, ["v3", "auth", "tokens"]) => Route::Token,
+            (&Method::POST, ["v3.0", "OS-CREDENTIAL", "securitytokens"]) => Route::SecurityTokens,
+            (&Method::PUT, ["meta-data", "latest", "api", "token"]) => Route::MetadataToken,
+            (&Method::GET, ["openstack", "latest", "securitykey"]) => Route::MetadataSecurityKey,
             (&Method::GET, ["v1", p, "vpc-endpoint-services"]) => Route::ListServices {
                 project: (*p).to_owned(),
             },
@@ -204,23 +261,32 @@ impl Route {
             Route::ListConnections { .. } => Operation::ListConnections,
             Route::Action { .. } => Operation::Action,
             Route::Token => Operation::Token,
+            Route::MetadataToken => Operation::MetadataToken,
+            Route::MetadataSecurityKey => Operation::MetadataSecurityKey,
+            Route::PodIdentity => Operation::PodIdentity,
+            Route::SecurityTokens => Operation::SecurityTokens,
         }
     }
 
-    fn project(&self) -> &str {
+    /// The project in the path of a `/v1` route.
+    fn project(&self) -> Option<&str> {
         match self {
             Route::ListServices { project }
             | Route::ShowService { project, .. }
             | Route::ListConnections { project, .. }
-            | Route::Action { project, .. } => project,
-            Route::Token => "",
+            | Route::Action { project, .. } => Some(project),
+            Route::Token
+            | Route::MetadataToken
+            | Route::MetadataSecurityKey
+            | Route::PodIdentity
+            | Route::SecurityTokens => None,
         }
     }
-}
 
-/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, the IAM token time format.
-fn format_micros(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    /// Routes that take `SDK-HMAC-SHA256` signatures (logged in `SimSnapshot::signed`).
+    fn takes_signatures(&self) -> bool {
+        self.project().is_some() || *self == Route::SecurityTokens
+    }
 }
 
 /// The header as a string (lossy: the signer covers the bytes the client sent as text).
@@ -251,6 +317,11 @@ impl Shared {
             counters: Default::default(),
             tokens_issued: AtomicU64::new(0),
             credentials: RwLock::new(cfg.credentials.iter().cloned().collect()),
+            keyless: RwLock::new(cfg.keyless()),
+            temp_keys: Mutex::new(TempKeys::default()),
+            sessions: Mutex::new(HashMap::new()),
+            keys_issued: Default::default(),
+            token_rejections: Default::default(),
             signed: Mutex::new(std::collections::VecDeque::new()),
             users: cfg.users.clone(),
             project_id: cfg.project_id.clone(),
@@ -268,6 +339,26 @@ impl Shared {
         self.store.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A copy of the keyless settings.
+    fn keyless(&self) -> KeylessSettings {
+        self.keyless
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_keyless(&self, s: KeylessSettings) -> Result<(), SimError> {
+        s.validate().map_err(SimError::InvalidSettings)?;
+        *self.keyless.write().unwrap_or_else(PoisonError::into_inner) = s;
+        Ok(())
+    }
+
+    fn update_keyless(&self, u: KeylessUpdate) -> Result<KeylessSettings, String> {
+        let mut s = self.keyless.write().unwrap_or_else(PoisonError::into_inner);
+        s.apply(u)?;
+        Ok(s.clone())
+    }
+
     fn count(&self, op: Operation) {
         if let Some(i) = Operation::ALL.iter().position(|o| *o == op) {
             self.counters[i].fetch_add(1, Ordering::Relaxed);
@@ -282,12 +373,25 @@ impl Shared {
             .zip(&self.counters)
             .map(|(op, n)| (op.as_str().to_owned(), n.load(Ordering::Relaxed)))
             .collect();
+        let issued = |s: KeySource| self.keys_issued[s as usize].load(Ordering::Relaxed);
+        let rejected = |p: TokenProblem| self.token_rejections[p as usize].load(Ordering::Relaxed);
         SimSnapshot {
             services,
             actions,
             requests,
             tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
             signed: lock(&self.signed).iter().cloned().collect(),
+            temporary_keys_issued: IssuedKeys {
+                metadata: issued(KeySource::Metadata),
+                pod_identity: issued(KeySource::PodIdentity),
+                agency: issued(KeySource::Agency),
+            },
+            security_token_rejections: TokenRejections {
+                missing: rejected(TokenProblem::Missing),
+                unsigned: rejected(TokenProblem::Unsigned),
+                mismatched: rejected(TokenProblem::Mismatched),
+                expired: rejected(TokenProblem::Expired),
+            },
         }
     }
 
@@ -300,19 +404,65 @@ impl Shared {
         tokens.len()
     }
 
-    /// Signature or token, and the project the credentials are for.
+    fn expire_temporary_keys(&self) -> usize {
+        lock(&self.temp_keys).expire_all(Utc::now())
+    }
+
+    fn expire_sessions(&self) -> usize {
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        let mut sessions = lock(&self.sessions);
+        for t in sessions.values_mut() {
+            *t = (*t).min(past);
+        }
+        sessions.len()
+    }
+
+    /// Issues a temporary key and counts it.
+    fn issue_key(
+        &self,
+        source: KeySource,
+        lifetime: Duration,
+        projects: Option<Vec<String>>,
+        now: DateTime<Utc>,
+    ) -> Issued {
+        self.keys_issued[source as usize].fetch_add(1, Ordering::Relaxed);
+        let lifetime = chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX);
+        lock(&self.temp_keys).issue(lifetime, projects, now)
+    }
+
+    /// The temporary key behind an access key, unless it is a permanent one.
+    fn temporary_key(&self, access: &str) -> Option<TempKey> {
+        if self
+            .credentials
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(access)
+        {
+            return None;
+        }
+        lock(&self.temp_keys).get(access).cloned()
+    }
+
+    /// Signature or token, and, for a `/v1` route, the project the credentials are for.
+    /// `seen` gets what the signed-request log records about the security token.
     fn authenticate(
         &self,
         parts: &Parts,
         body: &[u8],
-        project: &str,
+        project: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<(), ApiError> {
+        seen: &mut TokenSeen,
+    ) -> Result<Caller, ApiError> {
         let authorization = header(parts, "authorization");
-        if authorization
+        if let Some(auth) = authorization
             .as_deref()
-            .is_some_and(|a| a.starts_with(signer::ALGORITHM))
+            .filter(|a| a.starts_with(signer::ALGORITHM))
         {
+            let parsed = signer::parse_authorization(auth);
+            let temp = parsed.as_ref().and_then(|a| self.temporary_key(&a.access));
+            let security_token = header(parts, "x-security-token");
+            seen.temporary = temp.is_some();
+            seen.security_token = security_token.is_some();
             let verified = signer::verify(
                 parts.method.as_str(),
                 parts.uri.path(),
@@ -322,11 +472,16 @@ impl Shared {
                 now,
                 chrono::Duration::minutes(MAX_SKEW_MINUTES),
                 |ak| {
-                    self.credentials
+                    if let Some(sk) = self
+                        .credentials
                         .read()
                         .unwrap_or_else(PoisonError::into_inner)
                         .get(ak)
-                        .map(|sk| sk.as_bytes().to_vec())
+                    {
+                        return Some(sk.as_bytes().to_vec());
+                    }
+                    // `temp` is the key of this very `Access=`, looked up above.
+                    temp.as_ref().map(|k| k.secret.as_bytes().to_vec())
                 },
             );
             match verified {
@@ -344,11 +499,48 @@ impl Shared {
                     return Err(api::BAD_SIGNATURE);
                 }
             }
-            if header(parts, "x-project-id").is_some_and(|p| p != project) {
+            let mut caller = Caller::default();
+            if let Some(key) = &temp {
+                let signed = parsed
+                    .as_ref()
+                    .is_some_and(|a| a.signed_headers.iter().any(|h| h == "x-security-token"));
+                if let Err(problem) =
+                    keyless::check_security_token(key, security_token.as_deref(), signed, now)
+                {
+                    seen.valid = Some(false);
+                    self.token_rejections[problem as usize].fetch_add(1, Ordering::Relaxed);
+                    return Err(match problem {
+                        TokenProblem::Missing => api::SECURITY_TOKEN_MISSING,
+                        TokenProblem::Unsigned => api::SECURITY_TOKEN_UNSIGNED,
+                        TokenProblem::Mismatched => api::SECURITY_TOKEN_MISMATCH,
+                        TokenProblem::Expired => {
+                            let e = api::SECURITY_TOKEN_EXPIRED;
+                            let msg = format!(
+                                "{}, expires_at: {}",
+                                e.message,
+                                format_micros(key.expires_at)
+                            );
+                            e.with_message(msg)
+                        }
+                    });
+                }
+                seen.valid = Some(true);
+                caller.temporary = true;
+                if let (Some(project), Some(projects)) = (project, &key.projects)
+                    && !projects.iter().any(|p| p == project)
+                {
+                    return Err(api::FORBIDDEN.with_message(
+                        "The temporary access key of the agency may not act on the project in the path.",
+                    ));
+                }
+            }
+            if let Some(project) = project
+                && header(parts, "x-project-id").is_some_and(|p| p != project)
+            {
                 return Err(api::FORBIDDEN
                     .with_message("X-Project-Id does not match the project in the path."));
             }
-            return Ok(());
+            return Ok(caller);
         }
         let Some(token) = header(parts, "x-auth-token") else {
             return Err(api::NO_AUTH);
@@ -358,16 +550,62 @@ impl Shared {
             .get(token.trim())
             .filter(|t| t.expires_at > now)
             .ok_or(api::BAD_TOKEN)?;
-        if t.project_id.as_deref() != Some(project) {
+        if let Some(project) = project
+            && t.project_id.as_deref() != Some(project)
+        {
             return Err(
                 api::FORBIDDEN.with_message("The token is not scoped to the project in the path.")
             );
         }
-        Ok(())
+        Ok(Caller::default())
+    }
+
+    /// The metadata session check of `securitykey`: a missing token is accepted only when
+    /// the token route is unsupported; an unknown or expired one is a 401.
+    fn check_metadata_session(&self, parts: &Parts, now: DateTime<Utc>) -> Result<(), Reply> {
+        if self.keyless().metadata.mode == MetadataMode::TokenUnsupported {
+            return Ok(());
+        }
+        let valid = header(parts, "x-metadata-token").is_some_and(|t| {
+            lock(&self.sessions)
+                .get(t.trim())
+                .is_some_and(|exp| *exp > now)
+        });
+        if valid {
+            Ok(())
+        } else {
+            // Never the no-agency text: a client renews its session on this one.
+            Err(Reply::text(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized: X-Metadata-Token is missing, unknown or expired",
+            ))
+        }
+    }
+
+    /// The pod-identity check: `Authorization` must be the configured token.
+    fn check_pod_token(&self, parts: &Parts) -> Result<(), Reply> {
+        let token = self.keyless().pod_identity.token;
+        let ok = header(parts, "authorization")
+            .is_some_and(|a| keyless::constant_time_eq(a.trim().as_bytes(), token.as_bytes()));
+        if ok {
+            Ok(())
+        } else {
+            Err(Reply::text(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized: the Authorization header is not this pod's identity token",
+            ))
+        }
     }
 
     /// Logs a signed request (kept: the newest 100,000) with the status it was answered.
-    fn record_signed(&self, parts: &Parts, op: Operation, arrived: DateTime<Utc>, status: u16) {
+    fn record_signed(
+        &self,
+        parts: &Parts,
+        op: Operation,
+        arrived: DateTime<Utc>,
+        status: u16,
+        token: TokenSeen,
+    ) {
         let Some(auth) = header(parts, "authorization")
             .as_deref()
             .and_then(signer::parse_authorization)
@@ -383,6 +621,9 @@ impl Shared {
             access_key: auth.access,
             operation: op.as_str().to_owned(),
             http_status: status,
+            temporary: token.temporary,
+            security_token: token.security_token,
+            security_token_valid: token.valid,
         });
     }
 
@@ -447,7 +688,7 @@ impl Shared {
         reply
     }
 
-    /// Runs one API request; the second value is the connection status after an action.
+    /// Runs one API request.
     async fn api(
         &self,
         route: &Route,
@@ -455,7 +696,7 @@ impl Shared {
         body: Body,
         request_id: &str,
         arrived: tokio::time::Instant,
-    ) -> (Reply, Option<String>, Bytes) {
+    ) -> Outcome {
         let op = route.op();
         self.count(op);
         let (latency, shape) = {
@@ -465,19 +706,41 @@ impl Shared {
         if !latency.is_zero() {
             sleep_precisely(arrived + latency).await;
         }
-        let body = match read_body(body, API_BODY_LIMIT).await {
-            Ok(b) => b,
-            Err(e) => return (Reply::error(&e, shape, request_id), None, Bytes::new()),
+        let mut out = Outcome {
+            reply: Reply::error(&api::SYSTEM_ERROR, shape, request_id),
+            status_after: None,
+            body: Bytes::new(),
+            token: TokenSeen::default(),
         };
+        out.body = match read_body(body, API_BODY_LIMIT).await {
+            Ok(b) => b,
+            Err(e) => {
+                out.reply = Reply::error(&e, shape, request_id);
+                return out;
+            }
+        };
+        let body = &out.body;
         let now = Utc::now();
-        if *route != Route::Token
-            && let Err(e) = self.authenticate(parts, &body, route.project(), now)
-        {
-            return (Reply::error(&e, shape, request_id), None, body);
-        }
+        let caller = match route {
+            Route::Token | Route::MetadataToken => Ok(Caller::default()),
+            Route::MetadataSecurityKey => self
+                .check_metadata_session(parts, now)
+                .map(|()| Caller::default()),
+            Route::PodIdentity => self.check_pod_token(parts).map(|()| Caller::default()),
+            _ => self
+                .authenticate(parts, body, route.project(), now, &mut out.token)
+                .map_err(|e| Reply::error(&e, shape, request_id)),
+        };
+        let caller = match caller {
+            Ok(c) => c,
+            Err(reply) => {
+                out.reply = reply;
+                return out;
+            }
+        };
         let query = signer::parse_query(parts.uri.query().unwrap_or(""));
         let endpoint = (op == Operation::Action)
-            .then(|| parse_action(&body).ok().map(|(_, e)| e))
+            .then(|| parse_action(body).ok().map(|(_, e)| e))
             .flatten();
         let injected = lock(&self.faults).take(op, &query, endpoint.as_deref());
         let mut replacement = None;
@@ -487,15 +750,18 @@ impl Shared {
                 tokio::time::sleep(d).await;
             }
             if !apply {
-                return (reply, None, body);
+                out.reply = reply;
+                return out;
             }
             replacement = Some(reply);
         }
-        let (reply, status_after) = match self.process(route, parts, &body, now) {
+        let (reply, status_after) = match self.process(route, parts, body, now, caller) {
             Ok((reply, status_after)) => (reply, status_after),
             Err(e) => (Reply::error(&e, shape, request_id), None),
         };
-        (replacement.unwrap_or(reply), status_after, body)
+        out.reply = replacement.unwrap_or(reply);
+        out.status_after = status_after;
+        out
     }
 
     /// The operation itself, after authentication and faults.
@@ -505,16 +771,25 @@ impl Shared {
         parts: &Parts,
         body: &[u8],
         now: DateTime<Utc>,
+        caller: Caller,
     ) -> Result<(Reply, Option<String>), ApiError> {
         let params = signer::parse_query(parts.uri.query().unwrap_or(""));
-        if *route == Route::Token {
-            return self.issue_token(&params, body, now).map(|r| (r, None));
-        }
-        let project = route.project();
-        if project.is_empty()
-            || project.len() > 64
-            || self.project_id.as_deref().is_some_and(|p| p != project)
-        {
+        let Some(project) = route.project() else {
+            let reply = match route {
+                Route::Token => self.issue_token(&params, body, now)?,
+                Route::MetadataToken => self.metadata_token(parts, now),
+                Route::MetadataSecurityKey => self.metadata_securitykey(now),
+                Route::PodIdentity => self.pod_identity(body, now),
+                Route::SecurityTokens => self.assume_role(body, now, caller)?,
+                _ => return Err(api::NO_SUCH_API),
+            };
+            return Ok((reply, None));
+        };
+        let served = || {
+            self.project_id.as_deref().is_none_or(|p| p == project)
+                || self.keyless().agency_projects().any(|p| p == project)
+        };
+        if project.is_empty() || project.len() > 64 || !served() {
             return Err(api::INVALID_PROJECT);
         }
         match route {
@@ -527,12 +802,14 @@ impl Shared {
                 let s = self.read().show_service(service, project)?;
                 Ok((Reply::json(StatusCode::OK, &s), None))
             }
-            Route::ListConnections { service, .. } => {
+            Route::ListConnections { project, service } => {
                 let q = ConnQuery::parse(&params)?;
-                let list = self.read().list_connections(service, &q)?;
+                let store = self.read();
+                store.check_project(service, project)?;
+                let list = store.list_connections(service, &q)?;
                 Ok((Reply::json(StatusCode::OK, &list), None))
             }
-            Route::Action { service, .. } => {
+            Route::Action { project, service } => {
                 let json_body = header(parts, "content-type").is_some_and(|ct| {
                     ct.trim()
                         .to_ascii_lowercase()
@@ -544,15 +821,128 @@ impl Shared {
                     );
                 }
                 let (action, endpoint) = parse_action(body)?;
-                let conn = self.write().act(service, &endpoint, action, now)?;
+                let mut store = self.write();
+                store.check_project(service, project)?;
+                let conn = store.act(service, &endpoint, action, now)?;
+                drop(store);
                 let status_after = conn.status.clone();
                 let resp = ActionResponse {
                     connections: Some(vec![conn]),
                 };
                 Ok((Reply::json(StatusCode::OK, &resp), status_after))
             }
-            Route::Token => Err(api::NO_SUCH_API),
+            _ => Err(api::NO_SUCH_API),
         }
+    }
+
+    /// `PUT /meta-data/latest/api/token`: a session token valid for
+    /// `X-Metadata-Token-Ttl-Seconds` seconds, as text.
+    fn metadata_token(&self, parts: &Parts, now: DateTime<Utc>) -> Reply {
+        let settings = self.keyless().metadata;
+        if settings.mode == MetadataMode::TokenUnsupported {
+            let status = StatusCode::from_u16(settings.token_unsupported_status)
+                .unwrap_or(StatusCode::NOT_FOUND);
+            return Reply::text(status, status.canonical_reason().unwrap_or(""));
+        }
+        let Some(ttl) =
+            keyless::parse_ttl(header(parts, "x-metadata-token-ttl-seconds").as_deref())
+        else {
+            return Reply::text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Bad Request: X-Metadata-Token-Ttl-Seconds must be whole seconds from {} to {}",
+                    keyless::METADATA_TTL_RANGE.start(),
+                    keyless::METADATA_TTL_RANGE.end()
+                ),
+            );
+        };
+        let token = keyless::session_token();
+        let expires = now + chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX));
+        {
+            let mut sessions = lock(&self.sessions);
+            sessions.retain(|_, exp| *exp > now);
+            if sessions.len() >= MAX_METADATA_SESSIONS {
+                let mut times: Vec<DateTime<Utc>> = sessions.values().copied().collect();
+                times.sort_unstable();
+                let cut = times[times.len() / 4];
+                sessions.retain(|_, exp| *exp > cut);
+            }
+            sessions.insert(token.clone(), expires);
+        }
+        Reply::text(StatusCode::OK, token)
+    }
+
+    /// `GET /openstack/latest/securitykey`, after the session check: temporary keys of
+    /// the agency attached to the instance, or the no-agency answer.
+    fn metadata_securitykey(&self, now: DateTime<Utc>) -> Reply {
+        let settings = self.keyless();
+        if settings.metadata.mode == MetadataMode::NoAgency {
+            if settings.metadata.no_agency_status == 404 {
+                return Reply::text(StatusCode::NOT_FOUND, "Not Found");
+            }
+            // The real body's shape is not documented; the SDKs look for the text in it.
+            return Reply::json(
+                StatusCode::UNAUTHORIZED,
+                &json!({ "message": NO_AGENCY_TEXT }),
+            );
+        }
+        let key = self.issue_key(KeySource::Metadata, settings.credential_lifetime, None, now);
+        Reply::json(StatusCode::OK, &keyless::credential_body(&key))
+    }
+
+    /// The pod-identity `POST`, after the token check: the body must be a JSON object
+    /// (the SDK sends `{}`).
+    fn pod_identity(&self, body: &[u8], now: DateTime<Utc>) -> Reply {
+        if !matches!(serde_json::from_slice::<Value>(body), Ok(Value::Object(_))) {
+            return Reply::text(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: the body must be a JSON object such as {}",
+            );
+        }
+        let settings = self.keyless();
+        let key = self.issue_key(
+            KeySource::PodIdentity,
+            settings.credential_lifetime,
+            None,
+            now,
+        );
+        Reply::json(
+            StatusCode::OK,
+            &keyless::pod_body(settings.pod_identity.body, &key),
+        )
+    }
+
+    /// `POST /v3.0/OS-CREDENTIAL/securitytokens`, `assume_role`, after authentication.
+    fn assume_role(
+        &self,
+        body: &[u8],
+        now: DateTime<Utc>,
+        caller: Caller,
+    ) -> Result<Reply, ApiError> {
+        let r = keyless::parse_assume_role(body).map_err(|e| match e {
+            AssumeRoleError::Body(m) => api::IAM_BAD_BODY.with_message(m),
+            AssumeRoleError::Duration(m) => api::IAM_BAD_DURATION.with_message(m),
+        })?;
+        if caller.temporary && r.duration_seconds > AGENCY_MAX_DURATION_FROM_TEMPORARY {
+            return Err(api::IAM_BAD_DURATION.with_message(format!(
+                "duration_seconds {} is more than {AGENCY_MAX_DURATION_FROM_TEMPORARY}, the most \
+                 for a caller that signs with a temporary access key",
+                r.duration_seconds
+            )));
+        }
+        let settings = self.keyless();
+        let agency = keyless::find_agency(&settings.agencies, &r).ok_or(api::IAM_NO_AGENCY)?;
+        let lifetime = Duration::from_secs(r.duration_seconds).min(settings.credential_lifetime);
+        let key = self.issue_key(
+            KeySource::Agency,
+            lifetime,
+            Some(agency.project_ids.clone()),
+            now,
+        );
+        Ok(Reply::json(
+            StatusCode::CREATED,
+            &keyless::credential_body(&key),
+        ))
     }
 
     /// `POST /v3/auth/tokens`, password method.
@@ -753,11 +1143,43 @@ impl Shared {
             (&Method::POST, "/_sim/tokens/expire") => {
                 Reply::json(StatusCode::OK, &json!({ "expired": self.expire_tokens() }))
             }
+            (&Method::GET, "/_sim/keyless") => Reply::json(StatusCode::OK, &self.keyless().view()),
+            (&Method::POST, "/_sim/keyless") => {
+                match serde_json::from_slice::<KeylessUpdate>(&body) {
+                    Ok(u) => match self.update_keyless(u) {
+                        Ok(s) => Reply::json(StatusCode::OK, &s.view()),
+                        Err(e) => Reply::admin_error(
+                            StatusCode::BAD_REQUEST,
+                            format!("invalid keyless settings: {e}"),
+                        ),
+                    },
+                    Err(e) => Reply::admin_error(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid keyless settings: {e}"),
+                    ),
+                }
+            }
+            (&Method::POST, "/_sim/keyless/expire-keys") => Reply::json(
+                StatusCode::OK,
+                &json!({ "expired": self.expire_temporary_keys() }),
+            ),
+            (&Method::POST, "/_sim/keyless/expire-sessions") => Reply::json(
+                StatusCode::OK,
+                &json!({ "expired": self.expire_sessions() }),
+            ),
             _ => Reply::admin_error(
                 StatusCode::NOT_FOUND,
                 format!("no admin route {} {path}", parts.method),
             ),
         }
+    }
+
+    /// The pod-identity route, on the path configured now (a single trailing `/`
+    /// tolerated).
+    fn pod_identity_route(&self, method: &Method, path: &str) -> Option<Route> {
+        let configured = self.keyless().pod_identity.path;
+        let trim = |p: &str| p.strip_suffix('/').unwrap_or(p).to_owned();
+        (*method == Method::POST && trim(path) == trim(&configured)).then_some(Route::PodIdentity)
     }
 
     fn add_connections(
@@ -858,15 +1280,30 @@ async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let reply = if parts.uri.path().starts_with("/_sim/") {
         sh.admin(&parts, body).await
-    } else if let Some(route) = Route::parse(&parts.method, parts.uri.path()) {
-        let (reply, status_after, body) = sh.api(&route, &parts, body, &request_id, started).await;
+    } else if let Some(route) = Route::parse(&parts.method, parts.uri.path())
+        .or_else(|| sh.pod_identity_route(&parts.method, parts.uri.path()))
+    {
+        let out = sh.api(&route, &parts, body, &request_id, started).await;
         if matches!(route, Route::Action { .. }) {
-            sh.record_action(&route, &body, &reply, status_after, Utc::now(), &request_id);
+            sh.record_action(
+                &route,
+                &out.body,
+                &out.reply,
+                out.status_after,
+                Utc::now(),
+                &request_id,
+            );
         }
-        if route != Route::Token {
-            sh.record_signed(&parts, route.op(), arrived, reply.status.as_u16());
+        if route.takes_signatures() {
+            sh.record_signed(
+                &parts,
+                route.op(),
+                arrived,
+                out.reply.status.as_u16(),
+                out.token,
+            );
         }
-        reply
+        out.reply
     } else {
         Reply::error(&api::NO_SUCH_API, ErrorShape::Flat, &request_id)
     };
@@ -899,6 +1336,9 @@ impl std::fmt::Debug for Simulator {
 impl Simulator {
     /// Binds `addr` (port 0 picks a free port) and serves in a background task.
     pub async fn start(addr: SocketAddr, cfg: SimConfig) -> Result<Simulator, SimError> {
+        cfg.keyless()
+            .validate()
+            .map_err(SimError::InvalidSettings)?;
         let store =
             Store::from_seed(&cfg.seed, Utc::now()).map_err(|reason| SimError::InvalidSeed {
                 origin: "in the simulator config".into(),
@@ -1023,6 +1463,35 @@ impl Simulator {
             .collect();
     }
 
+    /// The keyless settings in force.
+    pub fn keyless(&self) -> KeylessSettings {
+        self.shared.keyless()
+    }
+
+    /// Replaces the keyless settings (validated first; nothing changes on error). Keys
+    /// and sessions already issued stay valid; an agency key keeps the projects it was
+    /// issued for.
+    pub fn set_keyless(&self, s: KeylessSettings) -> Result<(), SimError> {
+        self.shared.set_keyless(s)
+    }
+
+    /// Rotates the pod-identity token: only `token` is accepted from now on.
+    pub fn set_pod_token(&self, token: &str) -> Result<(), SimError> {
+        let mut s = self.keyless();
+        s.pod_identity.token = token.to_owned();
+        self.set_keyless(s)
+    }
+
+    /// Makes every issued temporary key expired; returns how many there are.
+    pub fn expire_temporary_keys(&self) -> usize {
+        self.shared.expire_temporary_keys()
+    }
+
+    /// Makes every metadata session token expired; returns how many there are.
+    pub fn expire_metadata_sessions(&self) -> usize {
+        self.shared.expire_sessions()
+    }
+
     /// Stops accepting, lets open requests finish (at most 5 s), then returns.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
@@ -1082,6 +1551,23 @@ mod tests {
         );
         assert_eq!(p(&Method::DELETE, "/v1/p/vpc-endpoint-services/s"), None);
         assert_eq!(p(&Method::GET, "/v2/p/vpc-endpoint-services"), None);
+        assert_eq!(
+            p(&Method::POST, "/v3.0/OS-CREDENTIAL/securitytokens"),
+            Some(Route::SecurityTokens)
+        );
+        assert_eq!(
+            p(&Method::PUT, "/meta-data/latest/api/token"),
+            Some(Route::MetadataToken)
+        );
+        assert_eq!(p(&Method::GET, "/meta-data/latest/api/token"), None);
+        assert_eq!(
+            p(&Method::GET, "/openstack/latest/securitykey"),
+            Some(Route::MetadataSecurityKey)
+        );
+        assert_eq!(p(&Method::POST, "/openstack/latest/securitykey"), None);
+        assert!(Route::SecurityTokens.takes_signatures());
+        assert!(!Route::Token.takes_signatures());
+        assert!(!Route::PodIdentity.takes_signatures());
     }
 
     #[test]

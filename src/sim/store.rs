@@ -95,6 +95,8 @@ struct ServiceRec {
     status: String,
     server_type: String,
     service_type: String,
+    /// Only this project sees it; `None`: every project.
+    project_id: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     /// Sorted by `created_at`, ties in insertion order.
@@ -104,6 +106,11 @@ struct ServiceRec {
 }
 
 impl ServiceRec {
+    /// Whether `project` sees this service.
+    fn in_project(&self, project: &str) -> bool {
+        self.project_id.as_deref().is_none_or(|p| p == project)
+    }
+
     fn wire(&self, project_id: &str) -> EndpointService {
         let connection_count = self
             .conns
@@ -147,6 +154,9 @@ pub struct SnapService {
     pub approval_enabled: bool,
     /// Service status.
     pub status: String,
+    /// The one project it belongs to, if the seed gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
     /// Its connections, oldest first.
     pub connections: Vec<SnapConnection>,
 }
@@ -450,6 +460,12 @@ impl Store {
                     SERVICE_STATUSES.join(", ")
                 ));
             }
+            if s.project_id
+                .as_ref()
+                .is_some_and(|p| p.is_empty() || p.len() > 64)
+            {
+                return Err(format!("{what}.project_id must be 1-64 characters"));
+            }
             let created_at =
                 parse_time(s.created_at.as_deref(), &format!("{what}.created_at"), now)?;
             let mut rec = ServiceRec {
@@ -462,6 +478,7 @@ impl Store {
                 status,
                 server_type: s.server_type.clone().unwrap_or_else(|| "VM".into()),
                 service_type: s.service_type.clone().unwrap_or_else(|| "interface".into()),
+                project_id: s.project_id.clone(),
                 created_at,
                 updated_at: created_at,
                 conns: Vec::with_capacity(s.connections.len()),
@@ -530,7 +547,8 @@ impl Store {
             .services
             .iter()
             .filter(|s| {
-                q.id.as_ref().is_none_or(|id| *id == s.id)
+                s.in_project(project_id)
+                    && q.id.as_ref().is_none_or(|id| *id == s.id)
                     && q.status.as_ref().is_none_or(|st| *st == s.status)
                     && q.name
                         .as_ref()
@@ -564,8 +582,19 @@ impl Store {
     pub fn show_service(&self, id: &str, project_id: &str) -> Result<EndpointService, ApiError> {
         self.service_idx
             .get(id)
-            .map(|&i| self.services[i].wire(project_id))
+            .map(|&i| &self.services[i])
+            .filter(|s| s.in_project(project_id))
+            .map(|s| s.wire(project_id))
             .ok_or(api::NOT_FOUND)
+    }
+
+    /// 404 `EndPoint.0005` for a service that another project owns (or none has), before
+    /// its connections are listed or acted on.
+    pub fn check_project(&self, service_id: &str, project_id: &str) -> Result<(), ApiError> {
+        match self.service_idx.get(service_id) {
+            Some(&i) if self.services[i].in_project(project_id) => Ok(()),
+            _ => Err(api::NOT_FOUND),
+        }
     }
 
     /// `GET …/{service}/connections`.
@@ -697,6 +726,7 @@ impl Store {
                 service_name: s.service_name.clone(),
                 approval_enabled: s.approval_enabled,
                 status: s.status.clone(),
+                project_id: s.project_id.clone(),
                 connections: s.conns.iter().map(ConnRec::snap).collect(),
             })
             .collect()
@@ -837,6 +867,54 @@ mod tests {
             .list_connections("nope", &ConnQuery::parse(&[]).expect("q"))
             .expect_err("unknown");
         assert_eq!((e.status.as_u16(), e.code.as_ref()), (404, "EndPoint.0005"));
+    }
+
+    #[test]
+    fn a_service_with_a_project_is_seen_only_there() {
+        let seed = Seed::from_json(
+            r#"{"services":[{"id":"base","connections":[{"id":"e1"}]},
+                            {"id":"other","project_id":"p-agency","connections":[{"id":"e2"}]}]}"#,
+        )
+        .expect("seed");
+        let mut s = Store::from_seed(&seed, Utc::now()).expect("store");
+        let ids = |s: &Store, p: &str| -> Vec<String> {
+            s.list_services(&ServiceQuery::parse(&[]).expect("q"), p)
+                .endpoint_services
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|x| x.id)
+                .collect()
+        };
+        let mut seen = ids(&s, "p-agency");
+        seen.sort();
+        assert_eq!(
+            seen,
+            ["base", "other"],
+            "a service without a project is everywhere"
+        );
+        assert_eq!(ids(&s, "p-base"), ["base"]);
+        assert_eq!(
+            s.show_service("other", "p-base").expect_err("hidden").code,
+            "EndPoint.0005"
+        );
+        assert!(s.show_service("other", "p-agency").is_ok());
+        assert_eq!(
+            s.check_project("other", "p-base").expect_err("hidden").code,
+            "EndPoint.0005"
+        );
+        assert!(s.check_project("other", "p-agency").is_ok());
+        assert!(s.check_project("base", "anything").is_ok());
+        assert!(s.check_project("nope", "p-agency").is_err());
+        assert_eq!(
+            s.snapshot()
+                .iter()
+                .map(|x| x.project_id.as_deref())
+                .collect::<Vec<_>>(),
+            [None, Some("p-agency")]
+        );
+        assert!(s.act("other", "e2", Action::Receive, Utc::now()).is_ok());
+        let err = Seed::from_json(r#"{"services":[{"project_id":""}]}"#).expect_err("empty");
+        assert!(err.to_string().contains("services[0].project_id"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod logging;
 mod policy;
 mod signals;
 mod sim;
+mod sim_keyless;
 mod slicing;
 mod support;
 mod tls;

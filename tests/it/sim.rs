@@ -17,28 +17,30 @@ const KEYS: (&str, &str) = (DEFAULT_AK, DEFAULT_SK);
 
 /// What came back: status, a few headers, body text and its JSON if any.
 #[derive(Debug)]
-struct Got {
-    status: u16,
-    request_id: Option<String>,
-    retry_after: Option<String>,
-    subject_token: Option<String>,
-    text: String,
-    json: Value,
+pub(crate) struct Got {
+    pub status: u16,
+    pub request_id: Option<String>,
+    pub retry_after: Option<String>,
+    pub subject_token: Option<String>,
+    pub content_type: Option<String>,
+    pub text: String,
+    pub json: Value,
 }
 
 impl Got {
-    async fn from(resp: reqwest::Response) -> Got {
+    pub async fn from(resp: reqwest::Response) -> Got {
         let h = |name: &str| {
             resp.headers()
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let (status, request_id, retry_after, subject_token) = (
+        let (status, request_id, retry_after, subject_token, content_type) = (
             resp.status().as_u16(),
             h("x-request-id"),
             h("retry-after"),
             h("x-subject-token"),
+            h("content-type"),
         );
         let text = within(resp.text()).await.expect("body");
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -47,13 +49,14 @@ impl Got {
             request_id,
             retry_after,
             subject_token,
+            content_type,
             text,
             json,
         }
     }
 
     /// The error code in any of the three documented shapes.
-    fn code(&self) -> &str {
+    pub fn code(&self) -> &str {
         self.json["error_code"]
             .as_str()
             .or(self.json["error"]["code"].as_str())
@@ -71,20 +74,20 @@ impl Got {
 }
 
 /// A signing client for one simulator.
-struct Api {
-    client: reqwest::Client,
-    base: String,
+pub(crate) struct Api {
+    pub client: reqwest::Client,
+    pub base: String,
 }
 
 impl Api {
-    fn new(sim: &Simulator) -> Api {
+    pub fn new(sim: &Simulator) -> Api {
         Api {
             client: http_client(),
             base: sim.base_url(),
         }
     }
 
-    async fn signed(&self, s: Signed, method: &str, body: &[u8]) -> Got {
+    pub async fn signed(&self, s: Signed, method: &str, body: &[u8]) -> Got {
         Got::from(send(&self.client, method, &s.url, &s.headers, body.to_vec()).await).await
     }
 
@@ -111,7 +114,7 @@ impl Api {
         .await
     }
 
-    async fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Got {
+    pub async fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Got {
         let headers: Vec<(String, String)> = headers
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -130,7 +133,7 @@ impl Api {
         .await
     }
 
-    async fn admin(&self, method: &str, path: &str, body: Value) -> Got {
+    pub async fn admin(&self, method: &str, path: &str, body: Value) -> Got {
         let body = if body.is_null() {
             String::new()
         } else {
@@ -140,7 +143,7 @@ impl Api {
             .await
     }
 
-    async fn token(&self, body: Value) -> Got {
+    pub async fn token(&self, body: Value) -> Got {
         self.raw(
             "POST",
             "/v3/auth/tokens?nocatalog=true",
@@ -151,15 +154,15 @@ impl Api {
     }
 }
 
-fn conn_path(service: &str) -> String {
+pub(crate) fn conn_path(service: &str) -> String {
     format!("/v1/{PROJECT}/vpc-endpoint-services/{service}/connections")
 }
 
-fn services_path() -> String {
+pub(crate) fn services_path() -> String {
     format!("/v1/{PROJECT}/vpc-endpoint-services")
 }
 
-fn password_body(password: &str, scope: Value) -> Value {
+pub(crate) fn password_body(password: &str, scope: Value) -> Value {
     json!({"auth": {
         "identity": {"methods": ["password"],
                      "password": {"user": {"name": DEFAULT_USER, "password": password,
