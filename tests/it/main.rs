@@ -10,6 +10,7 @@ mod engine;
 mod facts;
 mod fresh;
 mod hostile;
+mod keyless;
 mod listener;
 mod logging;
 mod policy;
