@@ -390,6 +390,8 @@ impl Verifier<'_> {
             };
             r.unsigned_tail = Some(tail);
             match &self.last_signed {
+                // The file ends with a signed checkpoint: nothing to say.
+                Some(_) if tail == 0 => Ok(()),
                 Some((p, l)) => writeln!(
                     self.out,
                     "{}:{}: unsigned tail: the {tail} records after this checkpoint are not \

@@ -18,12 +18,24 @@ const PARTNER: &str = "6e9dfd51d1124e8d8498dce894923a0d";
 /// Starts `run` with an HTTP listener and the audit log at `audit`, through `wrapper`
 /// (e.g. `unshare` for a private tmpfs); returns the daemon and its base URL.
 fn daemon(dir: &Path, sim_url: &str, audit: &Path, wrapper: &[&str]) -> (Daemon, String) {
+    daemon_with(dir, sim_url, audit, wrapper, "1s", "")
+}
+
+/// [`daemon`] polling every `interval`, with `audit_extra` lines in `[audit]`.
+fn daemon_with(
+    dir: &Path,
+    sim_url: &str,
+    audit: &Path,
+    wrapper: &[&str],
+    interval: &str,
+    audit_extra: &str,
+) -> (Daemon, String) {
     let port = free_port();
     let cfg = write_config(
         dir,
         &repo("policies"),
         &format!(
-            "vpcep_endpoint = \"{sim_url}\"\niam_endpoint = \"{sim_url}\"\n[poll]\ninterval = \"1s\"\njitter = \"0s\"\nmax_requests_per_second = 0\n[audit]\npath = {:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            "vpcep_endpoint = \"{sim_url}\"\niam_endpoint = \"{sim_url}\"\n[poll]\ninterval = \"{interval}\"\njitter = \"0s\"\nmax_requests_per_second = 0\n[audit]\npath = {:?}\n{audit_extra}\n[http]\nlisten = \"127.0.0.1:{port}\"\n[log]\nlevel = \"info,vpcep_approver::daemon=debug\"\n",
             audit.display().to_string()
         ),
     );
@@ -328,4 +340,104 @@ fn a_full_disk_mid_batch_leaves_one_outcome_per_decision_and_no_duplicates() {
     for (endpoint, n) in stranger_records {
         assert_eq!(n, 1, "{endpoint} left pending is recorded once per version");
     }
+}
+
+/// The checkpoint records of an audit file, as parsed JSON.
+fn checkpoints(path: &Path) -> Vec<serde_json::Value> {
+    lines_of(path)
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "checkpoint")
+        .collect()
+}
+
+#[test]
+fn a_signing_daemon_checkpoints_while_idle_after_a_reload_and_at_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((private, public)) = crate::audit::openssl_keys(dir.path(), "signing") else {
+        return;
+    };
+    let sim = start_simulate(&["--seed", repo("examples/seed.json").to_str().expect("utf8")]);
+    let audit = dir.path().join("audit.jsonl");
+    // One cycle an hour: every checkpoint after the first cycle is written while idle.
+    let (d, base) = daemon_with(
+        dir.path(),
+        &sim.url,
+        &audit,
+        &[],
+        "1h",
+        &format!(
+            "signing_key_file = {:?}\ncheckpoint_interval = \"1s\"",
+            private.display().to_string()
+        ),
+    );
+    wait_for(
+        "three checkpoints while idle",
+        Duration::from_secs(20),
+        || checkpoints(&audit).len() >= 3,
+    );
+    let log = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(
+        log().contains("checkpoint written reason=interval"),
+        "{}",
+        log()
+    );
+    // The metric counts every line of the chain, checkpoints included.
+    let count = || {
+        let (_, m) = http("GET", &format!("{base}/metrics"), "");
+        metric(&m, "vpcep_approver_audit_records_total") as usize
+    };
+    wait_for(
+        "audit_records_total == lines",
+        Duration::from_secs(5),
+        || {
+            let before = lines_of(&audit).len();
+            let n = count();
+            n == before && lines_of(&audit).len() == before
+        },
+    );
+    d.signal("-HUP");
+    wait_for(
+        "a checkpoint after the reload",
+        Duration::from_secs(10),
+        || log().contains("checkpoint written reason=reload"),
+    );
+    d.signal("-TERM");
+    let mut d = d;
+    assert_eq!(d.child.wait().expect("wait").code(), Some(0), "{}", log());
+    assert!(
+        log().contains("checkpoint written reason=shutdown"),
+        "{}",
+        log()
+    );
+
+    // The last line is the shutdown checkpoint: the whole file is signed.
+    let lines = lines_of(&audit);
+    let last: serde_json::Value =
+        serde_json::from_str(lines.last().expect("a line")).expect("json");
+    assert_eq!(last["kind"], "checkpoint", "{last}");
+    assert_eq!(
+        last["records"].as_u64(),
+        Some(lines.len() as u64 - 1),
+        "{last}"
+    );
+    assert!(crate::audit::openssl_verifies(&last, &public, dir.path()));
+    let o = Command::new(BIN)
+        .args(["audit", "verify", "--key"])
+        .arg(&public)
+        .arg(&audit)
+        .output()
+        .expect("verify runs");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(!out.contains("unsigned tail"), "{out}");
+    let decided = lines
+        .iter()
+        .filter(|l| l.contains("\"kind\":\"decision\""))
+        .count();
+    assert!(decided >= 1, "the cycle was recorded: {lines:?}");
+    assert!(
+        checkpoints(&audit).len() >= 5,
+        "interval x3, reload, shutdown"
+    );
 }
