@@ -4,7 +4,12 @@
 //!
 //! ```sh
 //! cargo bench --bench idle -- --minutes 10 --services 100 --interval 30s
+//! cargo bench --bench idle -- --minutes 5 --checkpoint-interval 30s
 //! ```
+//!
+//! With `--checkpoint-interval`, the audit log is signed (a key made by `openssl genpkey`)
+//! and a checkpoint is written at that interval, so the cost of checkpoints shows against
+//! a run without.
 
 mod common;
 
@@ -28,6 +33,26 @@ fn main() -> anyhow::Result<()> {
         "interval = \"{interval}\"\njitter = \"3s\"\nmax_in_flight = 8\nmax_requests_per_second = 10"
     );
     let cfg = write_config(dir.path(), &sim.url, &poll, "info")?;
+    let checkpoints = o.str("checkpoint-interval", "");
+    if !checkpoints.is_empty() {
+        let key = dir.path().join("signing.pem");
+        let made = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "ed25519", "-out"])
+            .arg(&key)
+            .status()
+            .context("running openssl genpkey")?;
+        if !made.success() {
+            bail!("openssl genpkey failed: {made}");
+        }
+        let text = std::fs::read_to_string(&cfg)?.replace(
+            "fsync = true\n",
+            &format!(
+                "fsync = true\nsigning_key_file = {:?}\ncheckpoint_interval = \"{checkpoints}\"\n",
+                key.display().to_string()
+            ),
+        );
+        std::fs::write(&cfg, text)?;
+    }
     let log = std::fs::File::create(dir.path().join("daemon.log"))?;
     let mut child = daemon_command(&bin, &cfg, &["run"])
         .stdout(log.try_clone()?)
@@ -76,6 +101,14 @@ fn main() -> anyhow::Result<()> {
     let max_rss = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
     let min_rss = samples.iter().map(|s| s.rss_kib).min().unwrap_or(0);
     let cycles = state.request_count(vpcep_approver::sim::Operation::ListServices);
+    let signed = std::fs::read_to_string(dir.path().join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"checkpoint\""))
+        .count();
+    if !checkpoints.is_empty() {
+        println!("checkpoints every {checkpoints}: {signed} written");
+    }
     println!(
         "idle {services} services, interval {interval}, {:.1} min measured ({cycles} cycles, {} requests): \
          cpu {cpu_s:.3} s = {pct:.4}% of a core; RSS first minute {} / last minute {} \

@@ -371,9 +371,7 @@ impl Credentials {
     /// password token requests; none for a token (a 401 re-reads or re-fetches it).
     pub fn gate_for(&self, cred: &Credential, iam_token_request: bool) -> Option<Arc<Gate>> {
         match (&self.base, cred) {
-            (_, Credential::Sign { keys, .. }) => {
-                Some(self.gate(format!("aksk:{}", keys.ak.expose_secret())))
-            }
+            (_, Credential::Sign { keys, .. }) => Some(self.gate(keys_gate(keys))),
             (
                 Base::Password {
                     user_name,
@@ -386,10 +384,35 @@ impl Credentials {
         }
     }
 
+    /// The gates of the keys and users requests go out with now: the static or current
+    /// fetched keys, the password user, each agency's current keys. A key replaced after
+    /// its 401 (a rotated file, a refreshed temporary key) is in none of them, so its
+    /// failure no longer keeps the daemon unready.
+    fn live_gates(&self) -> Vec<String> {
+        let mut live = Vec::new();
+        match &self.base {
+            Base::AkSk(keys) => live.push(keys_gate(&keys.current().0)),
+            Base::Password {
+                user_name,
+                domain_name,
+                ..
+            } => live.push(format!("iam:{domain_name}/{user_name}")),
+            Base::Token { .. } => {}
+            Base::Fetched { slot, .. } => live.extend(slot.peek().map(|k| keys_gate(&k))),
+        }
+        let agencies: Vec<Arc<Slot<Keys>>> = lock(&self.agencies).values().cloned().collect();
+        live.extend(agencies.iter().filter_map(|s| s.peek()).map(|k| keys_gate(&k)));
+        live
+    }
+
     /// Why requests cannot work right now, if they cannot: a key in its authentication
     /// backoff, or fetched credentials that could not be had (for `agency`, its own).
     pub fn unready_reason(&self, iam_base: &str, agency: Option<&Agency>) -> Option<String> {
-        let gates: Vec<Arc<Gate>> = lock(&self.gates).values().cloned().collect();
+        let live = self.live_gates();
+        let gates: Vec<Arc<Gate>> = {
+            let all = lock(&self.gates);
+            live.iter().filter_map(|k| all.get(k).cloned()).collect()
+        };
         if let Some(r) = gates.iter().find_map(|g| g.unready_reason()) {
             return Some(r);
         }
@@ -563,6 +586,11 @@ pub struct Outgoing<'a> {
     pub project_id: Option<&'a str>,
 }
 
+/// The gate name of an access key.
+fn keys_gate(keys: &Keys) -> String {
+    format!("aksk:{}", keys.ak.expose_secret())
+}
+
 fn put(h: &mut HeaderMap, name: &str, value: &str, sensitive: bool) -> Result<(), String> {
     let n = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
     let mut v = HeaderValue::from_str(value)
@@ -684,6 +712,38 @@ mod tests {
         assert!(p.gate_for(&token, false).is_none());
         let t = Credentials::token(SecretSource::Env("X".into()), "t");
         assert!(t.gate_for(&token, false).is_none());
+    }
+
+    #[test]
+    fn a_failed_key_that_was_replaced_no_longer_keeps_the_daemon_unready() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ak"), "OLD").expect("write");
+        std::fs::write(dir.path().join("sk"), "s").expect("write");
+        let file = |n: &str| SecretSource::File {
+            template: n.into(),
+            base: dir.path().into(),
+        };
+        let c = Credentials::load(&Auth::AkSk {
+            access_key: file("ak"),
+            secret_key: file("sk"),
+            security_token: SecretSource::Env("VPCEP_TEST_AUTH_UNSET_ST_3".into()),
+        })
+        .expect("loads");
+        let old = c.static_credential().expect("keys");
+        c.gate_for(&old, false)
+            .expect("gate")
+            .failed("401 for OLD".into());
+        let reason = c.unready_reason("https://iam", None).expect("unready");
+        assert!(reason.contains("401 for OLD"), "{reason}");
+        // The files are rotated; once the change is taken (quiet for a second), the old
+        // key's gate no longer speaks for the daemon.
+        std::fs::write(dir.path().join("ak"), "NEW").expect("write");
+        std::thread::sleep(std::time::Duration::from_millis(2200));
+        assert_eq!(c.unready_reason("https://iam", None), None);
+        let Some(Credential::Sign { keys, .. }) = c.static_credential() else {
+            panic!("keys");
+        };
+        assert_eq!(keys.ak.expose_secret(), "NEW");
     }
 
     #[test]

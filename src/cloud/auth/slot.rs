@@ -176,6 +176,13 @@ impl<T> Slot<T> {
         true
     }
 
+    /// The value held now, valid or not, without fetching (`None` while a fetch holds
+    /// the lock or before the first one).
+    pub fn peek(&self) -> Option<Arc<T>> {
+        let s = self.state.try_lock().ok()?;
+        s.current.as_ref().map(|c| c.value.clone())
+    }
+
     /// Whether a failed fetch left nothing valid: the last error, if so.
     pub fn unusable(&self) -> Option<ApiError> {
         let s = self.state.try_lock().ok()?;
