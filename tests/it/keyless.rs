@@ -132,6 +132,24 @@ fn daemon(dir: &Path, cfg: &Path, port: u16, envs: &[(&str, &str)]) -> (Daemon, 
     (Daemon { child }, base)
 }
 
+/// `[auth]` for the metadata service of the simulator at `sim`.
+fn metadata(sim: &str) -> String {
+    format!("method = \"metadata\"\nmetadata_endpoint = \"{sim}\"")
+}
+
+/// A daemon with [`config`] on a free port, started by [`daemon`].
+fn start(
+    dir: &Path,
+    sim: &str,
+    auth: &str,
+    targets: &[&str],
+    envs: &[(&str, &str)],
+) -> (Daemon, String) {
+    let port = free_port();
+    let cfg = config(dir, sim, auth, targets, port);
+    daemon(dir, &cfg, port, envs)
+}
+
 fn state(sim: &str) -> Value {
     let (code, body) = http("GET", &format!("{sim}/_sim/state"), "");
     assert_eq!(code, 200, "{body}");
@@ -262,19 +280,18 @@ fn assert_served_by_temporary_keys(s: &Value, dir: &Path) {
     );
 }
 
-#[test]
-fn metadata_keys_are_refreshed_before_they_expire_and_never_refused() {
+/// A daemon on metadata keys that live 6 s, with the simulator's metadata service as
+/// `flags` make it: four keys in a row, no refusal, every request signed with a token.
+fn metadata_refreshes_are_never_refused(flags: &[&str]) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sim = simulator(dir.path(), "6s", &[]);
-    let port = free_port();
-    let cfg = config(
+    let sim = simulator(dir.path(), "6s", flags);
+    let (d, base) = start(
         dir.path(),
         &sim.url,
-        &format!("method = \"metadata\"\nmetadata_endpoint = \"{}\"", sim.url),
+        &metadata(&sim.url),
         &[&base_target()],
-        port,
+        &[],
     );
-    let (d, base) = daemon(dir.path(), &cfg, port, &[]);
     // 6 s keys are refreshed with 2 s left: a fourth key after about 12 s.
     let s = until_issued(&sim.url, "metadata", 4, Duration::from_secs(40));
     assert!(issued(&s, "metadata") >= 4, "{}", log(dir.path()));
@@ -285,7 +302,7 @@ fn metadata_keys_are_refreshed_before_they_expire_and_never_refused() {
     assert_served_by_temporary_keys(&s, dir.path());
     assert!(
         s["requests"]["metadata_token"].as_u64().unwrap_or(0) >= 1,
-        "the session token was asked for: {}",
+        "the session token was asked for first: {}",
         s["requests"]
     );
     let keys = signed(&s)
@@ -303,23 +320,13 @@ fn metadata_keys_are_refreshed_before_they_expire_and_never_refused() {
 }
 
 #[test]
+fn metadata_keys_are_refreshed_before_they_expire_and_never_refused() {
+    metadata_refreshes_are_never_refused(&[]);
+}
+
+#[test]
 fn metadata_without_session_tokens_goes_on_without_one() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sim = simulator(dir.path(), "6s", &["--metadata-mode", "token_unsupported"]);
-    let port = free_port();
-    let cfg = config(
-        dir.path(),
-        &sim.url,
-        &format!("method = \"metadata\"\nmetadata_endpoint = \"{}\"", sim.url),
-        &[&base_target()],
-        port,
-    );
-    let (d, base) = daemon(dir.path(), &cfg, port, &[]);
-    let s = until_issued(&sim.url, "metadata", 3, Duration::from_secs(40));
-    assert!(issued(&s, "metadata") >= 3, "{}", log(dir.path()));
-    assert_served_by_temporary_keys(&s, dir.path());
-    assert_no_secrets(dir.path(), Some(&base), &[]);
-    drop(d);
+    metadata_refreshes_are_never_refused(&["--metadata-mode", "token_unsupported"]);
 }
 
 #[test]
@@ -340,15 +347,13 @@ fn pod_identity_keys_are_refreshed_and_a_rotated_token_file_is_read_on_the_next_
             token_file.to_str().expect("utf8"),
         ),
     ];
-    let port = free_port();
-    let cfg = config(
+    let (d, base) = start(
         dir.path(),
         &sim.url,
         "method = \"pod-identity\"",
         &[&base_target()],
-        port,
+        &envs,
     );
-    let (d, base) = daemon(dir.path(), &cfg, port, &envs);
     let s = until_issued(&sim.url, "pod_identity", 2, Duration::from_secs(30));
     assert!(issued(&s, "pod_identity") >= 2, "{}", log(dir.path()));
 
@@ -385,18 +390,11 @@ fn pod_identity_keys_are_refreshed_and_a_rotated_token_file_is_read_on_the_next_
 fn an_agency_target_beside_a_base_target_uses_the_agency_keys_for_its_account_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = simulator(dir.path(), "6s", &[]);
-    let port = free_port();
-    let cfg = config(
+    let (d, base) = start(
         dir.path(),
         &sim.url,
         "method = \"aksk\"",
         &[&base_target(), &agency_target()],
-        port,
-    );
-    let (d, base) = daemon(
-        dir.path(),
-        &cfg,
-        port,
         &[("HUAWEICLOUD_SDK_AK", AK), ("HUAWEICLOUD_SDK_SK", SK)],
     );
     let s = until_issued(&sim.url, "agency", 3, Duration::from_secs(40));
@@ -441,15 +439,13 @@ fn an_agency_target_beside_a_base_target_uses_the_agency_keys_for_its_account_on
 fn an_agency_on_top_of_metadata_keys_refreshes_both() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = simulator(dir.path(), "6s", &[]);
-    let port = free_port();
-    let cfg = config(
+    let (d, base) = start(
         dir.path(),
         &sim.url,
-        &format!("method = \"metadata\"\nmetadata_endpoint = \"{}\"", sim.url),
+        &metadata(&sim.url),
         &[&base_target(), &agency_target()],
-        port,
+        &[],
     );
-    let (d, base) = daemon(dir.path(), &cfg, port, &[]);
     let s = until_issued(&sim.url, "agency", 3, Duration::from_secs(40));
     assert!(issued(&s, "agency") >= 3, "{}", log(dir.path()));
     assert!(issued(&s, "metadata") >= 3, "{}", log(dir.path()));
@@ -502,8 +498,7 @@ fn temporary_key_files_rotated_mid_run_are_taken_before_the_old_keys_expire() {
     std::fs::create_dir(&keys_dir).expect("mkdir");
     let mut all = vec![fetch_temp_keys(&sim.url)];
     write_key_files(&keys_dir, &all[0]);
-    let port = free_port();
-    let cfg = config(
+    let (d, base) = start(
         dir.path(),
         &sim.url,
         &format!(
@@ -513,9 +508,8 @@ fn temporary_key_files_rotated_mid_run_are_taken_before_the_old_keys_expire() {
             keys_dir.join("token").display().to_string(),
         ),
         &[&base_target()],
-        port,
+        &[],
     );
-    let (d, base) = daemon(dir.path(), &cfg, port, &[]);
     for round in 1..=3 {
         std::thread::sleep(Duration::from_secs(5));
         let k = fetch_temp_keys(&sim.url);
@@ -568,7 +562,7 @@ fn no_agency_on_the_instance_fails_run_once_naming_the_url_and_the_cause() {
     let cfg = config(
         dir.path(),
         &sim.url,
-        &format!("method = \"metadata\"\nmetadata_endpoint = \"{}\"", sim.url),
+        &metadata(&sim.url),
         &[&base_target()],
         free_port(),
     );
@@ -591,15 +585,13 @@ fn no_agency_on_the_instance_fails_run_once_naming_the_url_and_the_cause() {
 fn no_agency_keeps_the_daemon_up_and_unready_saying_why_until_one_is_attached() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = simulator(dir.path(), "1h", &["--metadata-mode", "no_agency"]);
-    let port = free_port();
-    let cfg = config(
+    let (d, base) = start(
         dir.path(),
         &sim.url,
-        &format!("method = \"metadata\"\nmetadata_endpoint = \"{}\"", sim.url),
+        &metadata(&sim.url),
         &[&base_target()],
-        port,
+        &[],
     );
-    let (d, base) = daemon(dir.path(), &cfg, port, &[]);
     wait_for(
         "the no-agency reason in /readyz",
         Duration::from_secs(15),

@@ -401,7 +401,12 @@ impl Credentials {
             Base::Fetched { slot, .. } => live.extend(slot.peek().map(|k| keys_gate(&k))),
         }
         let agencies: Vec<Arc<Slot<Keys>>> = lock(&self.agencies).values().cloned().collect();
-        live.extend(agencies.iter().filter_map(|s| s.peek()).map(|k| keys_gate(&k)));
+        live.extend(
+            agencies
+                .iter()
+                .filter_map(|s| s.peek())
+                .map(|k| keys_gate(&k)),
+        );
         live
     }
 
