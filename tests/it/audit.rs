@@ -105,6 +105,17 @@ fn write_lines(path: &Path, lines: &[Vec<u8>]) {
     std::fs::write(path, data).expect("write audit log");
 }
 
+/// Asserts that `out` is one line per `(line, reason)` problem, each printed as
+/// `<p>:<line>: <reason>…`, then `summary`.
+fn assert_problems(out: &str, p: &str, problems: &[(u64, &str)], summary: &str) {
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), problems.len() + 1, "{out}");
+    for (got, (line, reason)) in lines.iter().zip(problems) {
+        assert!(got.starts_with(&format!("{p}:{line}: {reason}")), "{out}");
+    }
+    assert_eq!(lines.last().copied(), Some(summary), "{out}");
+}
+
 /// Asserts that verification reports exactly one problem, at `line` of `path` with a
 /// reason containing `needle`, printed as `<path>:<line>: <reason>`, and that the last
 /// line is the problem count.
@@ -1160,26 +1171,17 @@ fn every_break_is_reported_in_one_run_once_each() {
     std::fs::write(&path, data).expect("write");
 
     let (report, out) = verify(std::slice::from_ref(&path));
-    let p = path.display().to_string();
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 5, "{out}");
-    assert!(
-        lines[0].starts_with(&format!("{p}:3: not valid JSON")),
-        "{out}"
+    assert_problems(
+        &out,
+        &path.display().to_string(),
+        &[
+            (3, "not valid JSON"),
+            (6, "prev does not match"),
+            (9, "prev does not match"),
+            (11, "torn last line"),
+        ],
+        "4 problems in 11 records",
     );
-    assert!(
-        lines[1].starts_with(&format!("{p}:6: prev does not match")),
-        "{out}"
-    );
-    assert!(
-        lines[2].starts_with(&format!("{p}:9: prev does not match")),
-        "{out}"
-    );
-    assert!(
-        lines[3].starts_with(&format!("{p}:11: torn last line")),
-        "{out}"
-    );
-    assert_eq!(lines[4], "4 problems in 11 records");
     assert_eq!(report.problems, 4);
     assert_eq!(report.first_bad.expect("bad").line, 3);
 }
@@ -1297,17 +1299,12 @@ fn cli_verify_reports_every_problem_and_exits_1() {
     let o = crate::cli::run(&["audit", "verify", p], &[]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 3, "{out}");
-    assert!(
-        lines[0].starts_with(&format!("{p}:2: not valid JSON")),
-        "{out}"
+    assert_problems(
+        &out,
+        p,
+        &[(2, "not valid JSON"), (5, "prev does not match")],
+        "2 problems in 5 records",
     );
-    assert!(
-        lines[1].starts_with(&format!("{p}:5: prev does not match")),
-        "{out}"
-    );
-    assert_eq!(lines[2], "2 problems in 5 records");
     // A bad --from is a usage error.
     let o = crate::cli::run(&["audit", "verify", "--from", "xyz", p], &[]);
     assert_eq!(o.status.code(), Some(2));
