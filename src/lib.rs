@@ -40,6 +40,7 @@ pub mod exit;
 pub mod health;
 pub mod healthcheck;
 pub mod http;
+pub mod log_filter;
 pub mod logging;
 pub mod mem;
 pub mod metrics;

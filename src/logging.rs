@@ -15,22 +15,21 @@
 //!   arrays, strings escaped the same way; the Rust module path under `module`, so the
 //!   product's own fields (e.g. `target_name`) never clash with it.
 //!
+//! The level syntax is checked in [`crate::log_filter`], below the config that uses it.
+//!
 //! Each value is capped at [`MAX_VALUE_BYTES`], so a huge API answer cannot make a huge
 //! line. The audit log is not written through here (it has its own writer).
 
 use crate::config::{LogConfig, LogFormat};
+pub use crate::log_filter::{LEVELS, parse_filter};
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
-
-/// The level names `[log] level` and `RUST_LOG` accept, alone or after `target=`.
-pub const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
 
 /// The longest value written; the rest is cut at a character boundary and its length
 /// noted (`…[+N bytes]`).
@@ -74,46 +73,6 @@ pub fn init(cfg: &LogConfig) -> Result<(), LogError> {
     // Already set (a test or a command that initialised before): keep that one.
     let _ = tracing::subscriber::set_global_default(subscriber);
     Ok(())
-}
-
-/// Validates a level or filter and builds it. Accepted: a level of [`LEVELS`] (any case),
-/// or comma-separated directives that are each a level or `target=level` (e.g.
-/// `vpcep_approver=debug,hyper=warn`). The message quotes the value.
-pub fn parse_filter(spec: &str) -> Result<EnvFilter, String> {
-    let levels = LEVELS.join(", ");
-    let is_level = |s: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(s.trim()));
-    if spec.trim().is_empty() {
-        return Err(format!(
-            "{spec:?} is empty: give a level ({levels}) or a filter like \"vpcep_approver=debug,hyper=warn\""
-        ));
-    }
-    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        if is_level(directive) {
-            continue;
-        }
-        // Name the whole value too when the directive is only part of it.
-        let within = if directive == spec.trim() {
-            String::new()
-        } else {
-            format!("{spec:?}: ")
-        };
-        match directive.rsplit_once('=') {
-            Some((target, level)) if !target.trim().is_empty() && is_level(level) => {}
-            Some((target, level)) if !target.trim().is_empty() => {
-                return Err(format!(
-                    "{within}{level:?} in {directive:?} is not a level ({levels})"
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "{within}{directive:?} is not a level ({levels}) or a target=level directive like \"vpcep_approver=debug\""
-                ));
-            }
-        }
-    }
-    EnvFilter::builder()
-        .parse(spec.trim())
-        .map_err(|e| format!("{spec:?}: {e}"))
 }
 
 /// A list of values to log as one field: `policies = %logging::List(&d.policies)`. The
@@ -714,7 +673,11 @@ mod tests {
     #[test]
     fn a_typo_never_silences_the_log() {
         // The filter library alone turns a bare word into a target and drops the rest.
-        assert!(EnvFilter::builder().parse("loud").is_ok());
+        assert!(
+            tracing_subscriber::EnvFilter::builder()
+                .parse("loud")
+                .is_ok()
+        );
         assert!(parse_filter("loud").is_err());
         assert!(parse_filter("vpcep_approver=loud").is_err());
     }

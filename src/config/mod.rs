@@ -1097,7 +1097,7 @@ impl Validator<'_> {
     }
 
     fn log(&self, l: LogConfig) -> Result<LogConfig, ConfigError> {
-        crate::logging::parse_filter(&l.level).map_err(|e| self.err("log.level", e))?;
+        crate::log_filter::parse_filter(&l.level).map_err(|e| self.err("log.level", e))?;
         Ok(l)
     }
 }
