@@ -20,7 +20,7 @@
 #   IMAGE                   image to run (default localhost/vpcep-approver:ci)
 #   VPCEP_CI_CACHE          cache directory for the venv (default target/ci-cache)
 #   K8S_VERSIONS            versions to validate against (default "1.27 1.30 1.33 1.37")
-#   VPCEP_CI_AUDIT_SIGNING  1: keep [audit] signing_key_file (a generated Ed25519 key) and
+#   VPCEP_CI_AUDIT_SIGNING  1 (default): keep [audit] signing_key_file (a generated Ed25519 key) and
 #                           verify the checkpoints with the public key; 0: run the copy
 #                           without it
 set -euo pipefail
@@ -30,7 +30,7 @@ repo=$(cd "$here/../.." && pwd)
 image=${IMAGE:-localhost/vpcep-approver:ci}
 cache=${VPCEP_CI_CACHE:-$repo/target/ci-cache}
 versions=${K8S_VERSIONS:-1.27 1.30 1.33 1.37}
-signing=${VPCEP_CI_AUDIT_SIGNING:-0}
+signing=${VPCEP_CI_AUDIT_SIGNING:-1}
 
 passed=0
 work=
