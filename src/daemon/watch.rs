@@ -17,6 +17,20 @@ pub const QUIET: Duration = Duration::from_secs(1);
 /// How often the fallback looks at the directory.
 const POLL_EVERY: Duration = Duration::from_secs(1);
 
+/// Whether an event can change what the directory loads as. Opening, reading and
+/// closing a file do not: otherwise every other reader of the directory (a second daemon,
+/// `check`, a backup) would cause a reload here, and two daemons on one directory would
+/// reload each other every quiet period, each reload a cycle.
+fn changes(kind: &notify::EventKind) -> bool {
+    use notify::EventKind as K;
+    use notify::event::{MetadataKind, ModifyKind};
+    match kind {
+        K::Access(_) => false,
+        K::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+        _ => true,
+    }
+}
+
 /// A watched policy directory.
 pub struct PolicyWatch {
     // Kept alive: dropping the watcher ends the watch.
@@ -43,7 +57,7 @@ impl PolicyWatch {
         let (tx, events) = unbounded_channel();
         let handler = move |res: notify::Result<notify::Event>| {
             // Which entry changed does not matter: the whole directory is reloaded.
-            if res.is_ok() {
+            if res.is_ok_and(|e| changes(&e.kind)) {
                 let _ = tx.send(());
             }
         };
@@ -163,5 +177,31 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn reading_the_files_is_not_a_change() {
+        // Another process that loads the same directory (a second daemon, `check`, a
+        // backup) opens and reads every file: that must not reload this one, or two
+        // daemons on one directory reload each other forever.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a.cedar");
+        std::fs::write(&file, "permit (principal, action, resource);").expect("write");
+        let mut w = PolicyWatch::new(dir.path(), Duration::from_millis(100)).expect("watch");
+        for _ in 0..3 {
+            let _ = std::fs::read_to_string(&file).expect("read");
+            let _ = std::fs::read_dir(dir.path()).expect("list").count();
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(600), w.changed())
+                .await
+                .is_err(),
+            "a read was taken for a change"
+        );
+        // A write still is one.
+        std::fs::write(&file, "forbid (principal, action, resource);").expect("write");
+        tokio::time::timeout(Duration::from_secs(5), w.changed())
+            .await
+            .expect("the write is seen");
     }
 }

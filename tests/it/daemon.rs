@@ -448,3 +448,75 @@ fn the_policy_directory_reloads_itself_after_a_configmap_swap() {
     d.signal("-TERM");
     assert_eq!(d.child.wait().expect("wait").code(), Some(0));
 }
+
+/// A daemon that watches `policies`, polls every second and serves `/metrics`; its
+/// config and audit log in `dir`.
+fn watching_daemon(dir: &Path, policies: &Path, sim_url: &str) -> (Daemon, String) {
+    let port = free_port();
+    let cfg = write_config(
+        dir,
+        policies,
+        &format!(
+            "vpcep_endpoint = \"{sim_url}\"\niam_endpoint = \"{sim_url}\"\n[poll]\ninterval = \"1s\"\njitter = \"0s\"\n[audit]\npath = {:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            dir.join("audit.jsonl").display().to_string()
+        ),
+    );
+    let child = Command::new(BIN)
+        .args(["-c", cfg.to_str().expect("utf8"), "run"])
+        .env("HUAWEICLOUD_SDK_AK", "CLIAK")
+        .env("HUAWEICLOUD_SDK_SK", "CLISECRET")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon starts");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for("metrics", Duration::from_secs(20), || {
+        http("GET", &format!("{base}/metrics"), "").0 == 200
+    });
+    (Daemon { child }, base)
+}
+
+#[test]
+fn two_daemons_watching_one_policy_directory_do_not_reload_each_other() {
+    // Each reload reads every policy file; a watch that took those reads for changes
+    // made two daemons on one directory reload each other every two seconds, each
+    // reload an extra cycle (and a checkpoint when signing).
+    let sim = start_simulate(&["--seed", repo("examples/seed.json").to_str().expect("utf8")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policies = dir.path().join("policies");
+    copy_dir(&repo("policies"), &policies);
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&a_dir).expect("mkdir");
+    std::fs::create_dir(&b_dir).expect("mkdir");
+    let (a, a_url) = watching_daemon(&a_dir, &policies, &sim.url);
+    let (b, b_url) = watching_daemon(&b_dir, &policies, &sim.url);
+    // `check` reads the directory too.
+    let o = crate::cli::run(
+        &[
+            "-c",
+            a_dir.join("config.toml").to_str().expect("utf8"),
+            "check",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    std::thread::sleep(Duration::from_secs(6));
+    let reloads = |base: &str| {
+        let (_, m) = http("GET", &format!("{base}/metrics"), "");
+        metric(&m, "vpcep_approver_policy_reloads_total")
+    };
+    assert_eq!(reloads(&a_url), 0.0, "daemon a reloaded");
+    assert_eq!(reloads(&b_url), 0.0, "daemon b reloaded");
+    // A real change still reloads both.
+    std::fs::write(
+        policies.join("zz-late.cedar"),
+        "@id(\"zz-late\")\nforbid (principal, action, resource) when { context.description == \"never\" };\n",
+    )
+    .expect("write");
+    wait_for("both reloaded", Duration::from_secs(10), || {
+        reloads(&a_url) == 1.0 && reloads(&b_url) == 1.0
+    });
+    drop((a, b));
+}
