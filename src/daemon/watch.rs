@@ -24,11 +24,10 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 fn changes(kind: &notify::EventKind) -> bool {
     use notify::EventKind as K;
     use notify::event::{MetadataKind, ModifyKind};
-    match kind {
-        K::Access(_) => false,
-        K::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
-        _ => true,
-    }
+    !matches!(
+        kind,
+        K::Access(_) | K::Modify(ModifyKind::Metadata(MetadataKind::AccessTime))
+    )
 }
 
 /// A watched policy directory.
