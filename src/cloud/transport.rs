@@ -639,28 +639,25 @@ pub(crate) fn error_from_reply(
 }
 
 fn log_failure(target: &str, e: &ApiError) {
+    // The same fields at either level; `tracing` takes the level only as a literal.
+    macro_rules! failure {
+        ($level:ident, $message:literal) => {
+            tracing::$level!(
+                target_name = %target,
+                operation = e.operation,
+                http_status = e.http_status,
+                error_code = e.error_code.as_deref(),
+                request_id = e.request_id.as_deref(),
+                attempts = e.attempts,
+                error = %e,
+                $message
+            )
+        };
+    }
     if e.kind == ApiErrorKind::Client {
-        tracing::info!(
-            target_name = %target,
-            operation = e.operation,
-            http_status = e.http_status,
-            error_code = e.error_code.as_deref(),
-            request_id = e.request_id.as_deref(),
-            attempts = e.attempts,
-            error = %e,
-            "api request rejected"
-        );
+        failure!(info, "api request rejected");
     } else {
-        tracing::warn!(
-            target_name = %target,
-            operation = e.operation,
-            http_status = e.http_status,
-            error_code = e.error_code.as_deref(),
-            request_id = e.request_id.as_deref(),
-            attempts = e.attempts,
-            error = %e,
-            "api request failed"
-        );
+        failure!(warn, "api request failed");
     }
 }
 
