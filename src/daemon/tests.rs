@@ -215,6 +215,10 @@ async fn paused_time_a_hung_request_is_no_progress_and_stops_the_watchdog() {
         tokio::time::sleep(Duration::from_secs(110)).await;
         r.daemon.health.alive().expect("alive within the limit");
         let fed = r.pings();
+        assert!(
+            fed >= 2,
+            "the watchdog was fed while within the limit: {fed}"
+        );
         tokio::time::sleep(Duration::from_secs(20)).await;
         let e = r.daemon.health.alive().expect_err("no progress for 130 s");
         assert!(e.contains("no progress"), "{e}");

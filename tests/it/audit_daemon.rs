@@ -57,11 +57,7 @@ fn daemon_with(
         .stderr(std::fs::File::create(dir.join("stderr.log")).expect("log"))
         .spawn()
         .expect("daemon starts");
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for("healthz", Duration::from_secs(20), || {
-        http("GET", &format!("{base}/healthz"), "").0 == 200
-    });
-    (Daemon { child }, base)
+    Daemon::serving(child, port, "/healthz")
 }
 
 fn add_connection(sim_url: &str, id: &str, domain: &str) {
@@ -337,6 +333,7 @@ fn a_full_disk_mid_batch_leaves_one_outcome_per_decision_and_no_duplicates() {
             .count(),
         "no outcome without its decision"
     );
+    assert_eq!(stranger_records.len(), 20, "every stranger was recorded");
     for (endpoint, n) in stranger_records {
         assert_eq!(n, 1, "{endpoint} left pending is recorded once per version");
     }

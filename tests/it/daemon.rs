@@ -435,16 +435,26 @@ fn the_policy_directory_reloads_itself_after_a_configmap_swap() {
         )],
     );
     let swapped = Instant::now();
-    wait_for("the new version", Duration::from_secs(5), || {
-        version() != before
-    });
+    wait_for(
+        "the new version",
+        Duration::from_secs(5),
+        || matches!(version(), Some(v) if Some(&v) != before.as_ref()),
+    );
     assert!(swapped.elapsed() < Duration::from_secs(5));
     // A half-deployed update (a dangling link) keeps the version in force.
     let now = version();
     std::os::unix::fs::symlink("..data/zz-missing.cedar", policies.join("zz-missing.cedar"))
         .expect("link");
-    std::thread::sleep(Duration::from_secs(3));
+    // The watch sees it and the reload is refused.
+    wait_for("a refused reload", Duration::from_secs(10), || {
+        let (_, m) = http("GET", &format!("{base}/metrics"), "");
+        metric(
+            &m,
+            "vpcep_approver_policy_reloads_total{result=\"failure\"}",
+        ) >= 1.0
+    });
     assert_eq!(version(), now);
+    assert!(now.is_some());
     d.signal("-TERM");
     assert_eq!(d.child.wait().expect("wait").code(), Some(0));
 }
@@ -471,11 +481,7 @@ fn watching_daemon(dir: &Path, policies: &Path, sim_url: &str) -> (Daemon, Strin
         .stderr(Stdio::null())
         .spawn()
         .expect("daemon starts");
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for("metrics", Duration::from_secs(20), || {
-        http("GET", &format!("{base}/metrics"), "").0 == 200
-    });
-    (Daemon { child }, base)
+    Daemon::serving(child, port, "/metrics")
 }
 
 #[test]

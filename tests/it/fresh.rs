@@ -139,6 +139,10 @@ async fn connections_accepted_by_someone_else_mid_run_are_not_torn_down() {
     for id in &accepted {
         assert_eq!(r.status(id), "accepted", "{id} was torn down");
     }
+    // The ones nobody touched were rejected as the policies say.
+    for id in &ids("b", 20)[..15] {
+        assert_eq!(r.status(id), "rejected", "{id}");
+    }
 }
 
 #[tokio::test]
@@ -184,6 +188,13 @@ async fn two_instances_under_a_rolling_update_never_act_on_views_older_than_max_
     };
     within(async { tokio::join!(a.cycle(), later) }).await;
     let by = actions_by_endpoint(&a.sim, Duration::from_millis(100));
+    // Both acted: A's receives and B's rejects reached the API.
+    for kind in ["receive", "reject"] {
+        assert!(
+            by.values().flatten().any(|(_, act)| act == kind),
+            "no {kind} was sent: {by:?}"
+        );
+    }
     for (id, list) in &by {
         if let [(t1, a1), (t2, a2), ..] = list.as_slice() {
             let gap = (*t2 - *t1).to_std().unwrap_or_default();

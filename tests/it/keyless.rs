@@ -125,11 +125,7 @@ fn daemon(dir: &Path, cfg: &Path, port: u16, envs: &[(&str, &str)]) -> (Daemon, 
         .stderr(std::fs::File::create(dir.join("stderr.log")).expect("log"))
         .spawn()
         .expect("daemon starts");
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for("healthz", Duration::from_secs(20), || {
-        http("GET", &format!("{base}/healthz"), "").0 == 200
-    });
-    (Daemon { child }, base)
+    Daemon::serving(child, port, "/healthz")
 }
 
 /// `[auth]` for the metadata service of the simulator at `sim`.

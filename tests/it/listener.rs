@@ -203,12 +203,24 @@ fn start(
     (sim, daemon, addr, audit, dir)
 }
 
+/// Sets the flag when dropped (also while unwinding).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn flood_run(wrap: &[&str], endpoint_id: &str) {
     let (sim, daemon, addr, audit, dir) = start(wrap);
     let pid = daemon.0.id();
     let fds_before = open_fds(pid);
     let stop = Arc::new(AtomicBool::new(false));
     let flooding = flood(addr, stop.clone());
+    // A failed assertion below must not leave the flood running against a port that
+    // another test may get next.
+    let _stop_on_panic = StopOnDrop(stop.clone());
     // Let the first wave fill the limit before anything else.
     std::thread::sleep(Duration::from_millis(300));
 

@@ -422,6 +422,17 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
+    /// Takes `child` (killed on drop, also when it never comes up) and waits until `GET
+    /// path` on `port` answers 200; returns it and its base URL.
+    pub fn serving(child: Child, port: u16, path: &str) -> (Daemon, String) {
+        let d = Daemon { child };
+        let base = format!("http://127.0.0.1:{port}");
+        wait_for(path, Duration::from_secs(20), || {
+            http("GET", &format!("{base}{path}"), "").0 == 200
+        });
+        (d, base)
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
