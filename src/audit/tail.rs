@@ -118,7 +118,7 @@ fn count_chain_within(file: &File, backward_limit: u64) -> io::Result<u64> {
             let start = chunk_start + i as u64 + 1;
             let line = line_in(file, chunk, chunk_start, start, end, &mut short)?;
             if let Some(records) = line.and_then(checkpoint_records) {
-                return Ok(records + 1 + lines_after);
+                return Ok(records.saturating_add(1).saturating_add(lines_after));
             }
             lines_after += 1;
             end = start - 1;
@@ -128,7 +128,7 @@ fn count_chain_within(file: &File, backward_limit: u64) -> io::Result<u64> {
             // The first line of the file.
             let line = line_in(file, chunk, 0, 0, end, &mut short)?;
             if let Some(records) = line.and_then(checkpoint_records) {
-                return Ok(records + 1 + lines_after);
+                return Ok(records.saturating_add(1).saturating_add(lines_after));
             }
             return Ok(lines_after + 1);
         }
@@ -136,7 +136,10 @@ fn count_chain_within(file: &File, backward_limit: u64) -> io::Result<u64> {
         if len - pos >= backward_limit && end < last_end {
             let (lines, checkpoint) = count_forward(file, end + 1, &mut buf)?;
             return Ok(match checkpoint {
-                Some((records, after)) => records + 1 + after + lines_after,
+                Some((records, after)) => records
+                    .saturating_add(1)
+                    .saturating_add(after)
+                    .saturating_add(lines_after),
                 None => lines + lines_after,
             });
         }

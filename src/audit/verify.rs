@@ -235,7 +235,8 @@ impl Verifier<'_> {
             },
         };
         self.after_bad = bad;
-        self.count = self.count.map(|c| c + 1);
+        // Saturating: a forged checkpoint may claim u64::MAX records.
+        self.count = self.count.map(|c| c.saturating_add(1));
         if signed_here {
             self.last_signed = Some((path.to_owned(), line_no));
             self.since_signed = 0;

@@ -145,7 +145,10 @@ impl Transport {
             .get(..7)
             .is_some_and(|p| p.eq_ignore_ascii_case("http://"));
         let built = self.local_http.get_or_init(|| {
+            // Never through an `HTTP_PROXY`: the session token, the pod's token and
+            // the keys that come back must not cross another host.
             let mut b = reqwest::Client::builder()
+                .no_proxy()
                 .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(self.request_timeout)
                 .pool_idle_timeout(Duration::from_secs(50));
@@ -225,9 +228,16 @@ impl Transport {
                 Err(Failure::Refused(e)) => return Err(e),
                 Ok(mut reply) => {
                     attempts += 1;
-                    if reply.status != 401
-                        && let Some(g) = &gate
-                        && g.succeeded()
+                    let auth_failed =
+                        reply.status == 401 || (call.via == Via::IamToken && reply.status == 403);
+                    // Only an answer that checked the signature says the key works: not a
+                    // 5xx or a 429 from a gateway in front of the API.
+                    let checked = (200..300).contains(&reply.status)
+                        || ((400..500).contains(&reply.status) && reply.status != 429);
+                    if checked
+                        && !auth_failed
+                        && let (Some(g), Some(p)) = (&gate, &probe)
+                        && g.succeeded_since(p.epoch())
                     {
                         tracing::info!(
                             target_name = %ep.target.name,
@@ -242,7 +252,7 @@ impl Transport {
                     }
                     retry_after = reply.retry_after;
                     let err = error_from_reply(call.op, &url_text, &reply, attempts);
-                    if reply.status == 401 || (call.via == Via::IamToken && reply.status == 403) {
+                    if auth_failed {
                         match (&cred, reauthenticated) {
                             (Credential::Token { .. }, false) => {
                                 reauthenticated = true;

@@ -984,7 +984,11 @@ impl Validator<'_> {
         });
         if link_local {
             let u = url::Url::parse(&value).map_err(|e| self.err(KEY, e.to_string()))?;
-            if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+            if u.query().is_some()
+                || u.fragment().is_some()
+                || !u.username().is_empty()
+                || u.password().is_some()
+            {
                 return Err(self.err(KEY, format!("{value:?} must be a plain base URL")));
             }
             return Ok(u.as_str().trim_end_matches('/').to_owned());

@@ -42,15 +42,28 @@ struct State {
     next: Duration,
     /// The last authentication failure, until the key works again.
     failed: Option<String>,
+    /// Counts the backoffs started: an answer to a request admitted before the latest
+    /// one says nothing about the key now (it was signed before the failure).
+    epoch: u64,
 }
 
 /// Held by the request that probes the key; lets the next one try when dropped.
 #[derive(Debug)]
-pub struct Probe<'a>(Option<&'a Gate>);
+pub struct Probe<'a> {
+    gate: Option<&'a Gate>,
+    epoch: u64,
+}
+
+impl Probe<'_> {
+    /// The gate's backoff count when the request was admitted.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
 
 impl Drop for Probe<'_> {
     fn drop(&mut self) {
-        if let Some(g) = self.0 {
+        if let Some(g) = self.gate {
             g.lock().probing = false;
             g.changed.notify_waiters();
         }
@@ -66,6 +79,7 @@ impl Default for Gate {
                 until: None,
                 next: BACKOFF_MIN,
                 failed: None,
+                epoch: 0,
             }),
             changed: Notify::new(),
         }
@@ -117,11 +131,17 @@ impl Gate {
                     s.open = false;
                 }
                 if s.open {
-                    return Ok(Probe(None));
+                    return Ok(Probe {
+                        gate: None,
+                        epoch: s.epoch,
+                    });
                 }
                 if !s.probing {
                     s.probing = true;
-                    return Ok(Probe(Some(self)));
+                    return Ok(Probe {
+                        gate: Some(self),
+                        epoch: s.epoch,
+                    });
                 }
             }
             changed.await;
@@ -154,6 +174,7 @@ impl Gate {
                 s.until = Some((now + d, wall));
                 s.next = (d * 2).min(BACKOFF_MAX);
                 s.failed = Some(what);
+                s.epoch += 1;
                 Some((d, wall))
             }
         };
@@ -174,6 +195,16 @@ impl Gate {
         };
         self.changed.notify_waiters();
         was
+    }
+
+    /// [`Gate::succeeded`] for a request admitted at `epoch`; an answer to a request
+    /// admitted before the latest backoff started changes nothing (a late 200 to a
+    /// request signed before a revocation must not reopen the gate).
+    pub fn succeeded_since(&self, epoch: u64) -> bool {
+        if self.lock().epoch != epoch {
+            return false;
+        }
+        self.succeeded()
     }
 
     /// Why requests with this key cannot work right now, if they cannot.
@@ -267,5 +298,20 @@ mod tests {
         g.failed("revoked".into());
         assert!(g.still_open("op", "u", 0).is_err());
         drop(admitted);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_time_a_late_answer_from_before_the_failure_does_not_reopen_the_gate() {
+        let g = Gate::default();
+        let probe = g.admit("op", "u", 0).await.expect("probe");
+        g.succeeded();
+        drop(probe);
+        // Signed before the key was revoked; its 200 arrives after another's 401.
+        let early = g.admit("op", "u", 0).await.expect("open");
+        g.failed("401 for the revoked key".into());
+        assert!(!g.succeeded_since(early.epoch()));
+        let why = g.unready_reason().expect("still failed");
+        assert!(why.contains("backoff in effect"), "{why}");
+        assert!(g.admit("op", "u", 0).await.is_err(), "still in backoff");
     }
 }

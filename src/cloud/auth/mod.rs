@@ -384,11 +384,11 @@ impl Credentials {
         }
     }
 
-    /// The gates of the keys and users requests go out with now: the static or current
-    /// fetched keys, the password user, each agency's current keys. A key replaced after
+    /// The gates of the keys and users a target's requests go out with now: the static
+    /// or current fetched keys, the password user, its agency's current keys. A key replaced after
     /// its 401 (a rotated file, a refreshed temporary key) is in none of them, so its
     /// failure no longer keeps the daemon unready.
-    fn live_gates(&self) -> Vec<String> {
+    fn live_gates(&self, iam_base: &str, agency: Option<&Agency>) -> Vec<String> {
         let mut live = Vec::new();
         match &self.base {
             Base::AkSk(keys) => live.push(keys_gate(&keys.current().0)),
@@ -400,20 +400,20 @@ impl Credentials {
             Base::Token { .. } => {}
             Base::Fetched { slot, .. } => live.extend(slot.peek().map(|k| keys_gate(&k))),
         }
-        let agencies: Vec<Arc<Slot<Keys>>> = lock(&self.agencies).values().cloned().collect();
-        live.extend(
-            agencies
-                .iter()
-                .filter_map(|s| s.peek())
-                .map(|k| keys_gate(&k)),
-        );
+        // Only this target's agency: another account's failing agency key is not ours.
+        if let Some(a) = agency {
+            let slot = lock(&self.agencies)
+                .get(&(iam_base.to_owned(), a.clone()))
+                .cloned();
+            live.extend(slot.and_then(|s| s.peek()).map(|k| keys_gate(&k)));
+        }
         live
     }
 
     /// Why requests cannot work right now, if they cannot: a key in its authentication
     /// backoff, or fetched credentials that could not be had (for `agency`, its own).
     pub fn unready_reason(&self, iam_base: &str, agency: Option<&Agency>) -> Option<String> {
-        let live = self.live_gates();
+        let live = self.live_gates(iam_base, agency);
         let gates: Vec<Arc<Gate>> = {
             let all = lock(&self.gates);
             live.iter().filter_map(|k| all.get(k).cloned()).collect()
@@ -749,6 +749,40 @@ mod tests {
             panic!("keys");
         };
         assert_eq!(keys.ak.expose_secret(), "NEW");
+    }
+
+    #[tokio::test]
+    async fn a_failing_agency_key_makes_only_its_own_target_unready() {
+        let c = Credentials::aksk("BASE", "s", None);
+        let agency = Agency {
+            name: "approver".into(),
+            domain: crate::config::AgencyDomain::Name("acct-b".into()),
+            duration: std::time::Duration::from_secs(3600),
+        };
+        let slot = c.agency_slot("https://iam", &agency);
+        let held = slot
+            .get(std::time::Duration::from_secs(1), || async {
+                Ok(super::slot::Issued {
+                    value: Keys::new("AGENCYKEY", "s", Some("t")),
+                    lifetime: std::time::Duration::from_secs(3600),
+                    margin: std::time::Duration::from_secs(600),
+                    expires_at: "later".into(),
+                })
+            })
+            .await
+            .expect("keys");
+        let cred = Credential::Sign {
+            keys: held.value.clone(),
+            origin: Origin::Keys(slot.clone(), held.generation),
+        };
+        c.gate_for(&cred, false)
+            .expect("gate")
+            .failed("401 for AGENCYKEY".into());
+        let theirs = c
+            .unready_reason("https://iam", Some(&agency))
+            .expect("the agency target is unready");
+        assert!(theirs.contains("AGENCYKEY"), "{theirs}");
+        assert_eq!(c.unready_reason("https://iam", None), None);
     }
 
     #[test]
