@@ -734,14 +734,19 @@ impl Engine {
     /// Writes the outcome records owed from earlier audit failures, oldest first.
     fn pay_owed(&self, w: &mut AuditWriter) -> Result<(), String> {
         let mut owed = lock(&self.owed);
-        while let Some((target, rec)) = owed.first() {
-            w.append_outcome(rec)
-                .map_err(|e| crate::audit::error_chain(&e))?;
+        let mut paid = 0;
+        let mut result = Ok(());
+        for (target, rec) in owed.iter() {
+            if let Err(e) = w.append_outcome(rec) {
+                result = Err(crate::audit::error_chain(&e));
+                break;
+            }
             self.metrics
                 .action(target, rec.action.as_str(), rec.outcome.as_str());
-            owed.remove(0);
+            paid += 1;
         }
-        Ok(())
+        owed.drain(..paid);
+        result
     }
 
     /// Sends the recorded actions, at most `max_in_flight` at once, each only while its
@@ -1017,15 +1022,26 @@ impl Engine {
     /// makes the daemon unready; no action is sent until it works.
     pub fn check_audit(&self) -> Result<(), String> {
         let mut w = lock(&self.audit);
-        match w.ensure_open() {
+        // Outcomes owed since a failure are written as soon as the log works again, also
+        // when nothing is pending (they are made durable with the next sync).
+        let opened = w
+            .ensure_open()
+            .map_err(|e| crate::audit::error_chain(&e))
+            .and_then(|()| self.pay_owed(&mut w));
+        match opened {
             Ok(()) => {
                 self.metrics.audit_records(w.records());
+                // A log that works again makes the daemon ready again without waiting
+                // for a record to write (an idle daemon may have none).
+                if w.check_writable().is_ok() {
+                    self.audit_ok.store(true, Ordering::Relaxed);
+                }
                 Ok(())
             }
             Err(e) => {
                 drop(w);
                 self.audit_failed();
-                Err(crate::audit::error_chain(&e))
+                Err(e)
             }
         }
     }
@@ -1034,9 +1050,15 @@ impl Engine {
     pub async fn checkpoint(&self, key: &crate::audit::SigningKey) -> Result<(), String> {
         let written = {
             let mut w = lock(&self.audit);
+            // The owed outcomes first, so that the checkpoint (also the last one, at
+            // shutdown) covers them.
             w.ensure_open()
-                .and_then(|()| w.append_checkpoint(key))
                 .map_err(|e| crate::audit::error_chain(&e))
+                .and_then(|()| self.pay_owed(&mut w))
+                .and_then(|()| {
+                    w.append_checkpoint(key)
+                        .map_err(|e| crate::audit::error_chain(&e))
+                })
         };
         if let Err(e) = written.and(self.sync_audit().await) {
             self.audit_failed();

@@ -438,3 +438,30 @@ fn a_signing_daemon_checkpoints_while_idle_after_a_reload_and_at_shutdown() {
         "interval x3, reload, shutdown"
     );
 }
+
+#[test]
+fn an_idle_daemon_is_ready_again_once_its_audit_path_works() {
+    // Nothing pending: no decision record will ever be written to prove the log works,
+    // so the per-cycle check must.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = dir.path().join("seed.json");
+    std::fs::write(
+        &seed,
+        format!(r#"{{"services":[{{"id":"{SVC}","service_name":"idle","connections":[]}}]}}"#),
+    )
+    .expect("seed");
+    let sim = start_simulate(&["--seed", seed.to_str().expect("utf8")]);
+    let logs = dir.path().join("logs");
+    let audit = logs.join("audit.jsonl");
+    let (mut d, base) = daemon(dir.path(), &sim.url, &audit, &[]);
+    wait_for("unready with the cause", Duration::from_secs(10), || {
+        let (code, why) = http("GET", &format!("{base}/readyz"), "");
+        code == 503 && why.contains("ENOENT")
+    });
+    std::fs::create_dir(&logs).expect("mkdir");
+    wait_for("ready again while idle", Duration::from_secs(10), || {
+        http("GET", &format!("{base}/readyz"), "").0 == 200
+    });
+    d.signal("-TERM");
+    assert_eq!(d.child.wait().expect("wait").code(), Some(0));
+}
