@@ -500,14 +500,16 @@ impl Engine {
             self.prune(&tc.target().name, &svc.id, &HashSet::new());
             return Ok(None);
         }
+        // `creating` before `accepted`: a connection that moves from one to the other
+        // between the two listings is then in both (counted once), never in neither.
         let mut counted = tc
-            .list_connections(&svc.id, status::ACCEPTED)
+            .list_connections(&svc.id, status::CREATING)
             .await
-            .map_err(list_err("accepted"))?;
+            .map_err(list_err("creating"))?;
         counted.extend(
-            tc.list_connections(&svc.id, status::CREATING)
+            tc.list_connections(&svc.id, status::ACCEPTED)
                 .await
-                .map_err(list_err("creating"))?,
+                .map_err(list_err("accepted"))?,
         );
         // One that was decided between the listings is no longer pending.
         let decided: HashSet<&str> = counted.iter().filter_map(|c| c.id.as_deref()).collect();

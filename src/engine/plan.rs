@@ -85,14 +85,17 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Counts from the listings: `pending`, and the accepted and creating connections.
+    /// Counts from the listings: `pending`, and the accepted and creating connections;
+    /// one listed as both (it moved between the two listings) counts once.
     pub fn new(pending: &[WireConnection], accepted_or_creating: &[WireConnection]) -> Counts {
         let mut c = Counts::default();
+        let mut seen = std::collections::HashSet::new();
         for conn in accepted_or_creating {
             if matches!(
                 conn.status.as_deref(),
                 Some(status::ACCEPTED | status::CREATING)
-            ) && let Some(d) = conn.domain_id.as_deref()
+            ) && conn.id.as_deref().is_none_or(|id| seen.insert(id))
+                && let Some(d) = conn.domain_id.as_deref()
             {
                 *c.accepted.entry(d.to_owned()).or_default() += 1;
             }
@@ -448,5 +451,24 @@ mod tests {
         assert!(should_record(&permit, true, true));
         assert!(!should_record(&none, false, false));
         assert!(should_record(&none, false, true));
+    }
+
+    #[test]
+    fn a_connection_listed_as_creating_and_as_accepted_counts_once() {
+        let conn = |id: &str, status: &str| WireConnection {
+            id: Some(id.into()),
+            domain_id: Some("d".into()),
+            status: Some(status.into()),
+            ..WireConnection::default()
+        };
+        let c = Counts::new(
+            &[],
+            &[
+                conn("moved", status::CREATING),
+                conn("moved", status::ACCEPTED),
+                conn("other", status::ACCEPTED),
+            ],
+        );
+        assert_eq!(c.accepted("d"), 2);
     }
 }
