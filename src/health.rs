@@ -157,9 +157,17 @@ impl Health {
     /// cause of failure.
     pub fn record(&self, report: &CycleReport) {
         self.progress.beat();
+        // Targets run together and the next cycle starts when the slowest ends: each
+        // target's next success is as far off as the whole cycle, not its own part.
+        let cycle = report
+            .targets
+            .iter()
+            .map(|t| t.duration)
+            .max()
+            .unwrap_or_default();
         let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
         for (slot, t) in targets.iter_mut().zip(report.targets.iter()) {
-            slot.last_duration = t.duration;
+            slot.last_duration = cycle;
             if t.ok() {
                 slot.last_ok = Some(Instant::now());
                 slot.last_failure = None;
