@@ -202,43 +202,34 @@ struct Line<'a, R> {
     prev: &'a str,
 }
 
-/// Renders a decision line (without the newline).
-pub(crate) fn render_decision(
-    ts: &str,
-    rec: &DecisionRecord,
-    prev: &str,
-) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&Line {
-        ts,
-        kind: "decision",
-        record: rec,
-        prev,
-    })
+/// A record kind: the `kind` value of its lines and their fields, in order.
+pub(crate) trait Kind: Serialize + serde::de::DeserializeOwned {
+    /// The line's `kind`.
+    const KIND: &'static str;
+    /// Every field of the line, `ts` first and `prev` last (README "Audit log").
+    const FIELDS: &'static [&'static str];
 }
 
-/// Renders an outcome line (without the newline).
-pub(crate) fn render_outcome(
-    ts: &str,
-    rec: &OutcomeRecord,
-    prev: &str,
-) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&Line {
-        ts,
-        kind: "outcome",
-        record: rec,
-        prev,
-    })
+impl Kind for DecisionRecord {
+    const KIND: &'static str = "decision";
+    const FIELDS: &'static [&'static str] = DECISION_FIELDS;
 }
 
-/// Renders a checkpoint line (without the newline).
-pub(crate) fn render_checkpoint(
-    ts: &str,
-    rec: &CheckpointRecord,
-    prev: &str,
-) -> Result<Vec<u8>, serde_json::Error> {
+impl Kind for OutcomeRecord {
+    const KIND: &'static str = "outcome";
+    const FIELDS: &'static [&'static str] = OUTCOME_FIELDS;
+}
+
+impl Kind for CheckpointRecord {
+    const KIND: &'static str = "checkpoint";
+    const FIELDS: &'static [&'static str] = CHECKPOINT_FIELDS;
+}
+
+/// Renders a line of any kind (without the newline).
+pub(crate) fn render<R: Kind>(ts: &str, rec: &R, prev: &str) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(&Line {
         ts,
-        kind: "checkpoint",
+        kind: R::KIND,
         record: rec,
         prev,
     })
@@ -272,9 +263,9 @@ pub fn parse_line(line: &[u8]) -> Result<AuditLine, InvalidLine> {
         None => return Err(bad("missing field `kind`".to_owned())),
     };
     let fields = match kind.as_str() {
-        "decision" => DECISION_FIELDS,
-        "outcome" => OUTCOME_FIELDS,
-        "checkpoint" => CHECKPOINT_FIELDS,
+        DecisionRecord::KIND => DecisionRecord::FIELDS,
+        OutcomeRecord::KIND => OutcomeRecord::FIELDS,
+        CheckpointRecord::KIND => CheckpointRecord::FIELDS,
         other => {
             return Err(bad(format!(
                 "unknown kind {other:?} (expected \"decision\", \"outcome\" or \"checkpoint\")"
@@ -305,22 +296,16 @@ pub fn parse_line(line: &[u8]) -> Result<AuditLine, InvalidLine> {
     let rest = serde_json::Value::Object(map);
     let (record, rendered) = match kind.as_str() {
         "decision" => {
-            let rec: DecisionRecord =
-                serde_json::from_value(rest).map_err(|e| bad(format!("decision record: {e}")))?;
-            let rendered = render_decision(&ts, &rec, &prev);
+            let (rec, rendered) = reparse::<DecisionRecord>(rest, &ts, &prev)?;
             (AuditRecord::Decision(rec), rendered)
         }
         "outcome" => {
-            let rec: OutcomeRecord =
-                serde_json::from_value(rest).map_err(|e| bad(format!("outcome record: {e}")))?;
-            let rendered = render_outcome(&ts, &rec, &prev);
+            let (rec, rendered) = reparse::<OutcomeRecord>(rest, &ts, &prev)?;
             (AuditRecord::Outcome(rec), rendered)
         }
         _ => {
-            let rec: CheckpointRecord =
-                serde_json::from_value(rest).map_err(|e| bad(format!("checkpoint record: {e}")))?;
+            let (rec, rendered) = reparse::<CheckpointRecord>(rest, &ts, &prev)?;
             check_checkpoint(&rec, &prev).map_err(|m| bad(format!("checkpoint record: {m}")))?;
-            let rendered = render_checkpoint(&ts, &rec, &prev);
             (AuditRecord::Checkpoint(rec), rendered)
         }
     };
@@ -332,6 +317,19 @@ pub fn parse_line(line: &[u8]) -> Result<AuditLine, InvalidLine> {
         )));
     }
     Ok(AuditLine { ts, record, prev })
+}
+
+/// A record of kind `R` from a line's fields (without `ts`, `kind` and `prev`), and the
+/// line as the writer would render it.
+fn reparse<R: Kind>(
+    rest: serde_json::Value,
+    ts: &str,
+    prev: &str,
+) -> Result<(R, Result<Vec<u8>, serde_json::Error>), InvalidLine> {
+    let rec: R = serde_json::from_value(rest)
+        .map_err(|e| InvalidLine(format!("{} record: {e}", R::KIND)))?;
+    let rendered = render(ts, &rec, prev);
+    Ok((rec, rendered))
 }
 
 /// The shape rules of a checkpoint beyond its field types.
@@ -418,7 +416,7 @@ mod tests {
 
     #[test]
     fn decision_line_has_the_exact_spec_shape() {
-        let line = render_decision(TS, &decision(), GENESIS_HASH).expect("renders");
+        let line = render(TS, &decision(), GENESIS_HASH).expect("renders");
         let expected = format!(
             "{{\"ts\":\"{TS}\",\"kind\":\"decision\",\"decision_id\":\"0193a5c4-0000-7000-8000-000000000001\",\
              \"target\":\"cn-north-4\",\"project_id\":\"0605767a3300d5762fb7c0186d8bfc2b\",\
@@ -435,7 +433,7 @@ mod tests {
 
     #[test]
     fn outcome_line_has_the_exact_spec_shape_with_nulls() {
-        let line = render_outcome(TS, &outcome(), GENESIS_HASH).expect("renders");
+        let line = render(TS, &outcome(), GENESIS_HASH).expect("renders");
         let expected = format!(
             "{{\"ts\":\"{TS}\",\"kind\":\"outcome\",\"decision_id\":\"0193a5c4-0000-7000-8000-000000000001\",\
              \"endpoint_id\":\"705290f3-0000-0000-0000-000000000000\",\"action\":\"receive\",\
@@ -448,11 +446,8 @@ mod tests {
     #[test]
     fn field_lists_match_the_rendered_order() {
         for (line, fields) in [
-            (
-                render_decision(TS, &decision(), GENESIS_HASH),
-                DECISION_FIELDS,
-            ),
-            (render_outcome(TS, &outcome(), GENESIS_HASH), OUTCOME_FIELDS),
+            (render(TS, &decision(), GENESIS_HASH), DECISION_FIELDS),
+            (render(TS, &outcome(), GENESIS_HASH), OUTCOME_FIELDS),
         ] {
             let text = String::from_utf8(line.expect("renders")).expect("utf-8");
             let mut at = 0;
@@ -468,12 +463,12 @@ mod tests {
 
     #[test]
     fn parse_round_trips_both_kinds() {
-        let line = render_decision(TS, &decision(), GENESIS_HASH).expect("renders");
+        let line = render(TS, &decision(), GENESIS_HASH).expect("renders");
         let parsed = parse_line(&line).expect("valid");
         assert_eq!(parsed.record, AuditRecord::Decision(decision()));
         assert_eq!(parsed.ts, TS);
         assert_eq!(parsed.prev, GENESIS_HASH);
-        let line = render_outcome(TS, &outcome(), GENESIS_HASH).expect("renders");
+        let line = render(TS, &outcome(), GENESIS_HASH).expect("renders");
         assert_eq!(
             parse_line(&line).expect("valid").record,
             AuditRecord::Outcome(outcome())
@@ -485,8 +480,7 @@ mod tests {
     }
 
     fn valid_outcome() -> String {
-        String::from_utf8(render_outcome(TS, &outcome(), GENESIS_HASH).expect("renders"))
-            .expect("utf-8")
+        String::from_utf8(render(TS, &outcome(), GENESIS_HASH).expect("renders")).expect("utf-8")
     }
 
     #[test]
@@ -550,7 +544,7 @@ mod tests {
             rec.description = h.to_owned();
             rec.reasons = vec![h.to_owned()];
             rec.service_name = h.to_owned();
-            let line = render_decision(TS, &rec, GENESIS_HASH).expect("renders");
+            let line = render(TS, &rec, GENESIS_HASH).expect("renders");
             assert!(!line.contains(&b'\n') && !line.contains(&b'\r'), "{h:?}");
             assert_eq!(
                 parse_line(&line).expect("valid").record,
@@ -571,7 +565,7 @@ mod tests {
     #[test]
     fn checkpoint_line_has_the_exact_spec_shape() {
         let head = "ab".repeat(32);
-        let line = render_checkpoint(TS, &checkpoint(), &head).expect("renders");
+        let line = render(TS, &checkpoint(), &head).expect("renders");
         let expected = format!(
             "{{\"ts\":\"{TS}\",\"kind\":\"checkpoint\",\"records\":1234,\"head\":\"{head}\",\
              \"key_id\":\"0123456789abcdef\",\"signature\":\"{}==\",\"prev\":\"{head}\"}}",
@@ -594,8 +588,8 @@ mod tests {
     #[test]
     fn checkpoint_parse_rejects_each_kind_of_deviation() {
         let head = "ab".repeat(32);
-        let good = String::from_utf8(render_checkpoint(TS, &checkpoint(), &head).expect("renders"))
-            .expect("utf-8");
+        let good =
+            String::from_utf8(render(TS, &checkpoint(), &head).expect("renders")).expect("utf-8");
         parse_line(good.as_bytes()).expect("valid");
         // `head` must be the line's `prev`.
         let other = "cd".repeat(32);
@@ -660,13 +654,13 @@ mod tests {
                 rec.description = description;
                 rec.errors = vec![error];
                 rec.marker_id = marker_id;
-                let line = render_decision(TS, &rec, GENESIS_HASH).expect("renders");
+                let line = render(TS, &rec, GENESIS_HASH).expect("renders");
                 prop_assert!(!line.contains(&b'\n'));
                 prop_assert_eq!(parse_line(&line).expect("valid").record, AuditRecord::Decision(rec));
                 let mut out = outcome();
                 out.error_message = message;
                 out.http_status = http_status;
-                let line = render_outcome(TS, &out, GENESIS_HASH).expect("renders");
+                let line = render(TS, &out, GENESIS_HASH).expect("renders");
                 prop_assert!(!line.contains(&b'\n'));
                 prop_assert_eq!(parse_line(&line).expect("valid").record, AuditRecord::Outcome(out));
             }

@@ -311,7 +311,7 @@ mod tests {
 
     /// A checkpoint line (with a well-formed, unchecked signature) counting `records`.
     fn checkpoint_line(records: u64) -> Vec<u8> {
-        use crate::audit::record::{CheckpointRecord, render_checkpoint};
+        use crate::audit::record::{CheckpointRecord, render};
         let head = "ab".repeat(32);
         let rec = CheckpointRecord {
             records,
@@ -319,7 +319,7 @@ mod tests {
             key_id: "0123456789abcdef".to_owned(),
             signature: format!("{}==", "A".repeat(86)),
         };
-        render_checkpoint("2026-11-27T12:00:00.123Z", &rec, &head).expect("renders")
+        render("2026-11-27T12:00:00.123Z", &rec, &head).expect("renders")
     }
 
     /// Every way of counting `f` gives `expected`: backwards only, and forwards after

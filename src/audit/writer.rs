@@ -47,7 +47,7 @@
 
 use super::record::{
     CheckpointRecord, DecisionRecord, GENESIS_HASH, MAX_LINE_BYTES, OutcomeRecord, line_hash,
-    render_checkpoint, render_decision, render_outcome, timestamp,
+    render, timestamp,
 };
 use super::tail::{count_chain, read_at, scan_tail};
 use super::{AuditError, OsError, SigningKey, error_chain};
@@ -295,12 +295,12 @@ impl AuditWriter {
 
     /// Appends a decision record (one write of the line and its newline).
     pub fn append_decision(&mut self, rec: &DecisionRecord) -> Result<(), AuditError> {
-        self.append_with(|ts, prev, _| render_decision(ts, rec, prev))
+        self.append_with(|ts, prev, _| render(ts, rec, prev))
     }
 
     /// Appends an outcome record (one write of the line and its newline).
     pub fn append_outcome(&mut self, rec: &OutcomeRecord) -> Result<(), AuditError> {
-        self.append_with(|ts, prev, _| render_outcome(ts, rec, prev))
+        self.append_with(|ts, prev, _| render(ts, rec, prev))
     }
 
     /// Appends a checkpoint record signed with `key`: `records` is [`Self::records`],
@@ -315,7 +315,7 @@ impl AuditWriter {
                 key_id: key.key_id().to_owned(),
                 signature: key.sign_checkpoint(records, prev, ts),
             };
-            render_checkpoint(ts, &rec, prev)
+            render(ts, &rec, prev)
         })
     }
 
