@@ -252,35 +252,66 @@ fn parse_sort(q: &[(String, String)]) -> Result<Sort, ApiError> {
     Ok(Sort { by_update, desc })
 }
 
+/// A query parameter, when given and not empty.
+fn nonempty<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    param(q, key).filter(|s| !s.is_empty())
+}
+
+/// What both listings take: an `id` and a `status` filter, sorting and paging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listing {
+    id: Option<String>,
+    status: Option<String>,
+    sort: Sort,
+    page: Page,
+}
+
+impl Listing {
+    /// A `status` outside `statuses` is `invalid_status` of it.
+    fn parse(
+        q: &[(String, String)],
+        statuses: &[&str],
+        invalid_status: impl FnOnce(&str) -> ApiError,
+    ) -> Result<Self, ApiError> {
+        let status = nonempty(q, "status");
+        if let Some(s) = status
+            && !statuses.contains(&s)
+        {
+            return Err(invalid_status(s));
+        }
+        Ok(Listing {
+            id: nonempty(q, "id").map(str::to_owned),
+            status: status.map(str::to_owned),
+            sort: parse_sort(q)?,
+            page: parse_page(q)?,
+        })
+    }
+
+    /// Whether a record with this id and status passes the filters.
+    fn admits(&self, id: &str, status: &str) -> bool {
+        self.id.as_deref().is_none_or(|want| want == id)
+            && self.status.as_deref().is_none_or(|want| want == status)
+    }
+}
+
 /// A parsed `GET …/vpc-endpoint-services` query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ServiceQuery {
-    id: Option<String>,
-    status: Option<String>,
+    listing: Listing,
     name: Option<String>,
-    sort: Sort,
-    page: Page,
 }
 
 impl ServiceQuery {
     /// Validates the query; unknown parameters (`public_border_group`, `net_type`) are ignored.
     pub fn parse(q: &[(String, String)]) -> Result<Self, ApiError> {
-        let status = param(q, "status").filter(|s| !s.is_empty());
-        if let Some(s) = status
-            && !SERVICE_STATUSES.contains(&s)
-        {
-            return Err(api::INVALID_STATUS);
-        }
-        let name = param(q, "endpoint_service_name").filter(|s| !s.is_empty());
+        let listing = Listing::parse(q, &SERVICE_STATUSES, |_| api::INVALID_STATUS)?;
+        let name = nonempty(q, "endpoint_service_name");
         if name.is_some_and(|n| n.chars().count() > 128) {
             return Err(api::INVALID_SERVICE_NAME);
         }
         Ok(ServiceQuery {
-            id: param(q, "id").filter(|s| !s.is_empty()).map(str::to_owned),
-            status: status.map(str::to_owned),
+            listing,
             name: name.map(str::to_lowercase),
-            sort: parse_sort(q)?,
-            page: parse_page(q)?,
         })
     }
 }
@@ -288,39 +319,25 @@ impl ServiceQuery {
 /// A parsed `GET …/connections` query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConnQuery {
-    id: Option<String>,
-    status: Option<String>,
+    listing: Listing,
     marker_id: Option<i64>,
-    sort: Sort,
-    page: Page,
 }
 
 impl ConnQuery {
     /// Validates the query.
     pub fn parse(q: &[(String, String)]) -> Result<Self, ApiError> {
-        let status = param(q, "status").filter(|s| !s.is_empty());
-        if let Some(s) = status
-            && !CONNECTION_STATUSES.contains(&s)
-        {
-            return Err(api::INVALID_STATUS.with_message(format!("Invalid status: {s:?}.")));
-        }
-        let marker_id = match param(q, "marker_id").filter(|s| !s.is_empty()) {
+        let listing = Listing::parse(q, &CONNECTION_STATUSES, |s| {
+            api::INVALID_STATUS.with_message(format!("Invalid status: {s:?}."))
+        })?;
+        let marker_id = match nonempty(q, "marker_id") {
             None => None,
             Some(v) => Some(v.trim().parse::<i64>().map_err(|_| api::INVALID_MARKER)?),
         };
-        Ok(ConnQuery {
-            id: param(q, "id").filter(|s| !s.is_empty()).map(str::to_owned),
-            status: status.map(str::to_owned),
-            marker_id,
-            sort: parse_sort(q)?,
-            page: parse_page(q)?,
-        })
+        Ok(ConnQuery { listing, marker_id })
     }
 
     fn matches(&self, c: &ConnRec) -> bool {
-        self.id.as_ref().is_none_or(|id| *id == c.id)
-            && self.status.as_ref().is_none_or(|s| *s == c.status)
-            && self.marker_id.is_none_or(|m| m == c.marker_id)
+        self.listing.admits(&c.id, &c.status) && self.marker_id.is_none_or(|m| m == c.marker_id)
     }
 }
 
@@ -548,28 +565,27 @@ impl Store {
             .iter()
             .filter(|s| {
                 s.in_project(project_id)
-                    && q.id.as_ref().is_none_or(|id| *id == s.id)
-                    && q.status.as_ref().is_none_or(|st| *st == s.status)
+                    && q.listing.admits(&s.id, &s.status)
                     && q.name
                         .as_ref()
                         .is_none_or(|n| s.service_name.to_lowercase().contains(n.as_str()))
             })
             .collect();
         matched.sort_by_key(|s| {
-            if q.sort.by_update {
+            if q.listing.sort.by_update {
                 s.updated_at
             } else {
                 s.created_at
             }
         });
-        if q.sort.desc {
+        if q.listing.sort.desc {
             matched.reverse();
         }
         let total = matched.len();
         let page = matched
             .into_iter()
-            .skip(q.page.offset)
-            .take(q.page.limit)
+            .skip(q.listing.page.offset)
+            .take(q.listing.page.limit)
             .map(|s| s.wire(project_id))
             .collect();
         ServiceList {
@@ -605,10 +621,13 @@ impl Store {
     ) -> Result<ConnectionList, ApiError> {
         let &si = self.service_idx.get(service_id).ok_or(api::NOT_FOUND)?;
         let svc = &self.services[si];
-        let (start, end) = (q.page.offset, q.page.offset.saturating_add(q.page.limit));
+        let (start, end) = (
+            q.listing.page.offset,
+            q.listing.page.offset.saturating_add(q.listing.page.limit),
+        );
         let mut total = 0usize;
         let mut page = Vec::new();
-        if let Some(id) = &q.id {
+        if let Some(id) = &q.listing.id {
             // The id filter is the read-back after an action: answer it from the index.
             if let Some(c) = svc
                 .by_id
@@ -621,17 +640,17 @@ impl Store {
                     page.push(c.wire());
                 }
             }
-        } else if q.sort.by_update {
+        } else if q.listing.sort.by_update {
             let mut matched: Vec<&ConnRec> = svc.conns.iter().filter(|c| q.matches(c)).collect();
             matched.sort_by_key(|c| c.updated_at);
-            if q.sort.desc {
+            if q.listing.sort.desc {
                 matched.reverse();
             }
             total = matched.len();
             page = matched
                 .into_iter()
                 .skip(start)
-                .take(q.page.limit)
+                .take(q.listing.page.limit)
                 .map(ConnRec::wire)
                 .collect();
         } else {
@@ -643,7 +662,7 @@ impl Store {
                     total += 1;
                 }
             };
-            if q.sort.desc {
+            if q.listing.sort.desc {
                 svc.conns.iter().rev().for_each(&mut visit);
             } else {
                 svc.conns.iter().for_each(&mut visit);
@@ -811,6 +830,11 @@ mod tests {
             .collect()
     }
 
+    /// The API error code of a call that must fail.
+    fn code_of<T: std::fmt::Debug>(r: Result<T, ApiError>) -> std::borrow::Cow<'static, str> {
+        r.expect_err("an error").code
+    }
+
     fn list(s: &Store, pairs: &[(&str, &str)]) -> Result<ConnectionList, ApiError> {
         s.list_connections("s1", &ConnQuery::parse(&q(pairs))?)
     }
@@ -944,15 +968,10 @@ mod tests {
             (Some(2), Some(1))
         );
         assert_eq!(
-            ServiceQuery::parse(&q(&[("status", "x")]))
-                .expect_err("e")
-                .code,
+            code_of(ServiceQuery::parse(&q(&[("status", "x")]))),
             "EndPoint.0019"
         );
-        assert_eq!(
-            s.show_service("zz", "p").expect_err("e").code,
-            "EndPoint.0005"
-        );
+        assert_eq!(code_of(s.show_service("zz", "p")), "EndPoint.0005");
     }
 
     #[test]
@@ -988,18 +1007,10 @@ mod tests {
         );
         assert_eq!(s.connection("ghost"), None);
         assert_eq!(code(&mut s, "e00002", Action::Receive), "EndPoint.2019");
-        assert_eq!(
-            s.act("s2", "other", Action::Receive, now)
-                .expect_err("creating service")
-                .code,
-            "EndPoint.2004"
-        );
-        assert_eq!(
-            s.act("nope", "x", Action::Receive, now)
-                .expect_err("e")
-                .code,
-            "EndPoint.0005"
-        );
+        let service_creating = s.act("s2", "other", Action::Receive, now);
+        assert_eq!(code_of(service_creating), "EndPoint.2004");
+        let no_such_service = s.act("nope", "x", Action::Receive, now);
+        assert_eq!(code_of(no_such_service), "EndPoint.0005");
     }
 
     #[test]
