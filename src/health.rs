@@ -159,12 +159,7 @@ impl Health {
         self.progress.beat();
         // Targets run together and the next cycle starts when the slowest ends: each
         // target's next success is as far off as the whole cycle, not its own part.
-        let cycle = report
-            .targets
-            .iter()
-            .map(|t| t.duration)
-            .max()
-            .unwrap_or_default();
+        let cycle = report.duration();
         let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
         for (slot, t) in targets.iter_mut().zip(report.targets.iter()) {
             slot.last_duration = cycle;

@@ -397,12 +397,7 @@ impl<C: Cloud> Daemon<C> {
     /// the rate limit, so the cause is plain (too many services for the rate).
     fn warn_long_cycle(&self, r: &CycleReport) {
         use std::sync::atomic::Ordering;
-        let longest = r
-            .targets
-            .iter()
-            .map(|t| t.duration)
-            .max()
-            .unwrap_or_default();
+        let longest = r.duration();
         if longest <= self.interval || self.warned_long_cycle.swap(true, Ordering::Relaxed) {
             return;
         }

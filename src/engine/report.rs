@@ -82,6 +82,15 @@ impl CycleReport {
     pub fn unknown(&self) -> usize {
         self.targets.iter().map(|t| t.unknown).sum()
     }
+
+    /// How long the cycle took: targets run together, so its slowest target's time.
+    pub fn duration(&self) -> std::time::Duration {
+        self.targets
+            .iter()
+            .map(|t| t.duration)
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 impl TargetReport {
