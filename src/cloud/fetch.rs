@@ -12,7 +12,7 @@
 use super::auth::iam::{self, IssuedToken};
 use super::auth::keys::{self, Keys, parse_credential_body};
 use super::auth::slot::Issued;
-use super::auth::{Credential, KeySource, MetadataSession, Origin, Scope};
+use super::auth::{Credential, KeySource, MetadataSession, Scope};
 use super::error::{ApiError, ApiErrorKind};
 use super::transport::{
     Call, Endpoint, Failure, Reply, Transport, Via, error_from_reply, failure_error, malformed,
@@ -79,10 +79,7 @@ impl Transport {
             let held = slot
                 .get(self.request_timeout, || self.fetch_keys(ep, source))
                 .await?;
-            return Ok(Credential::Sign {
-                keys: held.value,
-                origin: Origin::Keys(slot, held.generation),
-            });
+            return Ok(Credential::fetched_keys(slot, held));
         }
         let slot = self.creds.token_slot(scope);
         // Boxed: `execute` → IAM token → `execute` (without a credential).
@@ -91,10 +88,7 @@ impl Transport {
                 Box::pin(self.fetch_iam_token(ep, scope))
             })
             .await?;
-        Ok(Credential::Token {
-            token: held.value,
-            origin: Origin::Token(slot, held.generation),
-        })
+        Ok(Credential::fetched_token(slot, held))
     }
 
     async fn agency_credential(
@@ -108,10 +102,7 @@ impl Transport {
                 Box::pin(self.assume_role(ep, agency))
             })
             .await?;
-        Ok(Credential::Sign {
-            keys: held.value,
-            origin: Origin::Keys(slot, held.generation),
-        })
+        Ok(Credential::fetched_keys(slot, held))
     }
 
     async fn fetch_iam_token(

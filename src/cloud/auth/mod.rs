@@ -29,7 +29,7 @@ pub use keys::Keys;
 use reload::Reloading;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
-pub use slot::Slot;
+pub use slot::{Held, Slot};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -126,6 +126,24 @@ pub enum Credential {
     },
     /// Nothing (the IAM token request itself).
     None,
+}
+
+impl Credential {
+    /// Keys fetched into `slot` (metadata, pod identity, an agency).
+    pub fn fetched_keys(slot: Arc<Slot<Keys>>, held: Held<Keys>) -> Credential {
+        Credential::Sign {
+            keys: held.value,
+            origin: Origin::Keys(slot, held.generation),
+        }
+    }
+
+    /// An IAM token fetched into `slot`.
+    pub fn fetched_token(slot: Arc<Slot<SecretString>>, held: Held<SecretString>) -> Credential {
+        Credential::Token {
+            token: held.value,
+            origin: Origin::Token(slot, held.generation),
+        }
+    }
 }
 
 /// Where a credential came from, so a 401 drops exactly that one.
