@@ -65,18 +65,22 @@ impl fmt::Display for OsError {
 
 impl std::error::Error for OsError {}
 
-/// The errno name of `code` on Linux (the generic numbering, as on x86 and ARM).
-#[cfg(all(
-    target_os = "linux",
-    not(any(
-        target_arch = "mips",
-        target_arch = "mips64",
-        target_arch = "sparc64",
-        target_arch = "powerpc",
-        target_arch = "powerpc64"
-    ))
-))]
+/// The errno name of `code` on Linux with the generic numbering (as on x86 and ARM).
+/// Elsewhere the numbers differ, so there is no name; the message and number still show.
 pub fn errno_name(code: i32) -> Option<&'static str> {
+    const GENERIC_NUMBERING: bool = cfg!(all(
+        target_os = "linux",
+        not(any(
+            target_arch = "mips",
+            target_arch = "mips64",
+            target_arch = "sparc64",
+            target_arch = "powerpc",
+            target_arch = "powerpc64"
+        ))
+    ));
+    if !GENERIC_NUMBERING {
+        return None;
+    }
     Some(match code {
         1 => "EPERM",
         2 => "ENOENT",
@@ -139,21 +143,6 @@ pub fn errno_name(code: i32) -> Option<&'static str> {
         125 => "ECANCELED",
         _ => return None,
     })
-}
-
-/// Elsewhere the numbers differ; the message and number still show.
-#[cfg(not(all(
-    target_os = "linux",
-    not(any(
-        target_arch = "mips",
-        target_arch = "mips64",
-        target_arch = "sparc64",
-        target_arch = "powerpc",
-        target_arch = "powerpc64"
-    ))
-)))]
-pub fn errno_name(_code: i32) -> Option<&'static str> {
-    None
 }
 
 #[cfg(test)]

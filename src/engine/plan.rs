@@ -314,28 +314,26 @@ mod tests {
         use Action::{Receive, Reject};
         use Observed::{Deleted, Status, Unknown};
         use Outcome::{Applied, Failed, NotPending};
+        // What the connection is found to be after the action, and what that makes of a
+        // receive and of a reject.
         let table = [
-            (Receive, Status("accepted"), Applied),
-            (Receive, Status("creating"), Applied),
-            (Receive, Status("pendingAcceptance"), Failed),
-            (Receive, Status("rejected"), NotPending),
-            (Receive, Status("failed"), NotPending),
-            (Receive, Status("deleting"), NotPending),
-            (Receive, Deleted, NotPending),
-            (Receive, Unknown, Failed),
-            (Reject, Status("rejected"), Applied),
-            (Reject, Status("pendingAcceptance"), Failed),
-            (Reject, Status("accepted"), NotPending),
-            (Reject, Status("creating"), NotPending),
-            (Reject, Deleted, NotPending),
-            (Reject, Unknown, Failed),
+            (Status("accepted"), Applied, NotPending),
+            (Status("creating"), Applied, NotPending),
+            (Status("pendingAcceptance"), Failed, Failed),
+            (Status("rejected"), NotPending, Applied),
+            (Status("failed"), NotPending, NotPending),
+            (Status("deleting"), NotPending, NotPending),
+            (Deleted, NotPending, NotPending),
+            (Unknown, Failed, Failed),
         ];
-        for (action, observed, want) in table {
-            assert_eq!(
-                classify_outcome(action, observed),
-                want,
-                "{action} {observed:?}"
-            );
+        for (observed, after_receive, after_reject) in table {
+            for (action, want) in [(Receive, after_receive), (Reject, after_reject)] {
+                assert_eq!(
+                    classify_outcome(action, observed),
+                    want,
+                    "{action} {observed:?}"
+                );
+            }
         }
     }
 
