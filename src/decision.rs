@@ -4,6 +4,34 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// `as_str` and `Display` for each listed enum, from one line of spellings: the text the
+/// API (for actions), the audit records, the metrics and the output use. The serde names
+/// are the same (kebab-case).
+macro_rules! spellings {
+    ($($ty:ident { $($variant:ident => $text:literal),+ })+) => {$(
+        impl $ty {
+            /// The spelling used by the API, audit records, metrics and output.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+
+spellings! {
+    Verdict { Permit => "permit", Forbid => "forbid", NoMatch => "no-match", Error => "error" }
+    Action { Receive => "receive", Reject => "reject", None => "none" }
+    Outcome { Applied => "applied", NotPending => "not-pending", Failed => "failed", Skipped => "skipped", Unknown => "unknown" }
+}
+
 /// How the policies judged one connection (README "Policies").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -16,24 +44,6 @@ pub enum Verdict {
     NoMatch,
     /// Any evaluation or validation error: never act.
     Error,
-}
-
-impl Verdict {
-    /// The spelling used in audit records, metrics and output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Permit => "permit",
-            Verdict::Forbid => "forbid",
-            Verdict::NoMatch => "no-match",
-            Verdict::Error => "error",
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// What the daemon does about a connection. `None` leaves it pending.
@@ -49,15 +59,6 @@ pub enum Action {
 }
 
 impl Action {
-    /// The spelling used by the API, audit records and output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Receive => "receive",
-            Action::Reject => "reject",
-            Action::None => "none",
-        }
-    }
-
     /// The connection status a successful action produces.
     pub fn resulting_status(self) -> Option<&'static str> {
         match self {
@@ -65,12 +66,6 @@ impl Action {
             Action::Reject => Some("rejected"),
             Action::None => None,
         }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -110,25 +105,6 @@ pub enum Outcome {
     Skipped,
     /// Sent, but no answer came before the shutdown deadline.
     Unknown,
-}
-
-impl Outcome {
-    /// The spelling used in audit records and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::NotPending => "not-pending",
-            Outcome::Failed => "failed",
-            Outcome::Skipped => "skipped",
-            Outcome::Unknown => "unknown",
-        }
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// The result of evaluating the policies for one connection.
@@ -202,5 +178,25 @@ impl ConnectionFacts {
             accepted_from_domain: 0,
             pending_from_domain: 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_spelling_is_the_serde_name() {
+        fn check<T: Serialize + fmt::Display>(values: &[T]) {
+            for v in values {
+                let json = serde_json::to_string(v).expect("serialises");
+                assert_eq!(json, format!("\"{v}\""));
+            }
+        }
+        use Verdict::*;
+        check(&[Permit, Forbid, NoMatch, Error]);
+        check(&[Action::Receive, Action::Reject, Action::None]);
+        use Outcome::*;
+        check(&[Applied, NotPending, Failed, Skipped, Unknown]);
     }
 }
