@@ -69,15 +69,18 @@ impl std::str::FromStr for MetadataMode {
     type Err = String;
     /// `normal`, `token-unsupported`, `no-agency` (or with `_`).
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.replace('-', "_").as_str() {
-            "normal" => Ok(MetadataMode::Normal),
-            "token_unsupported" => Ok(MetadataMode::TokenUnsupported),
-            "no_agency" => Ok(MetadataMode::NoAgency),
-            _ => Err(format!(
-                "unknown metadata mode {s:?}: expected normal, token-unsupported or no-agency"
-            )),
-        }
+        choice(s, "metadata mode", "normal, token-unsupported or no-agency")
     }
+}
+
+/// One of an enum's snake_case serde names, also written with `-`.
+fn choice<T: serde::de::DeserializeOwned>(
+    s: &str,
+    what: &str,
+    expected: &str,
+) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.replace('-', "_")))
+        .map_err(|_| format!("unknown {what} {s:?}: expected {expected}"))
 }
 
 /// The ECS metadata service's settings.
@@ -124,15 +127,11 @@ impl std::str::FromStr for PodBody {
     type Err = String;
     /// `credential`, `credentials-snake-case`, `credentials-camel-case` (or with `_`).
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.replace('-', "_").as_str() {
-            "credential" => Ok(PodBody::Credential),
-            "credentials_snake_case" => Ok(PodBody::CredentialsSnakeCase),
-            "credentials_camel_case" => Ok(PodBody::CredentialsCamelCase),
-            _ => Err(format!(
-                "unknown pod-identity body {s:?}: expected credential, credentials-snake-case \
-                 or credentials-camel-case"
-            )),
-        }
+        choice(
+            s,
+            "pod-identity body",
+            "credential, credentials-snake-case or credentials-camel-case",
+        )
     }
 }
 
@@ -700,6 +699,28 @@ pub(crate) fn find_agency<'a>(agencies: &'a [SimAgency], r: &AssumeRole) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modes_and_bodies_parse_with_dashes_or_underscores() {
+        assert_eq!(
+            "token-unsupported".parse(),
+            Ok(MetadataMode::TokenUnsupported)
+        );
+        assert_eq!("no_agency".parse(), Ok(MetadataMode::NoAgency));
+        assert_eq!(
+            "credentials-camel-case".parse(),
+            Ok(PodBody::CredentialsCamelCase)
+        );
+        let err = "nope".parse::<MetadataMode>().expect_err("unknown");
+        assert_eq!(
+            err,
+            "unknown metadata mode \"nope\": expected normal, token-unsupported or no-agency"
+        );
+        assert!(
+            "Credential".parse::<PodBody>().is_err(),
+            "names are lowercase"
+        );
+    }
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-05-10T17:42:00Z")
