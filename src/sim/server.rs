@@ -571,15 +571,11 @@ impl Shared {
                 .get(t.trim())
                 .is_some_and(|exp| *exp > now)
         });
-        if valid {
-            Ok(())
-        } else {
-            // Never the no-agency text: a client renews its session on this one.
-            Err(Reply::text(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized: X-Metadata-Token is missing, unknown or expired",
-            ))
-        }
+        // Never the no-agency text: a client renews its session on this one.
+        unauthorized_unless(
+            valid,
+            "Unauthorized: X-Metadata-Token is missing, unknown or expired",
+        )
     }
 
     /// The pod-identity check: `Authorization` must be the configured token.
@@ -587,14 +583,10 @@ impl Shared {
         let token = self.keyless().pod_identity.token;
         let ok = header(parts, "authorization")
             .is_some_and(|a| keyless::constant_time_eq(a.trim().as_bytes(), token.as_bytes()));
-        if ok {
-            Ok(())
-        } else {
-            Err(Reply::text(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized: the Authorization header is not this pod's identity token",
-            ))
-        }
+        unauthorized_unless(
+            ok,
+            "Unauthorized: the Authorization header is not this pod's identity token",
+        )
     }
 
     /// Logs a signed request (kept: the newest 100,000) with the status it was answered.
@@ -1323,6 +1315,15 @@ pub struct Simulator {
     shared: Arc<Shared>,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
+}
+
+/// A 401 with `message`, unless the caller passed the check.
+fn unauthorized_unless(passed: bool, message: &'static str) -> Result<(), Reply> {
+    if passed {
+        Ok(())
+    } else {
+        Err(Reply::text(StatusCode::UNAUTHORIZED, message))
+    }
 }
 
 impl std::fmt::Debug for Simulator {

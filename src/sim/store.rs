@@ -374,21 +374,35 @@ fn random_hex32() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-fn conn_from_seed(c: &SeedConnection, what: &str, now: DateTime<Utc>) -> Result<ConnRec, String> {
-    let status = c
-        .status
-        .clone()
-        .unwrap_or_else(|| status::PENDING.to_owned());
-    if !CONNECTION_STATUSES.contains(&status.as_str()) {
-        return Err(format!(
-            "{what}.status {status:?} is not one of {}",
-            CONNECTION_STATUSES.join(", ")
-        ));
-    }
-    let id = c.id.clone().unwrap_or_else(new_uuid);
+/// A seed's id, or a fresh UUID when it has none.
+fn seed_id(given: &Option<String>, what: &str) -> Result<String, String> {
+    let id = given.clone().unwrap_or_else(new_uuid);
     if id.is_empty() || id.len() > 64 {
         return Err(format!("{what}.id {id:?} must be 1-64 characters"));
     }
+    Ok(id)
+}
+
+/// A seed's status, one of `allowed`, or `default` when it has none.
+fn seed_status(
+    given: &Option<String>,
+    default: &str,
+    allowed: &[&str],
+    what: &str,
+) -> Result<String, String> {
+    let status = given.clone().unwrap_or_else(|| default.to_owned());
+    if !allowed.contains(&status.as_str()) {
+        return Err(format!(
+            "{what}.status {status:?} is not one of {}",
+            allowed.join(", ")
+        ));
+    }
+    Ok(status)
+}
+
+fn conn_from_seed(c: &SeedConnection, what: &str, now: DateTime<Utc>) -> Result<ConnRec, String> {
+    let status = seed_status(&c.status, status::PENDING, &CONNECTION_STATUSES, what)?;
+    let id = seed_id(&c.id, what)?;
     let created_at = parse_time(c.created_at.as_deref(), &format!("{what}.created_at"), now)?;
     let updated_at = parse_time(
         c.updated_at.as_deref(),
@@ -460,23 +474,11 @@ impl Store {
         let mut store = Store::default();
         for (si, s) in seed.services.iter().enumerate() {
             let what = format!("services[{si}]");
-            let id = s.id.clone().unwrap_or_else(new_uuid);
-            if id.is_empty() || id.len() > 64 {
-                return Err(format!("{what}.id {id:?} must be 1-64 characters"));
-            }
+            let id = seed_id(&s.id, &what)?;
             if store.service_idx.contains_key(&id) {
                 return Err(format!("{what}.id {id:?} is a duplicate"));
             }
-            let status = s
-                .status
-                .clone()
-                .unwrap_or_else(|| status::AVAILABLE.to_owned());
-            if !SERVICE_STATUSES.contains(&status.as_str()) {
-                return Err(format!(
-                    "{what}.status {status:?} is not one of {}",
-                    SERVICE_STATUSES.join(", ")
-                ));
-            }
+            let status = seed_status(&s.status, status::AVAILABLE, &SERVICE_STATUSES, &what)?;
             if s.project_id
                 .as_ref()
                 .is_some_and(|p| p.is_empty() || p.len() > 64)
