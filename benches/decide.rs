@@ -5,7 +5,7 @@
 //! not seen before, and `is_authorized_floor` Cedar's authorizer alone on a request and
 //! entity store built beforehand.
 
-use cedar_policy::{Context, Entities, EntityUid, Request, RestrictedExpression, Schema};
+use cedar_policy::{Context, Entities, EntityUid, Request, Schema};
 use chrono::{TimeZone, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -126,37 +126,28 @@ fn bench(c: &mut Criterion) {
     }
     let store = Entities::from_json_value(json, Some(&schema)).expect("entities");
     let uid = |s: String| EntityUid::from_str(&s).expect("uid");
-    let dt = |t: chrono::DateTime<Utc>| {
-        RestrictedExpression::new_datetime(t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+    // The context in Cedar's JSON form, as the entities above (datetimes as `__extn`).
+    let datetime = |t: chrono::DateTime<Utc>| {
+        let arg = t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        serde_json::json!({ "__extn": { "fn": "datetime", "arg": arg } })
     };
-    let context = Context::from_pairs([
-        (
-            "endpoint_id".to_owned(),
-            RestrictedExpression::new_string(facts.endpoint_id.clone()),
-        ),
-        (
-            "description".to_owned(),
-            RestrictedExpression::new_string(facts.description.clone()),
-        ),
-        (
-            "marker_id".to_owned(),
-            RestrictedExpression::new_long(facts.marker_id),
-        ),
-        ("created_at".to_owned(), dt(facts.created_at)),
-        ("now".to_owned(), dt(facts.now)),
-        (
-            "accepted_from_domain".to_owned(),
-            RestrictedExpression::new_long(1),
-        ),
-        (
-            "pending_from_domain".to_owned(),
-            RestrictedExpression::new_long(1),
-        ),
-    ])
+    let action = uid("Vpcep::Action::\"connect\"".to_owned());
+    let context = Context::from_json_value(
+        serde_json::json!({
+            "endpoint_id": facts.endpoint_id,
+            "description": facts.description,
+            "marker_id": facts.marker_id,
+            "created_at": datetime(facts.created_at),
+            "now": datetime(facts.now),
+            "accepted_from_domain": facts.accepted_from_domain,
+            "pending_from_domain": facts.pending_from_domain,
+        }),
+        Some((&schema, &action)),
+    )
     .expect("context");
     let request = Request::new(
         uid(format!("Vpcep::Account::\"{}\"", facts.domain_id)),
-        uid("Vpcep::Action::\"connect\"".to_owned()),
+        action,
         uid(format!("Vpcep::EndpointService::\"{SERVICE}\"")),
         context,
         Some(&schema),
