@@ -49,11 +49,8 @@ struct Shape {
 }
 
 impl Shape {
-    /// The simulator, seeded and slowed, and a scratch directory.
-    fn start(&self, bin: &std::path::Path) -> anyhow::Result<(SimProcess, tempfile::TempDir)> {
-        let seed = drain_seed(self.services, self.pending);
-        let sim = SimProcess::start(bin, &seed, self.latency, 0.0)?;
-        Ok((sim, tempfile::tempdir()?))
+    fn seed(&self) -> vpcep_approver::sim::Seed {
+        drain_seed(self.services, self.pending)
     }
 
     /// The latency limit for `requests` requests: requests × L / C.
@@ -64,17 +61,15 @@ impl Shape {
 }
 
 fn drain(bin: &std::path::Path, shape: Shape) -> anyhow::Result<Run> {
-    let (sim, dir) = shape.start(bin)?;
     let in_flight = shape.in_flight;
     let poll = format!(
         "max_in_flight = {in_flight}\nmax_requests_per_second = 0\nrequest_timeout = \"10s\"\nmax_retries = 4"
     );
-    let cfg = write_config(dir.path(), &sim.url, &poll, "info")?;
-    let cmd = daemon_command(bin, &cfg, &["run", "--once"]);
+    let rig = Rig::start(bin, &shape.seed(), shape.latency, 0.0, &poll)?;
     let t0 = chrono::Utc::now().timestamp_millis();
-    let usage = run_measured(&cmd, &dir.path().join("daemon.log"))?;
+    let usage = rig.run_once(bin)?;
     let t1 = chrono::Utc::now().timestamp_millis();
-    let state = sim.state()?;
+    let state = rig.sim.state()?;
     let times = action_times_ms(&state)?;
     if let (Some(first), Some(last)) = (times.first(), times.last()) {
         println!(
@@ -86,7 +81,7 @@ fn drain(bin: &std::path::Path, shape: Shape) -> anyhow::Result<Run> {
     }
     let left = still_pending(&state);
     if usage.code != Some(0) || left != 0 {
-        let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(rig.log()).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         bail!(
             "run --once exited {:?} with {left} connections still pending; log tail:\n{}",
@@ -96,7 +91,7 @@ fn drain(bin: &std::path::Path, shape: Shape) -> anyhow::Result<Run> {
     }
     let requests = total_requests(&state);
     let limit = shape.limit(requests);
-    let (verified, out) = audit_verify(bin, &dir.path().join("audit.jsonl"))?;
+    let (verified, out) = audit_verify(bin, &rig.dir.path().join("audit.jsonl"))?;
     if !verified {
         bail!("audit verify failed: {out}");
     }
@@ -112,7 +107,8 @@ fn drain(bin: &std::path::Path, shape: Shape) -> anyhow::Result<Run> {
 
 /// The same drain by `benches/python/baseline.py` under `python`.
 fn baseline(bin: &std::path::Path, python: &str, shape: Shape) -> anyhow::Result<Run> {
-    let (sim, dir) = shape.start(bin)?;
+    let sim = SimProcess::start(bin, &shape.seed(), shape.latency, 0.0)?;
+    let dir = tempfile::tempdir()?;
     let script = repo().join("benches").join("python").join("baseline.py");
     let mut cmd = std::process::Command::new(python);
     cmd.arg(&script)
@@ -183,14 +179,10 @@ fn main() -> anyhow::Result<()> {
     let r = drain(&bin, shape).context("drain run")?;
     report(&r, latency, in_flight);
     let ratio = r.usage.wall.as_secs_f64() / r.limit.as_secs_f64();
-    let mut ok = true;
-    let verdict = |pass: bool| if pass { "PASS" } else { "MISS" };
-    println!("  target wall <= 1.2x limit: {}", verdict(ratio <= 1.2));
-    println!(
-        "  target peak RSS < 20 MiB: {}",
-        verdict(r.usage.max_rss_kib < 20 * 1024)
-    );
-    ok &= ratio <= 1.2 && r.usage.max_rss_kib < 20 * 1024;
+    let mut ok = report_targets(&[
+        ("wall <= 1.2x limit", ratio <= 1.2),
+        ("peak RSS < 20 MiB", r.usage.max_rss_kib < 20 * 1024),
+    ]);
 
     if !python.is_empty() {
         let b = baseline(&bin, &python, shape).context("baseline.py run")?;
@@ -213,9 +205,7 @@ fn main() -> anyhow::Result<()> {
             b.usage.wall.as_secs_f64() / r.usage.wall.as_secs_f64(),
             b.usage.max_rss_kib as f64 / r.usage.max_rss_kib.max(1) as f64,
         );
-        println!("  target CPU >= 20x less: {}", verdict(cpu_x >= 20.0));
-        println!("  target same decisions: {}", verdict(same));
-        ok &= cpu_x >= 20.0 && same;
+        ok &= report_targets(&[("CPU >= 20x less", cpu_x >= 20.0), ("same decisions", same)]);
     }
 
     if large > 0 {
@@ -228,11 +218,7 @@ fn main() -> anyhow::Result<()> {
         )
         .context("large drain run")?;
         report(&r, latency, in_flight);
-        println!(
-            "  target peak RSS <= 30 MiB: {}",
-            verdict(r.usage.max_rss_kib <= 30 * 1024)
-        );
-        ok &= r.usage.max_rss_kib <= 30 * 1024;
+        ok &= report_targets(&[("peak RSS <= 30 MiB", r.usage.max_rss_kib <= 30 * 1024)]);
     }
     if !ok {
         bail!("a target was missed");

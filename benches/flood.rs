@@ -11,7 +11,6 @@
 
 mod common;
 
-use anyhow::{Context as _, bail};
 use common::*;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -19,79 +18,79 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// One `/healthz` exchange; its status and how long it took.
-fn probe(addr: SocketAddr) -> (u16, Duration) {
+/// One `/healthz` exchange on a connection of its own; its status (0 when it failed) and
+/// how long it took.
+fn probe(http: &Http, base: &str) -> (u16, Duration) {
     let t = Instant::now();
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return (0, t.elapsed());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let status = http.get(&format!("{base}/healthz")).map_or(0, |(s, _)| s);
     (status, t.elapsed())
 }
 
-fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let Ok(mut s) = TcpStream::connect(addr) else {
+/// A value of the daemon's `/metrics` (-1 when it cannot be read).
+fn metric(http: &Http, base: &str, name: &str) -> f64 {
+    let Ok((_, body)) = http.get(&format!("{base}/metrics")) else {
         return -1.0;
     };
-    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    resp.lines()
+    String::from_utf8_lossy(&body)
+        .lines()
         .find(|l| l.split_whitespace().next() == Some(name))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(-1.0)
 }
 
-/// Measured over one period.
+/// Measured over one period: the daemon's `/proc` samples, one a second, each after a
+/// `/healthz` probe.
 struct Period {
-    cpu_s: f64,
-    secs: f64,
-    rss_max_kib: u64,
-    rss_end_kib: u64,
-    fds_max: usize,
+    watch: Watch,
     probe_max: Duration,
     probes_failed: usize,
 }
 
-fn measure(pid: u32, addr: SocketAddr, secs: f64, tck: f64) -> anyhow::Result<Period> {
-    let first = sample(pid)?;
-    let end = first.at + Duration::from_secs_f64(secs);
-    let mut last = first;
-    let (mut rss_max, mut fds_max) = (first.rss_kib, first.fds);
+fn measure(pid: u32, http: &Http, base: &str, secs: f64) -> anyhow::Result<Period> {
     let (mut probe_max, mut failed) = (Duration::ZERO, 0);
-    while Instant::now() < end {
-        std::thread::sleep(
-            Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())),
-        );
-        let (status, took) = probe(addr);
-        if status != 200 {
-            failed += 1;
-        }
-        probe_max = probe_max.max(took);
-        last = sample(pid)?;
-        rss_max = rss_max.max(last.rss_kib);
-        fds_max = fds_max.max(last.fds);
-    }
+    let watch = Watch::run(
+        pid,
+        Duration::from_secs_f64(secs),
+        Duration::from_secs(1),
+        || {
+            let (status, took) = probe(http, base);
+            if status != 200 {
+                failed += 1;
+            }
+            probe_max = probe_max.max(took);
+            Ok(())
+        },
+    )?;
     Ok(Period {
-        cpu_s: (last.cpu_ticks - first.cpu_ticks) as f64 / tck,
-        secs: last.at.duration_since(first.at).as_secs_f64(),
-        rss_max_kib: rss_max,
-        rss_end_kib: last.rss_kib,
-        fds_max,
+        watch,
         probe_max,
         probes_failed: failed,
     })
 }
 
-/// Keeps `n` half-sent or silent sockets open until `stop`; counts the ones opened.
+/// Flood socket number `i`, connected and non-blocking: two of every three sent half a
+/// request line, the third nothing.
+fn held_socket(addr: SocketAddr, i: usize) -> Option<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    if i % 3 != 2 {
+        let _ = s.write_all(b"GET /healthz HT");
+    }
+    let _ = s.set_nonblocking(true);
+    Some(s)
+}
+
+/// Whether the daemon has not closed a held socket (what it sent is read and dropped).
+fn still_open(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Keeps `n` half-sent or silent sockets open until `stop`, every second opening again the
+/// ones the daemon closed; counts the ones opened.
 fn flood(
     addr: SocketAddr,
     n: usize,
@@ -102,26 +101,14 @@ fn flood(
         let mut open: Vec<TcpStream> = Vec::with_capacity(n);
         while !stop.load(Ordering::Relaxed) {
             for i in open.len()..n {
-                let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-                    continue;
-                };
-                if i % 3 != 2 {
-                    let _ = s.write_all(b"GET /healthz HT");
+                if let Some(s) = held_socket(addr, i) {
+                    open.push(s);
+                    opened.fetch_add(1, Ordering::Relaxed);
                 }
-                let _ = s.set_nonblocking(true);
-                open.push(s);
-                opened.fetch_add(1, Ordering::Relaxed);
             }
             let round = Instant::now();
             while round.elapsed() < Duration::from_secs(1) && !stop.load(Ordering::Relaxed) {
-                open.retain_mut(|s| {
-                    let mut buf = [0u8; 256];
-                    match s.read(&mut buf) {
-                        Ok(0) => false,
-                        Ok(_) => true,
-                        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-                    }
-                });
+                open.retain_mut(still_open);
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -136,67 +123,62 @@ fn main() -> anyhow::Result<()> {
     let bin = binary()?;
     println!("machine: {}", machine());
 
-    let sim = SimProcess::start(
+    let rig = Rig::start(
         &bin,
         &drain_seed(services, 0),
         Duration::from_millis(20),
         0.0,
-    )?;
-    let dir = tempfile::tempdir()?;
-    let cfg = write_config(
-        dir.path(),
-        &sim.url,
         "interval = \"30s\"\njitter = \"3s\"\nmax_in_flight = 8\nmax_requests_per_second = 10",
-        "info",
     )?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut text = std::fs::read_to_string(&cfg)?;
+    let mut text = std::fs::read_to_string(&rig.cfg)?;
     text.push_str(&format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
-    std::fs::write(&cfg, text)?;
+    std::fs::write(&rig.cfg, text)?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let log = std::fs::File::create(dir.path().join("daemon.log"))?;
-    let mut child = daemon_command(&bin, &cfg, &["run"])
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting the daemon")?;
+    let base = format!("http://{addr}");
+    let http = Http::new(Duration::from_secs(2), false)?;
+    let mut child = rig.spawn_daemon(&bin)?;
     let pid = child.id();
-    let tck = clk_tck();
     // Warm-up: the first cycle and its allocations.
     std::thread::sleep(Duration::from_secs(5));
 
-    let quiet = measure(pid, addr, secs, tck)?;
+    let quiet = measure(pid, &http, &base, secs)?;
     let stop = Arc::new(AtomicBool::new(false));
     let opened = Arc::new(AtomicUsize::new(0));
-    let refused_before = metric(addr, "vpcep_approver_http_connections_refused_total");
+    let refused_before = metric(
+        &http,
+        &base,
+        "vpcep_approver_http_connections_refused_total",
+    );
     let flooding = flood(addr, sockets, stop.clone(), opened.clone());
-    let loud = measure(pid, addr, secs, tck)?;
+    let loud = measure(pid, &http, &base, secs)?;
     stop.store(true, Ordering::Relaxed);
     flooding
         .join()
         .map_err(|_| anyhow::anyhow!("flood thread panicked"))?;
-    let refused = metric(addr, "vpcep_approver_http_connections_refused_total") - refused_before;
+    let refused = metric(
+        &http,
+        &base,
+        "vpcep_approver_http_connections_refused_total",
+    ) - refused_before;
     // Once the flood is over, the held connections are closed by the 5 s header limit.
     std::thread::sleep(Duration::from_secs(7));
     let after = sample(pid)?;
-    if let Some(st) = child.try_wait()? {
-        bail!("the daemon exited early: {st}");
-    }
+    still_running(&mut child)?;
     let _ = terminate(&mut child, Duration::from_secs(15));
 
-    let pct = |p: &Period| p.cpu_s / p.secs * 100.0;
     for (name, p) in [("quiet", &quiet), ("flood", &loud)] {
         println!(
             "{name}: {:.1} s, cpu {:.3} s = {:.3}% of a core; RSS max {} (end {}); fds max {}; \
              /healthz slowest {:.1} ms, {} failed",
-            p.secs,
-            p.cpu_s,
-            pct(p),
-            mib(p.rss_max_kib),
-            mib(p.rss_end_kib),
-            p.fds_max,
+            p.watch.secs(),
+            p.watch.cpu_s(),
+            p.watch.core_pct(),
+            mib(p.watch.max(|s| s.rss_kib)),
+            mib(p.watch.last().rss_kib),
+            p.watch.max(|s| s.fds),
             p.probe_max.as_secs_f64() * 1000.0,
             p.probes_failed,
         );
@@ -205,22 +187,19 @@ fn main() -> anyhow::Result<()> {
         "flood: {sockets} sockets kept open, {} opened in all ({:.0}/s), {refused} closed by the \
          daemon to make room; 7 s after it: RSS {}, fds {}",
         opened.load(Ordering::Relaxed),
-        opened.load(Ordering::Relaxed) as f64 / loud.secs,
+        opened.load(Ordering::Relaxed) as f64 / loud.watch.secs(),
         mib(after.rss_kib),
         after.fds,
     );
-    let probes_ok = loud.probes_failed == 0 && loud.probe_max < Duration::from_secs(1);
-    let fds_ok = loud.fds_max <= quiet.fds_max + 64 + 4 && after.fds <= quiet.fds_max + 2;
-    println!(
-        "  target /healthz answers within 1 s during the flood: {}",
-        if probes_ok { "PASS" } else { "MISS" }
-    );
-    println!(
-        "  target fds at most 64 above quiet, back after the flood: {}",
-        if fds_ok { "PASS" } else { "MISS" }
-    );
-    if !(probes_ok && fds_ok) {
-        bail!("a target was missed");
-    }
-    Ok(())
+    let quiet_fds = quiet.watch.max(|s| s.fds);
+    check_targets(&[
+        (
+            "/healthz answers within 1 s during the flood",
+            loud.probes_failed == 0 && loud.probe_max < Duration::from_secs(1),
+        ),
+        (
+            "fds at most 64 above quiet, back after the flood",
+            loud.watch.max(|s| s.fds) <= quiet_fds + 64 + 4 && after.fds <= quiet_fds + 2,
+        ),
+    ])
 }

@@ -47,19 +47,13 @@ fn main() -> anyhow::Result<()> {
     let bin = binary()?;
     println!("machine: {}", machine());
 
-    let sim = SimProcess::start(&bin, &drain_seed(services, 50), latency, rate)?;
-    let dir = tempfile::tempdir()?;
     let poll = format!(
         "interval = \"{interval}\"\njitter = \"1s\"\nrequest_timeout = \"2s\"\nmax_in_flight = 8\n\
          max_requests_per_second = 50\nmax_retries = 4"
     );
-    let cfg = write_config(dir.path(), &sim.url, &poll, "info")?;
-    let log = std::fs::File::create(dir.path().join("daemon.log"))?;
-    let mut child = daemon_command(&bin, &cfg, &["run"])
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting the daemon")?;
+    let rig = Rig::start(&bin, &drain_seed(services, 50), latency, rate, &poll)?;
+    let sim = &rig.sim;
+    let mut child = rig.spawn_daemon(&bin)?;
     let pid = child.id();
 
     let started = Instant::now();
@@ -123,7 +117,7 @@ fn main() -> anyhow::Result<()> {
 
     let total: usize = state.services.iter().map(|s| s.connections.len()).sum();
     let pending = still_pending(&state);
-    let audit = dir.path().join("audit.jsonl");
+    let audit = rig.dir.path().join("audit.jsonl");
     let (chain_ok, verify_out) = audit_verify(&bin, &audit)?;
     let text = std::fs::read_to_string(&audit).context("reading the audit log")?;
     let mut decided = HashSet::new();
@@ -146,24 +140,8 @@ fn main() -> anyhow::Result<()> {
 
     // Growth: the first two minutes after warm-up against the last two minutes.
     let window = Duration::from_secs(120);
-    let first_at = samples.first().map_or(started, |s| s.at);
-    let last_at = samples.last().map_or(started, |s| s.at);
-    let max_of = |from: Instant, to: Instant, f: fn(&Sample) -> u64| -> u64 {
-        samples
-            .iter()
-            .filter(|s| s.at >= from && s.at <= to)
-            .map(f)
-            .max()
-            .unwrap_or(0)
-    };
-    let early_rss = max_of(first_at, first_at + window, |s| s.rss_kib);
-    let late_rss = max_of(last_at - window.min(last_at - first_at), last_at, |s| {
-        s.rss_kib
-    });
-    let early_fds = max_of(first_at, first_at + window, |s| s.fds as u64);
-    let late_fds = max_of(last_at - window.min(last_at - first_at), last_at, |s| {
-        s.fds as u64
-    });
+    let (early_rss, late_rss) = early_and_late(&samples, window, |s| s.rss_kib);
+    let (early_fds, late_fds) = early_and_late(&samples, window, |s| s.fds as u64);
     let actions = state.actions.len();
     let failed_http = state
         .actions
@@ -192,16 +170,12 @@ fn main() -> anyhow::Result<()> {
         ("open fds did not grow", late_fds <= early_fds),
         ("clean exit on SIGTERM", code == Some(0)),
     ];
-    let mut ok = true;
-    for (name, pass) in checks {
-        println!("  {name}: {}", if pass { "PASS" } else { "MISS" });
-        ok &= pass;
-    }
+    let ok = report_checks(&checks);
     if !chain_ok {
         println!("{verify_out}");
     }
     if !ok {
-        bail!("a soak check failed (logs in {})", dir.keep().display());
+        bail!("a soak check failed (logs in {})", rig.dir.keep().display());
     }
     Ok(())
 }

@@ -132,13 +132,60 @@ pub fn drain_seed(services: usize, pending: usize) -> Seed {
     Seed { services: out }
 }
 
+/// A blocking HTTP client (reqwest on a runtime of its own).
+pub struct Http {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+impl Http {
+    /// Each request may take `timeout`. With `reuse` false every request opens a connection
+    /// of its own, as a fresh client (a probe) would.
+    pub fn new(timeout: Duration, reuse: bool) -> anyhow::Result<Http> {
+        vpcep_approver::cloud::init_tls();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if !reuse {
+            builder = builder.pool_max_idle_per_host(0);
+        }
+        Ok(Http {
+            rt,
+            client: builder.build()?,
+        })
+    }
+
+    /// `GET url`: the status and the body, whatever the status.
+    pub fn get(&self, url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.rt.block_on(async {
+            let r = self.client.get(url).send().await?;
+            let status = r.status().as_u16();
+            Ok((status, r.bytes().await?.to_vec()))
+        })
+    }
+
+    /// `POST url` with a JSON body; the status must be 2xx.
+    pub fn post_json(&self, url: &str, body: &serde_json::Value) -> anyhow::Result<()> {
+        self.rt.block_on(async {
+            self.client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(body)?)
+                .send()
+                .await?
+                .error_for_status()?;
+            Ok(())
+        })
+    }
+}
+
 /// The simulator as a child process (`vpcep-approver simulate`), killed on drop.
 pub struct SimProcess {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    rt: tokio::runtime::Runtime,
-    http: reqwest::Client,
+    http: Http,
     _dir: tempfile::TempDir,
 }
 
@@ -179,44 +226,27 @@ impl SimProcess {
             let _ = child.kill();
             bail!("simulator did not start: {line:?}");
         };
-        vpcep_approver::cloud::init_tls();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()?;
         Ok(SimProcess {
             child,
             url,
-            rt,
-            http,
+            http: Http::new(Duration::from_secs(60), true)?,
             _dir: dir,
         })
     }
 
     /// `GET /_sim/state`.
     pub fn state(&self) -> anyhow::Result<SimSnapshot> {
-        let url = format!("{}/_sim/state", self.url);
-        self.rt.block_on(async {
-            let r = self.http.get(&url).send().await?.error_for_status()?;
-            Ok(serde_json::from_slice(&r.bytes().await?)?)
-        })
+        let (status, body) = self.http.get(&format!("{}/_sim/state", self.url))?;
+        if !(200..300).contains(&status) {
+            bail!("GET /_sim/state answered {status}");
+        }
+        Ok(serde_json::from_slice(&body)?)
     }
 
     /// `POST /_sim/<path>` with a JSON body; the status must be 2xx.
     pub fn post(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<()> {
-        let url = format!("{}/_sim/{path}", self.url);
-        self.rt.block_on(async {
-            self.http
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(serde_json::to_vec(body)?)
-                .send()
-                .await?
-                .error_for_status()?;
-            Ok(())
-        })
+        self.http
+            .post_json(&format!("{}/_sim/{path}", self.url), body)
     }
 
     /// The child's pid (its own resource use is not what a bench reports).
@@ -249,6 +279,53 @@ pub fn write_config(dir: &Path, url: &str, poll: &str, log_level: &str) -> anyho
     );
     std::fs::write(&path, text).context("writing the bench config")?;
     Ok(path)
+}
+
+/// The simulator (seeded with `seed`) and a config for it (`poll` lines as given, log level
+/// `info`) in a scratch directory: what every bench that runs the daemon starts with.
+pub struct Rig {
+    pub sim: SimProcess,
+    pub dir: tempfile::TempDir,
+    /// `dir/config.toml`.
+    pub cfg: PathBuf,
+}
+
+impl Rig {
+    pub fn start(
+        bin: &Path,
+        seed: &Seed,
+        latency: Duration,
+        fault_rate: f64,
+        poll: &str,
+    ) -> anyhow::Result<Rig> {
+        let sim = SimProcess::start(bin, seed, latency, fault_rate)?;
+        let dir = tempfile::tempdir()?;
+        let cfg = write_config(dir.path(), &sim.url, poll, "info")?;
+        Ok(Rig { sim, dir, cfg })
+    }
+
+    /// `dir/daemon.log`, where the daemon's stdout and stderr go.
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    /// Runs `run --once` on the config under [`run_measured`], its output in [`Rig::log`].
+    pub fn run_once(&self, bin: &Path) -> anyhow::Result<Usage> {
+        run_measured(
+            &daemon_command(bin, &self.cfg, &["run", "--once"]),
+            &self.log(),
+        )
+    }
+
+    /// Starts the daemon (`run`) on the config, its output in [`Rig::log`].
+    pub fn spawn_daemon(&self, bin: &Path) -> anyhow::Result<Child> {
+        let log = std::fs::File::create(self.log())?;
+        daemon_command(bin, &self.cfg, &["run"])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the daemon")
+    }
 }
 
 /// A command for the daemon with the bench credentials and a clean environment.
@@ -369,15 +446,111 @@ pub fn sample(pid: u32) -> anyhow::Result<Sample> {
     })
 }
 
-/// Clock ticks per second (`getconf CLK_TCK`, 100 when unknown).
+/// Clock ticks per second (`getconf CLK_TCK`, 100 when unknown), asked once.
 pub fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// `/proc` samples of one process over a period, oldest first; never empty.
+pub struct Watch(Vec<Sample>);
+
+impl Watch {
+    /// Samples `pid` now, then every `every` until `period` has passed since; `between` runs
+    /// before each later sample (a probe, a check that the process still runs).
+    pub fn run(
+        pid: u32,
+        period: Duration,
+        every: Duration,
+        mut between: impl FnMut() -> anyhow::Result<()>,
+    ) -> anyhow::Result<Watch> {
+        let first = sample(pid)?;
+        let end = first.at + period;
+        let mut samples = vec![first];
+        while Instant::now() < end {
+            std::thread::sleep(every.min(end.saturating_duration_since(Instant::now())));
+            between()?;
+            samples.push(sample(pid)?);
+        }
+        Ok(Watch(samples))
+    }
+
+    pub fn samples(&self) -> &[Sample] {
+        &self.0
+    }
+
+    pub fn first(&self) -> Sample {
+        self.0[0]
+    }
+
+    pub fn last(&self) -> Sample {
+        self.0[self.0.len() - 1]
+    }
+
+    /// Seconds from the first sample to the last.
+    pub fn secs(&self) -> f64 {
+        self.last().at.duration_since(self.first().at).as_secs_f64()
+    }
+
+    /// CPU seconds (user + system) from the first sample to the last.
+    pub fn cpu_s(&self) -> f64 {
+        (self.last().cpu_ticks - self.first().cpu_ticks) as f64 / clk_tck()
+    }
+
+    /// [`Watch::cpu_s`] as a percentage of one core over [`Watch::secs`].
+    pub fn core_pct(&self) -> f64 {
+        self.cpu_s() / self.secs() * 100.0
+    }
+
+    /// The largest and smallest of `f` over the samples.
+    pub fn max<T: Ord>(&self, f: impl Fn(&Sample) -> T) -> T {
+        self.0.iter().map(f).max().expect("a watch has a sample")
+    }
+
+    pub fn min<T: Ord>(&self, f: impl Fn(&Sample) -> T) -> T {
+        self.0.iter().map(f).min().expect("a watch has a sample")
+    }
+}
+
+/// The largest `f` of the samples within `window` after the first sample, and of those
+/// within `window` before the last (growth: the start of a run against its end); 0 for no
+/// samples.
+pub fn early_and_late(
+    samples: &[Sample],
+    window: Duration,
+    f: impl Fn(&Sample) -> u64,
+) -> (u64, u64) {
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        return (0, 0);
+    };
+    let max_within = |from: Instant, to: Instant| {
+        samples
+            .iter()
+            .filter(|s| s.at >= from && s.at <= to)
+            .map(&f)
+            .max()
+            .unwrap_or(0)
+    };
+    (
+        max_within(first.at, first.at + window),
+        max_within(last.at - window.min(last.at - first.at), last.at),
+    )
+}
+
+/// Fails when the child has exited.
+pub fn still_running(child: &mut Child) -> anyhow::Result<()> {
+    if let Some(st) = child.try_wait()? {
+        bail!("the daemon exited early: {st}");
+    }
+    Ok(())
 }
 
 /// Sends SIGTERM to a child we started (by its pid) and waits for it.
@@ -476,4 +649,34 @@ pub fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown cpu".into());
     format!("{cores} cores ({cpu}), Linux {kernel}")
+}
+
+/// `PASS` or `MISS`.
+pub fn verdict(pass: bool) -> &'static str {
+    if pass { "PASS" } else { "MISS" }
+}
+
+/// Prints `  NAME: PASS` (or `MISS`) for each check; whether all passed.
+pub fn report_checks<S: AsRef<str>>(checks: &[(S, bool)]) -> bool {
+    for (name, pass) in checks {
+        println!("  {}: {}", name.as_ref(), verdict(*pass));
+    }
+    checks.iter().all(|(_, pass)| *pass)
+}
+
+/// Prints `  target NAME: PASS` (or `MISS`) for each target; whether all were met.
+pub fn report_targets<S: AsRef<str>>(targets: &[(S, bool)]) -> bool {
+    let named: Vec<(String, bool)> = targets
+        .iter()
+        .map(|(name, pass)| (format!("target {}", name.as_ref()), *pass))
+        .collect();
+    report_checks(&named)
+}
+
+/// [`report_targets`], then an error when one was missed.
+pub fn check_targets<S: AsRef<str>>(targets: &[(S, bool)]) -> anyhow::Result<()> {
+    if !report_targets(targets) {
+        bail!("a target was missed");
+    }
+    Ok(())
 }
