@@ -510,11 +510,12 @@ impl Watch {
         self.cpu_s() / self.secs() * 100.0
     }
 
-    /// The largest and smallest of `f` over the samples.
+    /// The largest of `f` over the samples.
     pub fn max<T: Ord>(&self, f: impl Fn(&Sample) -> T) -> T {
         self.0.iter().map(f).max().expect("a watch has a sample")
     }
 
+    /// The smallest of `f` over the samples.
     pub fn min<T: Ord>(&self, f: impl Fn(&Sample) -> T) -> T {
         self.0.iter().map(f).min().expect("a watch has a sample")
     }
