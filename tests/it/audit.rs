@@ -11,7 +11,8 @@ use vpcep_approver::audit::{
     verify_files, verify_files_with,
 };
 use vpcep_approver::clock::{Clock, SharedClock};
-use vpcep_approver::decision::{Action, Outcome, Verdict};
+use vpcep_approver::decision::{Action, ConnectionFacts, Decision, Outcome, Verdict};
+use vpcep_approver::engine::plan::{Subject, decision_record};
 
 /// A clock that moves one millisecond forward on every reading.
 #[derive(Debug)]
@@ -28,36 +29,37 @@ fn clock() -> SharedClock {
     Arc::new(StepClock(AtomicI64::new(0)))
 }
 
+/// A permit of the shipped examples' connection with `description`, built the way the
+/// engine builds its records.
 fn decision(description: &str) -> DecisionRecord {
-    DecisionRecord {
-        decision_id: new_decision_id(),
-        target: "cn-north-4".to_owned(),
-        project_id: "0605767a3300d5762fb7c0186d8bfc2b".to_owned(),
-        service_id: "4189d3c2-8882-4871-a3c2-d380272eed88".to_owned(),
-        service_name: "cn-north-4.payments.4189d3c2".to_owned(),
-        endpoint_id: "705290f3-1111-2222-3333-444455556666".to_owned(),
-        domain_id: "6e9dfd51d1124e8d8498dce894923a0d".to_owned(),
-        description: description.to_owned(),
-        marker_id: 16_777_510,
-        created_at: "2026-11-27T09:35:47Z".to_owned(),
+    let facts = ConnectionFacts::example("6e9dfd51d1124e8d8498dce894923a0d", description);
+    let permit = Decision {
         verdict: Verdict::Permit,
         action: Action::Receive,
         policies: vec!["allow-partners".to_owned()],
         reasons: vec!["partner account with a change ticket".to_owned()],
         errors: vec![],
-        policy_version: format!("sha256:{}", "ab".repeat(32)),
-        dry_run: false,
-    }
+    };
+    let policy_version = format!("sha256:{}", "ab".repeat(32));
+    decision_record(
+        new_decision_id(),
+        Subject::of_facts(&facts),
+        &permit,
+        &policy_version,
+        false,
+    )
 }
 
-fn outcome(d: &DecisionRecord) -> OutcomeRecord {
+/// The outcome of `d` after one attempt: `outcome`, with the status and HTTP status the
+/// API answered (`None`: no answer).
+fn outcome(d: &DecisionRecord, outcome: Outcome, answer: Option<(&str, u16)>) -> OutcomeRecord {
     OutcomeRecord {
         decision_id: d.decision_id.clone(),
         endpoint_id: d.endpoint_id.clone(),
         action: d.action,
-        outcome: Outcome::Applied,
-        status_after: Some("accepted".to_owned()),
-        http_status: Some(200),
+        outcome,
+        status_after: answer.map(|(status, _)| status.to_owned()),
+        http_status: answer.map(|(_, http)| http),
         error_code: None,
         error_message: None,
         attempts: 1,
@@ -75,16 +77,42 @@ fn write_records(w: &mut AuditWriter, n: usize) {
         if i % 2 == 0 {
             w.append_decision(&d).expect("append decision");
         } else {
-            w.append_outcome(&outcome(&d)).expect("append outcome");
+            let applied = outcome(&d, Outcome::Applied, Some(("accepted", 200)));
+            w.append_outcome(&applied).expect("append outcome");
         }
     }
     w.sync().expect("sync");
+}
+
+/// Renames the file at `path` to `rotated`, as logrotate does, and reopens `w` at `path`.
+fn rotate(w: &mut AuditWriter, path: &Path, rotated: &Path) {
+    std::fs::rename(path, rotated).expect("rotate");
+    w.reopen().expect("reopen after rotation");
 }
 
 fn verify(paths: &[PathBuf]) -> (VerifyReport, String) {
     let mut out = Vec::new();
     let report = verify_files(paths, &mut out).expect("files readable");
     (report, String::from_utf8(out).expect("utf-8 output"))
+}
+
+fn verify_with(paths: &[PathBuf], opts: &VerifyOptions) -> (VerifyReport, String) {
+    let mut out = Vec::new();
+    let report = verify_files_with(paths, opts, &mut out).expect("files readable");
+    (report, String::from_utf8(out).expect("utf-8 output"))
+}
+
+/// Asserts that `paths` verify as one intact chain of `records` records.
+fn assert_intact(paths: &[PathBuf], records: u64) -> VerifyReport {
+    let (report, out) = verify(paths);
+    assert!(report.is_ok(), "{out}");
+    assert_eq!(report.records, records, "{out}");
+    report
+}
+
+/// Asserts that `text` contains `needle`, showing `text` when it does not.
+fn assert_contains(text: &str, needle: &str) {
+    assert!(text.contains(needle), "{needle:?} not in: {text}");
 }
 
 fn lines(path: &Path) -> Vec<Vec<u8>> {
@@ -103,6 +131,22 @@ fn write_lines(path: &Path, lines: &[Vec<u8>]) {
         data.push(b'\n');
     }
     std::fs::write(path, data).expect("write audit log");
+}
+
+/// Replaces a line by what `edit` makes of its text.
+fn edit_text(line: &mut Vec<u8>, edit: impl FnOnce(&str) -> String) {
+    let text = String::from_utf8(line.clone()).expect("utf-8");
+    *line = edit(&text).into_bytes();
+}
+
+/// Cuts the last `bytes` bytes off the file, as a crash in the middle of a write does.
+fn cut_tail(path: &Path, bytes: u64) {
+    let len = std::fs::metadata(path).expect("metadata").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(len - bytes))
+        .expect("truncate");
 }
 
 /// Asserts that `out` is one line per `(line, reason)` problem, each printed as
@@ -150,10 +194,78 @@ fn assert_bad_n(paths: &[PathBuf], path: &Path, line: u64, needle: &str, problem
     assert_eq!(lines.len() as u64, problems + 1, "{out}");
 }
 
+/// A temporary directory with the audit log `audit.jsonl` in it.
+struct Log {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Log {
+    fn new() -> Log {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        Log { dir, path }
+    }
+
+    /// A log of six valid records to tamper with.
+    fn six_records() -> Log {
+        let log = Log::new();
+        log.written(false, 6);
+        assert_eq!(log.lines().len(), 6);
+        log
+    }
+
+    /// Six valid records whose lines `edit` then changes.
+    fn tampered(edit: impl FnOnce(&mut Vec<Vec<u8>>)) -> Log {
+        let log = Log::six_records();
+        let mut lines = log.lines();
+        edit(&mut lines);
+        write_lines(&log.path, &lines);
+        log
+    }
+
+    /// Another path in the directory.
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn open(&self, fsync: bool) -> AuditWriter {
+        open(&self.path, fsync)
+    }
+
+    /// A writer on the log that has written `n` records.
+    fn written(&self, fsync: bool, n: usize) -> AuditWriter {
+        let mut w = self.open(fsync);
+        write_records(&mut w, n);
+        w
+    }
+
+    fn lines(&self) -> Vec<Vec<u8>> {
+        lines(&self.path)
+    }
+
+    fn paths(&self) -> &[PathBuf] {
+        std::slice::from_ref(&self.path)
+    }
+
+    fn verify(&self) -> (VerifyReport, String) {
+        verify(self.paths())
+    }
+
+    /// Asserts that the log on its own is an intact chain of `records` records.
+    fn assert_intact(&self, records: u64) -> VerifyReport {
+        assert_intact(self.paths(), records)
+    }
+
+    /// [`assert_bad`] for the log on its own.
+    fn assert_bad(&self, line: u64, needle: &str) {
+        assert_bad(self.paths(), &self.path, line, needle);
+    }
+}
+
 #[test]
 fn hostile_descriptions_round_trip_and_verify() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
+    let log = Log::new();
     let mut hostile: Vec<String> = [
         "plain",
         "",
@@ -172,25 +284,26 @@ fn hostile_descriptions_round_trip_and_verify() {
     .collect();
     hostile.push("x".repeat(1024 * 1024));
     hostile.push("\n\"\\\u{0}".repeat(300_000));
-    let mut w = open(&path, true);
+    let mut w = log.open(true);
     let mut written = Vec::new();
     for h in &hostile {
-        let mut d = decision(h);
-        d.reasons = vec![h.clone()];
-        d.errors = vec![h.clone()];
+        let d = DecisionRecord {
+            reasons: vec![h.clone()],
+            errors: vec![h.clone()],
+            ..decision(h)
+        };
         w.append_decision(&d).expect("append");
-        let mut o = outcome(&d);
-        o.error_message = Some(h.clone());
-        o.error_code = None;
-        o.status_after = None;
-        o.http_status = None;
+        let o = OutcomeRecord {
+            error_message: Some(h.clone()),
+            ..outcome(&d, Outcome::Applied, None)
+        };
         w.append_outcome(&o).expect("append");
         written.push(AuditRecord::Decision(d));
         written.push(AuditRecord::Outcome(o));
     }
     w.sync().expect("sync");
 
-    let lines = lines(&path);
+    let lines = log.lines();
     assert_eq!(
         lines.len(),
         written.len(),
@@ -199,41 +312,33 @@ fn hostile_descriptions_round_trip_and_verify() {
     for (line, expected) in lines.iter().zip(&written) {
         assert_eq!(&parse_line(line).expect("valid record").record, expected);
     }
-    let (report, out) = verify(std::slice::from_ref(&path));
-    assert!(report.is_ok(), "{out}");
-    assert_eq!(report.records, written.len() as u64);
+    let report = log.assert_intact(written.len() as u64);
     assert_eq!(report.last_hash, w.last_hash());
 }
 
 #[test]
 fn outcome_nulls_are_written_as_json_null() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let mut w = open(&path, false);
-    let d = decision("x");
-    let mut o = outcome(&d);
-    o.outcome = Outcome::Failed;
-    o.status_after = None;
-    o.http_status = None;
-    w.append_outcome(&o).expect("append");
-    let text = std::fs::read_to_string(&path).expect("read");
+    let log = Log::new();
+    let mut w = log.open(false);
+    let failed = outcome(&decision("x"), Outcome::Failed, None);
+    w.append_outcome(&failed).expect("append");
+    let text = std::fs::read_to_string(&log.path).expect("read");
     assert!(
         text.starts_with("{\"ts\":\"2026-11-27T12:00:00.000Z\",\"kind\":\"outcome\","),
         "{text}"
     );
-    assert!(text.contains(
+    assert_contains(
+        &text,
         "\"outcome\":\"failed\",\"status_after\":null,\"http_status\":null,\"error_code\":null,\
-         \"error_message\":null,\"attempts\":1,\"prev\":\"0000000000000000000000000000000000000000000000000000000000000000\"}\n"
-    ), "{text}");
+         \"error_message\":null,\"attempts\":1,\"prev\":\"0000000000000000000000000000000000000000000000000000000000000000\"}\n",
+    );
 }
 
 #[test]
 fn summary_names_records_files_and_last_hash() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let mut w = open(&path, false);
-    write_records(&mut w, 5);
-    let (report, out) = verify(std::slice::from_ref(&path));
+    let log = Log::new();
+    let w = log.written(false, 5);
+    let (report, out) = log.verify();
     assert_eq!(
         out,
         format!(
@@ -246,36 +351,28 @@ fn summary_names_records_files_and_last_hash() {
 
 #[test]
 fn empty_file_verifies_with_zero_records() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    std::fs::write(&path, b"").expect("write");
-    let (report, out) = verify(std::slice::from_ref(&path));
-    assert!(report.is_ok(), "{out}");
-    assert_eq!(report.last_hash, GENESIS_HASH);
+    let log = Log::new();
+    std::fs::write(&log.path, b"").expect("write");
+    assert_eq!(log.assert_intact(0).last_hash, GENESIS_HASH);
 }
 
 #[test]
 fn chain_continues_across_reopen() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let mut w = open(&path, true);
-    write_records(&mut w, 3);
+    let log = Log::new();
+    let mut w = log.written(true, 3);
     let before = w.last_hash().to_owned();
     w.reopen().expect("reopen");
     assert_eq!(w.last_hash(), before);
     write_records(&mut w, 3);
-    let (report, out) = verify(std::slice::from_ref(&path));
-    assert!(report.is_ok(), "{out}");
-    assert_eq!(report.records, 6);
+    log.assert_intact(6);
 }
 
 #[test]
 fn chain_continues_across_process_restarts() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
+    let log = Log::new();
     let mut last = GENESIS_HASH.to_owned();
     for _ in 0..3 {
-        let mut w = open(&path, false);
+        let mut w = log.open(false);
         assert_eq!(
             w.last_hash(),
             last,
@@ -284,54 +381,39 @@ fn chain_continues_across_process_restarts() {
         write_records(&mut w, 4);
         last = w.last_hash().to_owned();
     }
-    let lines = lines(&path);
-    assert_eq!(line_hash(lines.last().expect("lines")), last);
-    let (report, out) = verify(std::slice::from_ref(&path));
-    assert!(report.is_ok(), "{out}");
-    assert_eq!(report.records, 12);
+    assert_eq!(line_hash(log.lines().last().expect("lines")), last);
+    log.assert_intact(12);
 }
 
 #[test]
 fn restart_continues_after_a_multi_megabyte_last_line() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let mut w = open(&path, false);
-    write_records(&mut w, 2);
+    let log = Log::new();
+    let mut w = log.written(false, 2);
     w.append_decision(&decision(&"\u{1}y".repeat(700_000)))
         .expect("append");
     let last = w.last_hash().to_owned();
     drop(w);
-    let mut w = open(&path, false);
+    let mut w = log.open(false);
     assert_eq!(w.last_hash(), last);
     write_records(&mut w, 1);
-    let (report, out) = verify(std::slice::from_ref(&path));
-    assert!(report.is_ok(), "{out}");
+    log.assert_intact(4);
 }
 
 #[test]
 fn rotation_continues_the_chain_into_the_new_file() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let rotated = dir.path().join("audit.jsonl.1");
-    let mut w = open(&path, true);
-    write_records(&mut w, 3);
-    std::fs::rename(&path, &rotated).expect("rotate");
-    w.reopen().expect("reopen after rotation");
+    let log = Log::new();
+    let (path, rotated) = (log.path.clone(), log.file("audit.jsonl.1"));
+    let mut w = log.written(true, 3);
+    rotate(&mut w, &path, &rotated);
     assert!(path.exists(), "reopen creates the new file");
     write_records(&mut w, 2);
 
-    let (report, out) = verify(&[rotated.clone(), path.clone()]);
-    assert!(report.is_ok(), "{out}");
-    assert_eq!((report.records, report.files), (5, 2));
+    let report = assert_intact(&[rotated.clone(), path.clone()], 5);
+    assert_eq!(report.files, 2);
     assert_eq!(report.last_hash, w.last_hash());
 
     // On its own the new file does not start a chain.
-    assert_bad(
-        std::slice::from_ref(&path),
-        &path,
-        1,
-        "verified together with the files before it",
-    );
+    log.assert_bad(1, "verified together with the files before it");
     // In the wrong order the first file does not start a chain and the second restarts.
     assert_bad_n(
         &[path.clone(), rotated.clone()],
@@ -351,188 +433,102 @@ fn rotation_continues_the_chain_into_the_new_file() {
 
 #[test]
 fn reopen_of_an_untouched_path_keeps_one_file() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let mut w = open(&path, false);
-    write_records(&mut w, 2);
+    let log = Log::new();
+    let mut w = log.written(false, 2);
     w.reopen().expect("reopen");
     w.reopen().expect("reopen again");
     write_records(&mut w, 2);
-    let (report, out) = verify(std::slice::from_ref(&path));
-    assert!(report.is_ok(), "{out}");
-    assert_eq!(report.records, 4);
-}
-
-/// A file of six valid records to tamper with.
-fn six_records(dir: &Path) -> (PathBuf, Vec<Vec<u8>>) {
-    let path = dir.join("audit.jsonl");
-    let mut w = open(&path, false);
-    write_records(&mut w, 6);
-    let lines = lines(&path);
-    assert_eq!(lines.len(), 6);
-    (path, lines)
+    log.assert_intact(4);
 }
 
 #[test]
 fn edited_byte_that_keeps_valid_json_is_found_at_the_next_line() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, mut lines) = six_records(dir.path());
-    let text = String::from_utf8(lines[2].clone()).expect("utf-8");
-    lines[2] = text.replace("CHG-2", "CHG-3").into_bytes();
-    write_lines(&path, &lines);
-    let expected = format!("previous line ({}:3)", path.display());
-    assert_bad(std::slice::from_ref(&path), &path, 4, &expected);
+    let log = Log::tampered(|l| edit_text(&mut l[2], |t| t.replace("CHG-2", "CHG-3")));
+    log.assert_bad(4, &format!("previous line ({}:3)", log.path.display()));
 }
 
 #[test]
 fn edited_byte_that_breaks_the_record_is_found_at_that_line() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, mut lines) = six_records(dir.path());
-    lines[3][0] = b'[';
-    write_lines(&path, &lines);
-    assert_bad(std::slice::from_ref(&path), &path, 4, "not valid JSON");
+    Log::tampered(|l| l[3][0] = b'[').assert_bad(4, "not valid JSON");
 }
 
 #[test]
 fn edited_verdict_in_the_last_line_is_found_when_it_is_no_longer_a_record() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, mut lines) = six_records(dir.path());
-    let text = String::from_utf8(lines[5].clone()).expect("utf-8");
-    lines[5] = text.replace("\"applied\"", "\"applied \"").into_bytes();
-    write_lines(&path, &lines);
-    assert_bad(std::slice::from_ref(&path), &path, 6, "unknown variant");
+    let log = Log::tampered(|l| {
+        edit_text(&mut l[5], |t| t.replace("\"applied\"", "\"applied \""));
+    });
+    log.assert_bad(6, "unknown variant");
 }
 
 #[test]
 fn deleted_line_is_found() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, mut lines) = six_records(dir.path());
-    lines.remove(2);
-    write_lines(&path, &lines);
-    assert_bad(std::slice::from_ref(&path), &path, 3, "previous line");
+    Log::tampered(|l| drop(l.remove(2))).assert_bad(3, "previous line");
 }
 
 #[test]
 fn deleted_first_line_is_found() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, mut lines) = six_records(dir.path());
-    lines.remove(0);
-    write_lines(&path, &lines);
-    assert_bad(
-        std::slice::from_ref(&path),
-        &path,
-        1,
-        "not the start of a chain",
-    );
+    Log::tampered(|l| drop(l.remove(0))).assert_bad(1, "not the start of a chain");
 }
 
 #[test]
 fn inserted_copy_of_a_line_is_found() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, mut lines) = six_records(dir.path());
-    let copy = lines[1].clone();
-    lines.insert(2, copy);
-    write_lines(&path, &lines);
-    assert_bad(std::slice::from_ref(&path), &path, 3, "previous line");
+    Log::tampered(|l| l.insert(2, l[1].clone())).assert_bad(3, "previous line");
 }
 
 #[test]
 fn swapped_lines_are_found() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, mut lines) = six_records(dir.path());
-    lines.swap(2, 3);
-    write_lines(&path, &lines);
+    let log = Log::tampered(|l| l.swap(2, 3));
     // Lines 3 and 4 each follow the wrong line, and line 5 follows line 3 instead of 4.
-    assert_bad_n(std::slice::from_ref(&path), &path, 3, "reordered", 3);
+    assert_bad_n(log.paths(), &log.path, 3, "reordered", 3);
 }
 
 #[test]
 fn truncation_inside_the_last_line_is_found() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, _) = six_records(dir.path());
-    let len = std::fs::metadata(&path).expect("metadata").len();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open");
-    file.set_len(len - 20).expect("truncate");
-    assert_bad(std::slice::from_ref(&path), &path, 6, "torn last line");
+    let log = Log::six_records();
+    cut_tail(&log.path, 20);
+    log.assert_bad(6, "torn last line");
 }
 
 #[test]
 fn removed_final_newline_is_found() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, _) = six_records(dir.path());
-    let len = std::fs::metadata(&path).expect("metadata").len();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open");
-    file.set_len(len - 1).expect("truncate");
-    assert_bad(std::slice::from_ref(&path), &path, 6, "no trailing newline");
+    let log = Log::six_records();
+    cut_tail(&log.path, 1);
+    log.assert_bad(6, "no trailing newline");
 }
 
 #[test]
 fn appended_garbage_is_found() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, mut lines) = six_records(dir.path());
-    lines.push(b"garbage".to_vec());
-    write_lines(&path, &lines);
-    assert_bad(std::slice::from_ref(&path), &path, 7, "not valid JSON");
+    Log::tampered(|l| l.push(b"garbage".to_vec())).assert_bad(7, "not valid JSON");
 }
 
 #[test]
 fn appended_blank_line_is_found() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, mut lines) = six_records(dir.path());
-    lines.push(Vec::new());
-    write_lines(&path, &lines);
-    assert_bad(std::slice::from_ref(&path), &path, 7, "not valid JSON");
+    Log::tampered(|l| l.push(Vec::new())).assert_bad(7, "not valid JSON");
 }
 
 #[test]
 fn appended_forged_record_with_a_wrong_prev_is_found() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, mut lines) = six_records(dir.path());
-    let forged = String::from_utf8(lines[1].clone()).expect("utf-8");
-    lines.push(forged.into_bytes());
-    write_lines(&path, &lines);
-    assert_bad(std::slice::from_ref(&path), &path, 7, "previous line");
+    Log::tampered(|l| l.push(l[1].clone())).assert_bad(7, "previous line");
 }
 
 #[test]
 fn added_field_is_found() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, mut lines) = six_records(dir.path());
-    let text = String::from_utf8(lines[0].clone()).expect("utf-8");
-    lines[0] = text
-        .replacen("{", "{\"approved_by\":\"mallory\",", 1)
-        .into_bytes();
-    write_lines(&path, &lines);
-    assert_bad(
-        std::slice::from_ref(&path),
-        &path,
-        1,
-        "unknown field `approved_by`",
-    );
+    let log = Log::tampered(|l| {
+        edit_text(&mut l[0], |t| {
+            t.replacen("{", "{\"approved_by\":\"mallory\",", 1)
+        });
+    });
+    log.assert_bad(1, "unknown field `approved_by`");
 }
 
 #[test]
 fn restart_after_a_torn_write_keeps_every_byte_and_verify_reports_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, _) = six_records(dir.path());
-    let len = std::fs::metadata(&path).expect("metadata").len();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open");
-    file.set_len(len - 30)
-        .expect("simulate a crash in the middle of a write");
-    drop(file);
+    let log = Log::six_records();
+    cut_tail(&log.path, 30);
 
-    let mut w = open(&path, true);
+    let mut w = log.open(true);
     write_records(&mut w, 2);
-    let lines = lines(&path);
+    let lines = log.lines();
     assert_eq!(lines.len(), 8, "the torn line is kept and terminated");
     // The new lines chain onto the torn one, so the chain does not fork ...
     assert_eq!(
@@ -540,33 +536,43 @@ fn restart_after_a_torn_write_keeps_every_byte_and_verify_reports_it() {
         line_hash(&lines[5])
     );
     // ... and verify points at the damage, as a torn line, not as tampering.
-    assert_bad(std::slice::from_ref(&path), &path, 6, "torn line");
+    log.assert_bad(6, "torn line");
 }
 
 #[test]
 fn restart_after_a_garbage_last_line_chains_over_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, mut lines) = six_records(dir.path());
-    lines.push(b"not a record".to_vec());
-    write_lines(&path, &lines);
-    let mut w = open(&path, false);
+    let log = Log::tampered(|l| l.push(b"not a record".to_vec()));
+    let mut w = log.open(false);
     assert_eq!(w.last_hash(), line_hash(b"not a record"));
     write_records(&mut w, 1);
-    assert_bad(std::slice::from_ref(&path), &path, 7, "not valid JSON");
+    log.assert_bad(7, "not valid JSON");
+}
+
+/// The permission bits of the file at `path`.
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// An empty file at `path` with permission bits `mode`.
+#[cfg(unix)]
+fn empty_file_with_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, b"").expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
 #[cfg(unix)]
 #[test]
 fn new_file_is_created_with_mode_0640() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let _w = open(&path, true);
-    let mode = std::fs::metadata(&path)
-        .expect("metadata")
-        .permissions()
-        .mode()
-        & 0o777;
+    let log = Log::new();
+    let _w = log.open(true);
+    let mode = mode(&log.path);
     // The process umask can only take bits away.
     let umask = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -584,74 +590,62 @@ fn new_file_is_created_with_mode_0640() {
 #[cfg(unix)]
 #[test]
 fn existing_file_keeps_its_mode() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    std::fs::write(&path, b"").expect("write");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let mut w = open(&path, false);
-    write_records(&mut w, 1);
-    let mode = std::fs::metadata(&path)
-        .expect("metadata")
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o600);
+    let log = Log::new();
+    empty_file_with_mode(&log.path, 0o600);
+    log.written(false, 1);
+    assert_eq!(mode(&log.path), 0o600);
+}
+
+/// Asserts that `w` is not open for the OS error `errno` (number `code`): the readiness
+/// check says so, an append fails saying so, and so does another try to open. Returns
+/// what the readiness check and the append said.
+fn assert_not_open(w: &mut AuditWriter, code: i32, errno: &str) -> (String, String) {
+    assert!(!w.is_open());
+    let unready = w.check_writable().expect_err("unready").to_string();
+    assert_contains(&unready, errno);
+    let err = w.append_decision(&decision("x")).expect_err("not open");
+    let append = error_chain(&err);
+    assert_contains(&append, &format!("(os error {code}, {errno})"));
+    assert!(w.ensure_open().is_err(), "tried again, still {errno}");
+    (unready, append)
 }
 
 #[test]
 fn unopenable_path_leaves_the_writer_not_open_naming_the_path_and_os_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("missing-dir").join("audit.jsonl");
-    let mut w = AuditWriter::open(AuditPath::File(path.clone()), true, clock())
-        .expect("a bad path is not an error of open");
-    assert!(!w.is_open());
-    let err = w
-        .check_writable()
-        .expect_err("parent directory does not exist");
+    // A bad path is not an error of open.
+    let mut w = open(&path, true);
+    let (unready, append) = assert_not_open(&mut w, 2, "ENOENT");
+    assert_contains(&unready, &path.display().to_string());
     assert!(
-        err.to_string().contains(&path.display().to_string()),
-        "{err}"
+        append.starts_with(&format!("failed to open audit log {}", path.display())),
+        "{append}"
     );
-    assert!(err.to_string().contains("ENOENT"), "{err}");
-    let err = w.append_decision(&decision("x")).expect_err("not open");
-    let text = error_chain(&err);
-    assert!(
-        text.starts_with(&format!("failed to open audit log {}", path.display())),
-        "{text}"
-    );
-    assert!(text.contains("(os error 2, ENOENT)"), "{text}");
 
     // A directory is not a file either.
-    let w = AuditWriter::open(AuditPath::File(dir.path().to_owned()), false, clock())
-        .expect("not an error of open");
-    let err = w.check_writable().expect_err("a directory");
-    assert!(
-        err.to_string().contains(&dir.path().display().to_string()),
-        "{err}"
-    );
-    assert!(err.to_string().contains("EISDIR"), "{err}");
+    let w = open(dir.path(), false);
+    let err = w.check_writable().expect_err("a directory").to_string();
+    assert_contains(&err, &dir.path().display().to_string());
+    assert_contains(&err, "EISDIR");
 }
 
 #[cfg(unix)]
 #[test]
 fn read_only_file_is_an_error_naming_the_path() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    std::fs::write(&path, b"").expect("write");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).expect("chmod");
-    if std::fs::OpenOptions::new().append(true).open(&path).is_ok() {
+    let log = Log::new();
+    empty_file_with_mode(&log.path, 0o400);
+    if std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log.path)
+        .is_ok()
+    {
         return; // running as root: permissions do not apply
     }
-    let w = AuditWriter::open(AuditPath::File(path.clone()), false, clock())
-        .expect("not an error of open");
-    let err = w.check_writable().expect_err("read-only file");
-    assert!(
-        err.to_string().contains(&path.display().to_string()),
-        "{err}"
-    );
-    assert!(err.to_string().contains("EACCES"), "{err}");
+    let w = log.open(false);
+    let err = w.check_writable().expect_err("read-only file").to_string();
+    assert_contains(&err, &log.path.display().to_string());
+    assert_contains(&err, "EACCES");
 }
 
 #[test]
@@ -662,21 +656,16 @@ fn full_disk_fails_the_append_and_the_readiness_check() {
     }
     let mut w = open(&path, true);
     let err = w.append_decision(&decision("x")).expect_err("ENOSPC");
-    assert!(err.to_string().contains("/dev/full"), "{err}");
-    assert!(
-        error_chain(&err).contains("ENOSPC"),
-        "{}",
-        error_chain(&err)
-    );
+    assert_contains(&err.to_string(), "/dev/full");
+    assert_contains(&error_chain(&err), "ENOSPC");
     let unready = w.check_writable().expect_err("unready");
-    assert!(unready.to_string().contains("ENOSPC"), "{unready}");
+    assert_contains(&unready.to_string(), "ENOSPC");
 }
 
 #[test]
 fn fsync_batches_are_durable_and_verify() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let mut w = open(&path, true);
+    let log = Log::new();
+    let mut w = log.open(true);
     w.check_writable().expect("writable");
     for batch in 0..3 {
         for i in 0..4 {
@@ -685,32 +674,25 @@ fn fsync_batches_are_durable_and_verify() {
         }
         w.sync().expect("fsync");
         // Every appended line is in the file before the sync returns.
-        assert_eq!(lines(&path).len(), (batch + 1) * 4);
+        assert_eq!(log.lines().len(), (batch + 1) * 4);
     }
     w.sync().expect("sync with nothing new");
-    let (report, out) = verify(std::slice::from_ref(&path));
-    assert!(report.is_ok(), "{out}");
-    assert_eq!(report.records, 12);
+    log.assert_intact(12);
 }
 
 #[test]
 fn verify_of_a_missing_file_is_an_error_naming_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("nope.jsonl");
-    let err = verify_files(std::slice::from_ref(&path), &mut Vec::new()).expect_err("missing");
-    assert!(
-        err.to_string().contains(&path.display().to_string()),
-        "{err}"
-    );
+    let log = Log::new();
+    let err = verify_files(log.paths(), &mut Vec::new()).expect_err("missing");
+    assert_contains(&err.to_string(), &log.path.display().to_string());
 }
 
 #[test]
 fn timestamps_come_from_the_injected_clock() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let mut w = open(&path, false);
-    write_records(&mut w, 3);
-    let ts: Vec<String> = lines(&path)
+    let log = Log::new();
+    log.written(false, 3);
+    let ts: Vec<String> = log
+        .lines()
         .iter()
         .map(|l| parse_line(l).expect("valid").ts)
         .collect();
@@ -793,32 +775,32 @@ fn a_file_locked_by_another_process_is_refused_without_being_touched() {
     if !have("flock") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let mut w = open(&path, false);
-    write_records(&mut w, 2);
-    drop(w);
+    let log = Log::new();
+    drop(log.written(false, 2));
     // A torn last line: a writer that went ahead would terminate it.
-    let mut data = std::fs::read(&path).expect("read");
-    data.truncate(data.len() - 10);
-    std::fs::write(&path, &data).expect("write");
+    cut_tail(&log.path, 10);
+    let data = std::fs::read(&log.path).expect("read");
 
-    let holder = LockHolder::spawn(&path);
-    let err = AuditWriter::open(AuditPath::File(path.clone()), true, clock())
+    let holder = LockHolder::spawn(&log.path);
+    let err = AuditWriter::open(AuditPath::File(log.path.clone()), true, clock())
         .expect_err("another process writes the file");
     assert!(
         matches!(err, vpcep_approver::audit::AuditError::Locked { .. }),
         "{err:?}"
     );
     let text = err.to_string();
-    assert!(text.contains(&path.display().to_string()), "{text}");
-    assert!(text.contains("locked by another process"), "{text}");
-    assert_eq!(std::fs::read(&path).expect("read"), data, "nothing touched");
+    assert_contains(&text, &log.path.display().to_string());
+    assert_contains(&text, "locked by another process");
+    assert_eq!(
+        std::fs::read(&log.path).expect("read"),
+        data,
+        "nothing touched"
+    );
 
     drop(holder);
-    let w = open(&path, false);
+    let w = log.open(false);
     assert_eq!(w.records(), 2);
-    assert!(std::fs::read(&path).expect("read").ends_with(b"\n"));
+    assert!(std::fs::read(&log.path).expect("read").ends_with(b"\n"));
 }
 
 #[test]
@@ -826,14 +808,11 @@ fn the_lock_is_held_while_open_and_follows_the_file_across_a_rotation() {
     if !have("flock") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let rotated = dir.path().join("audit.jsonl.1");
-    let mut w = open(&path, false);
-    write_records(&mut w, 1);
+    let log = Log::new();
+    let (path, rotated) = (log.path.clone(), log.file("audit.jsonl.1"));
+    let mut w = log.written(false, 1);
     assert!(locked_for_others(&path), "held while open");
-    std::fs::rename(&path, &rotated).expect("rotate");
-    w.reopen().expect("reopen");
+    rotate(&mut w, &path, &rotated);
     assert!(locked_for_others(&path), "the new file is locked");
     assert!(!locked_for_others(&rotated), "the old one released");
     drop(w);
@@ -842,18 +821,16 @@ fn the_lock_is_held_while_open_and_follows_the_file_across_a_rotation() {
 
 #[test]
 fn run_once_beside_a_writer_exits_1_naming_the_locked_path_before_deciding() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let mut w = open(&path, true);
-    write_records(&mut w, 2);
-    let before = std::fs::read(&path).expect("read");
+    let log = Log::new();
+    let w = log.written(true, 2);
+    let before = std::fs::read(&log.path).expect("read");
     let cfg = crate::cli::write_config(
-        dir.path(),
+        log.dir.path(),
         &crate::cli::repo("policies"),
         &format!(
             "vpcep_endpoint = \"http://127.0.0.1:9\"\niam_endpoint = \"http://127.0.0.1:9\"\n\
              [audit]\npath = {:?}\n",
-            path.display().to_string()
+            log.path.display().to_string()
         ),
     );
     let o = crate::cli::run(
@@ -862,10 +839,10 @@ fn run_once_beside_a_writer_exits_1_naming_the_locked_path_before_deciding() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains(&path.display().to_string()), "{err}");
-    assert!(err.contains("locked by another process"), "{err}");
+    assert_contains(&err, &log.path.display().to_string());
+    assert_contains(&err, "locked by another process");
     assert_eq!(
-        std::fs::read(&path).expect("read"),
+        std::fs::read(&log.path).expect("read"),
         before,
         "not one line added"
     );
@@ -877,39 +854,33 @@ fn run_once_beside_a_writer_exits_1_naming_the_locked_path_before_deciding() {
 
 #[test]
 fn a_deleted_file_is_noticed_and_recreated_before_the_next_batch() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let saved = dir.path().join("saved.jsonl");
-    let mut w = open(&path, true);
-    write_records(&mut w, 3);
+    let log = Log::new();
+    let (path, saved) = (log.path.clone(), log.file("saved.jsonl"));
+    let mut w = log.written(true, 3);
     w.ensure_open().expect("nothing changed");
     std::fs::copy(&path, &saved).expect("save what will be deleted");
     std::fs::remove_file(&path).expect("rm");
 
     let err = w.check_writable().expect_err("the path names no file");
-    assert!(err.to_string().contains("ENOENT"), "{err}");
+    assert_contains(&err.to_string(), "ENOENT");
     w.ensure_open().expect("recreated");
     assert!(path.exists());
     write_records(&mut w, 2);
     w.check_writable().expect("writable again");
-    assert_eq!(lines(&path).len(), 2, "the new records are in the new file");
+    assert_eq!(log.lines().len(), 2, "the new records are in the new file");
     assert_eq!(w.records(), 5, "the count goes on");
-    let (report, out) = verify(&[saved, path]);
-    assert!(report.is_ok(), "{out}");
-    assert_eq!(report.records, 5);
+    assert_intact(&[saved, path], 5);
 }
 
 #[test]
 fn a_replaced_file_is_noticed_and_written_from_then_on() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let other = dir.path().join("other.jsonl");
-    let mut w = open(&path, true);
-    write_records(&mut w, 3);
+    let log = Log::new();
+    let other = log.file("other.jsonl");
+    let mut w = log.written(true, 3);
     let mut o = open(&other, false);
     write_records(&mut o, 2);
     drop(o);
-    std::fs::rename(&other, &path).expect("replace");
+    std::fs::rename(&other, &log.path).expect("replace");
 
     assert!(
         w.check_writable().is_err(),
@@ -918,41 +889,25 @@ fn a_replaced_file_is_noticed_and_written_from_then_on() {
     w.ensure_open().expect("follows the path");
     write_records(&mut w, 1);
     assert_eq!(
-        lines(&path).len(),
+        log.lines().len(),
         3,
         "the record went to the file at the path"
     );
     assert_eq!(w.records(), 3, "counted as the file at the path counts");
-    let (report, out) = verify(std::slice::from_ref(&path));
-    assert!(report.is_ok(), "{out}");
+    log.assert_intact(3);
 }
 
 #[test]
 fn a_directory_in_place_of_the_rotated_file_leaves_the_writer_not_open_until_it_goes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let rotated = dir.path().join("audit.jsonl.1");
-    let mut w = open(&path, true);
-    write_records(&mut w, 3);
+    let log = Log::new();
+    let (path, rotated) = (log.path.clone(), log.file("audit.jsonl.1"));
+    let mut w = log.written(true, 3);
     // logrotate gone wrong: `mv audit.jsonl audit.jsonl.1; mkdir audit.jsonl; kill -HUP`.
     std::fs::rename(&path, &rotated).expect("mv");
     std::fs::create_dir(&path).expect("mkdir");
     let err = w.reopen().expect_err("a directory at the path");
-    assert!(
-        error_chain(&err).contains("EISDIR"),
-        "{}",
-        error_chain(&err)
-    );
-    assert!(!w.is_open());
-    let unready = w.check_writable().expect_err("unready");
-    assert!(unready.to_string().contains("EISDIR"), "{unready}");
-    let err = w.append_decision(&decision("x")).expect_err("not open");
-    assert!(
-        error_chain(&err).contains("(os error 21, EISDIR)"),
-        "{}",
-        error_chain(&err)
-    );
-    assert!(w.ensure_open().is_err(), "tried again, still a directory");
+    assert_contains(&error_chain(&err), "EISDIR");
+    assert_not_open(&mut w, 21, "EISDIR");
     assert_eq!(
         lines(&rotated).len(),
         3,
@@ -965,9 +920,7 @@ fn a_directory_in_place_of_the_rotated_file_leaves_the_writer_not_open_until_it_
     write_records(&mut w, 2);
     w.check_writable().expect("writable");
     assert_eq!(w.records(), 5);
-    let (report, out) = verify(&[rotated, path]);
-    assert!(report.is_ok(), "{out}");
-    assert_eq!(report.records, 5);
+    assert_intact(&[rotated, path], 5);
 }
 
 #[test]
@@ -981,8 +934,7 @@ fn a_path_that_cannot_be_opened_at_start_is_retried_by_ensure_open() {
     std::fs::create_dir(&sub).expect("mkdir");
     w.ensure_open().expect("opens now");
     write_records(&mut w, 2);
-    let (report, out) = verify(std::slice::from_ref(&path));
-    assert!(report.is_ok(), "{out}");
+    assert_intact(std::slice::from_ref(&path), 2);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1015,6 +967,18 @@ fn run_child(wrapper: &[&str], name: &str, dir: &Path) -> std::process::Output {
         .expect("child runs")
 }
 
+/// Asserts that the child behind `o` passed and ran its test, and passes on what it said.
+fn assert_child_ok(o: &std::process::Output) {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}{err}");
+    let ok = out
+        .find("child ok")
+        .map(|at| out[at..].lines().next().unwrap_or_default());
+    assert!(ok.is_some(), "the child ran the test: {out}{err}");
+    eprintln!("{}", ok.unwrap_or_default());
+}
+
 #[test]
 fn a_full_disk_rolls_back_the_partial_line_and_recovers_when_space_returns() {
     if !have("unshare") {
@@ -1028,18 +992,12 @@ fn a_full_disk_rolls_back_the_partial_line_and_recovers_when_space_returns() {
         "child_full_tmpfs",
         dir.path(),
     );
-    let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
     if err.contains("mount:") || err.contains("unshare:") {
         eprintln!("skipped: cannot mount a tmpfs here: {err}");
         return;
     }
-    assert!(o.status.success(), "{out}{err}");
-    let ok = out
-        .find("child ok")
-        .map(|at| out[at..].lines().next().unwrap_or_default());
-    assert!(ok.is_some(), "the child ran the test: {out}{err}");
-    eprintln!("{}", ok.unwrap_or_default());
+    assert_child_ok(&o);
 }
 
 #[test]
@@ -1060,10 +1018,10 @@ fn child_full_tmpfs() {
         assert!(written < 10_000, "a 64 KiB tmpfs must fill up");
     };
     let text = error_chain(&err);
-    assert!(text.contains(&path.display().to_string()), "{text}");
-    assert!(text.contains("(os error 28, ENOSPC)"), "{text}");
+    assert_contains(&text, &path.display().to_string());
+    assert_contains(&text, "(os error 28, ENOSPC)");
     let unready = w.check_writable().expect_err("unready");
-    assert!(unready.to_string().contains("ENOSPC"), "{unready}");
+    assert_contains(&unready.to_string(), "ENOSPC");
     // No half line: the failed write was rolled back.
     let data = std::fs::read(&path).expect("read");
     assert_eq!(data.last(), Some(&b'\n'));
@@ -1076,9 +1034,7 @@ fn child_full_tmpfs() {
         .expect("space again");
     w.sync().expect("fsync");
     w.check_writable().expect("writable again");
-    let (report, out) = verify(std::slice::from_ref(&path));
-    assert!(report.is_ok(), "{out}");
-    assert_eq!(report.records, written + 1);
+    assert_intact(std::slice::from_ref(&path), written + 1);
     println!("child ok: {written} records before ENOSPC");
 }
 
@@ -1093,14 +1049,7 @@ fn no_free_file_descriptors_is_reported_as_emfile_and_recovers() {
         "child_no_descriptors",
         dir.path(),
     );
-    let out = String::from_utf8_lossy(&o.stdout);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{out}{err}");
-    let ok = out
-        .find("child ok")
-        .map(|at| out[at..].lines().next().unwrap_or_default());
-    assert!(ok.is_some(), "the child ran the test: {out}{err}");
-    eprintln!("{}", ok.unwrap_or_default());
+    assert_child_ok(&o);
 }
 
 #[test]
@@ -1120,23 +1069,13 @@ fn child_no_descriptors() {
         }
         assert!(fillers.len() < 100_000, "the limit is low");
     }
-    let mut w = AuditWriter::open(AuditPath::File(path.clone()), true, clock())
-        .expect("no descriptor is not an error of open");
-    assert!(!w.is_open());
-    let unready = w.check_writable().expect_err("unready");
-    assert!(unready.to_string().contains("EMFILE"), "{unready}");
-    let err = w.append_decision(&decision("x")).expect_err("not open");
-    assert!(
-        error_chain(&err).contains("(os error 24, EMFILE)"),
-        "{}",
-        error_chain(&err)
-    );
-    assert!(w.ensure_open().is_err());
+    // No descriptor is not an error of open.
+    let mut w = open(&path, true);
+    assert_not_open(&mut w, 24, "EMFILE");
     fillers.clear();
     w.ensure_open().expect("descriptors again");
     write_records(&mut w, 2);
-    let (report, out) = verify(std::slice::from_ref(&path));
-    assert!(report.is_ok(), "{out}");
+    assert_intact(std::slice::from_ref(&path), 2);
     println!("child ok");
 }
 
@@ -1145,35 +1084,24 @@ fn child_no_descriptors() {
 
 #[test]
 fn every_break_is_reported_in_one_run_once_each() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let mut w = open(&path, false);
-    write_records(&mut w, 12);
-    let mut l = lines(&path);
+    let log = Log::new();
+    log.written(false, 12);
+    let mut l = log.lines();
     // Line 3 no longer JSON.
     l[2][0] = b'[';
     // Line 5 edited but still a record: the break shows at line 6.
-    let text = String::from_utf8(l[4].clone()).expect("utf-8");
-    l[4] = text.replace("CHG-4", "CHG-5").into_bytes();
+    edit_text(&mut l[4], |t| t.replace("CHG-4", "CHG-5"));
     // Line 9 deleted: the line after it (now line 9) does not follow line 8.
     l.remove(8);
-    // A torn last line.
-    let mut torn = l[10].clone();
-    torn.truncate(40);
-    l[10] = torn;
-    let mut data = Vec::new();
-    for (i, line) in l.iter().enumerate() {
-        data.extend_from_slice(line);
-        if i + 1 < l.len() {
-            data.push(b'\n');
-        }
-    }
-    std::fs::write(&path, data).expect("write");
+    write_lines(&log.path, &l);
+    // A torn last line (line 11, without its newline).
+    let last = l[10].len() as u64;
+    cut_tail(&log.path, last + 1 - 40);
 
-    let (report, out) = verify(std::slice::from_ref(&path));
+    let (report, out) = log.verify();
     assert_problems(
         &out,
-        &path.display().to_string(),
+        &log.path.display().to_string(),
         &[
             (3, "not valid JSON"),
             (6, "prev does not match"),
@@ -1188,35 +1116,20 @@ fn every_break_is_reported_in_one_run_once_each() {
 
 #[test]
 fn a_terminated_torn_line_is_reported_as_torn_and_the_chain_goes_on_from_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, _) = six_records(dir.path());
-    let len = std::fs::metadata(&path).expect("metadata").len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .and_then(|f| f.set_len(len - 100))
-        .expect("crash in the middle of a write");
-    assert_bad(std::slice::from_ref(&path), &path, 6, "torn last line");
-    let mut w = open(&path, true);
-    write_records(&mut w, 3);
+    let log = Log::six_records();
+    cut_tail(&log.path, 100);
+    log.assert_bad(6, "torn last line");
+    log.written(true, 3);
     // One report, and it says torn, not tampered.
-    assert_bad(
-        std::slice::from_ref(&path),
-        &path,
-        6,
-        "torn line: the start of a record",
-    );
+    log.assert_bad(6, "torn line: the start of a record");
 }
 
 #[test]
 fn a_chain_restart_in_the_middle_is_reported_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let first = dir.path().join("a.jsonl");
-    let second = dir.path().join("b.jsonl");
-    let mut w = open(&first, false);
-    write_records(&mut w, 3);
-    let mut w = open(&second, false);
-    write_records(&mut w, 3);
+    let log = Log::new();
+    let (first, second) = (log.file("a.jsonl"), log.file("b.jsonl"));
+    write_records(&mut open(&first, false), 3);
+    write_records(&mut open(&second, false), 3);
     let mut both = lines(&first);
     both.extend(lines(&second));
     write_lines(&first, &both);
@@ -1228,74 +1141,59 @@ fn a_chain_restart_in_the_middle_is_reported_once() {
     );
 }
 
+/// Verify options with `--from` only.
+fn from(hash: &str) -> VerifyOptions {
+    VerifyOptions {
+        from: Some(hash.to_owned()),
+        key: None,
+    }
+}
+
 #[test]
 fn a_rotated_file_verifies_alone_with_from() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let rotated = dir.path().join("audit.jsonl.1");
-    let mut w = open(&path, true);
-    write_records(&mut w, 3);
+    let log = Log::new();
+    let (path, rotated) = (log.path.clone(), log.file("audit.jsonl.1"));
+    let mut w = log.written(true, 3);
     let handover = w.last_hash().to_owned();
-    std::fs::rename(&path, &rotated).expect("rotate");
-    w.reopen().expect("reopen");
+    rotate(&mut w, &path, &rotated);
     write_records(&mut w, 2);
     // logrotate deleted the older file: the new one verifies on its own with --from.
     std::fs::remove_file(&rotated).expect("rm");
-    let mut out = Vec::new();
-    let opts = VerifyOptions {
-        from: Some(handover.clone()),
-        key: None,
-    };
-    let report = verify_files_with(std::slice::from_ref(&path), &opts, &mut out).expect("verify");
-    let out = String::from_utf8(out).expect("utf-8");
+    let (report, out) = verify_with(log.paths(), &from(&handover));
     assert!(report.is_ok(), "{out}");
     assert!(
         out.starts_with("ok: 2 records in 1 files, chain intact"),
         "{out}"
     );
     // A --from that does not match is a problem, and so is a missing one.
-    let opts = VerifyOptions {
-        from: Some("ab".repeat(32)),
-        key: None,
-    };
-    let mut out = Vec::new();
-    let report = verify_files_with(std::slice::from_ref(&path), &opts, &mut out).expect("verify");
-    assert_eq!(report.problems, 1, "{}", String::from_utf8_lossy(&out));
-    assert!(String::from_utf8_lossy(&out).contains(":1: prev is not the --from hash"));
-    assert_bad(std::slice::from_ref(&path), &path, 1, "--from");
+    let (report, out) = verify_with(log.paths(), &from(&"ab".repeat(32)));
+    assert_eq!(report.problems, 1, "{out}");
+    assert_contains(&out, ":1: prev is not the --from hash");
+    log.assert_bad(1, "--from");
 }
 
 #[test]
 fn a_line_over_the_limit_is_reported_and_checking_goes_on() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, mut l) = six_records(dir.path());
+    let log = Log::six_records();
+    let mut l = log.lines();
     let long = vec![b'x'; vpcep_approver::audit::MAX_LINE_BYTES + 10];
     // The line after it chains from it; the one after that is fine too.
-    let next = String::from_utf8(l[3].clone()).expect("utf-8");
-    let at = next.len() - 66;
-    let next = format!("{}{}\"}}", &next[..at], line_hash(&long));
-    let after = String::from_utf8(l[4].clone()).expect("utf-8");
-    let after = format!(
-        "{}{}\"}}",
-        &after[..after.len() - 66],
-        line_hash(next.as_bytes())
-    );
+    let (mut next, mut after) = (l[3].clone(), l[4].clone());
+    edit_text(&mut next, |t| with_prev(t, &line_hash(&long)));
+    edit_text(&mut after, |t| with_prev(t, &line_hash(&next)));
     l.truncate(3);
-    l.push(long);
-    l.push(next.into_bytes());
-    l.push(after.into_bytes());
-    write_lines(&path, &l);
-    assert_bad(std::slice::from_ref(&path), &path, 4, "longer than the");
+    l.extend([long, next, after]);
+    write_lines(&log.path, &l);
+    log.assert_bad(4, "longer than the");
 }
 
 #[test]
 fn cli_verify_reports_every_problem_and_exits_1() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, mut l) = six_records(dir.path());
-    l[1] = b"garbage".to_vec();
-    l.remove(4);
-    write_lines(&path, &l);
-    let p = path.to_str().expect("utf-8");
+    let log = Log::tampered(|l| {
+        l[1] = b"garbage".to_vec();
+        l.remove(4);
+    });
+    let p = log.path.to_str().expect("utf-8");
     let o = crate::cli::run(&["audit", "verify", p], &[]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
@@ -1376,32 +1274,51 @@ fn verify_with_key(paths: &[PathBuf], public: &Path) -> (VerifyReport, String) {
         from: None,
         key: Some(VerifyingKey::from_file(public).expect("public key")),
     };
-    let mut out = Vec::new();
-    let report = verify_files_with(paths, &opts, &mut out).expect("verify");
-    (report, String::from_utf8(out).expect("utf-8"))
+    verify_with(paths, &opts)
 }
 
-/// Records and checkpoints: 10 records, a checkpoint, 10 records, a checkpoint, 3 records.
-fn signed_log(dir: &Path, key: &SigningKey) -> PathBuf {
-    let path = dir.join("audit.jsonl");
-    let mut w = open(&path, true);
-    write_records(&mut w, 10);
-    w.append_checkpoint(key).expect("checkpoint");
-    write_records(&mut w, 10);
-    w.append_checkpoint(key).expect("checkpoint");
-    write_records(&mut w, 3);
-    assert_eq!(w.records(), 25);
-    path
+/// A log signed with a key pair made by openssl: 10 records, a checkpoint, 10 records, a
+/// checkpoint, 3 records.
+struct Signed {
+    log: Log,
+    key: SigningKey,
+    public: PathBuf,
+}
+
+impl Signed {
+    /// `None` (with a note) when openssl is not installed.
+    fn new() -> Option<Signed> {
+        let log = Log::new();
+        let (private, public) = openssl_keys(log.dir.path(), "k")?;
+        let key = SigningKey::from_file(&private).expect("openssl's key loads");
+        let mut w = log.written(true, 10);
+        w.append_checkpoint(&key).expect("checkpoint");
+        write_records(&mut w, 10);
+        w.append_checkpoint(&key).expect("checkpoint");
+        write_records(&mut w, 3);
+        assert_eq!(w.records(), 25);
+        Some(Signed { log, key, public })
+    }
+
+    /// A writer that goes on with the log.
+    fn reopened(&self) -> AuditWriter {
+        let w = self.log.open(true);
+        assert_eq!(w.records(), 25);
+        w
+    }
+
+    /// Verifies the log alone with the public key.
+    fn verify(&self) -> (VerifyReport, String) {
+        verify_with_key(self.log.paths(), &self.public)
+    }
 }
 
 #[test]
 fn checkpoint_signatures_verify_with_openssl() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let Some((private, public)) = openssl_keys(dir.path(), "k") else {
+    let Some(Signed { log, key, public }) = Signed::new() else {
         return;
     };
-    let key = SigningKey::from_file(&private).expect("openssl's key loads");
-    let path = signed_log(dir.path(), &key);
+    let dir = log.dir.path();
 
     // key_id: the first 16 hex of SHA-256 over the raw public key, from openssl's DER.
     let der = std::process::Command::new("openssl")
@@ -1415,7 +1332,7 @@ fn checkpoint_signatures_verify_with_openssl() {
     assert_eq!(key.key_id(), &line_hash(raw)[..16]);
 
     let mut checked = 0;
-    for line in lines(&path) {
+    for line in log.lines() {
         let parsed = parse_line(&line).expect("valid");
         let AuditRecord::Checkpoint(cp) = parsed.record else {
             continue;
@@ -1423,16 +1340,16 @@ fn checkpoint_signatures_verify_with_openssl() {
         assert_eq!(cp.key_id, key.key_id());
         assert_eq!(cp.head, parsed.prev);
         let v: serde_json::Value = serde_json::from_slice(&line).expect("json");
-        assert!(openssl_verifies(&v, &public, dir.path()));
+        assert!(openssl_verifies(&v, &public, dir));
         // The check means something: another count does not verify.
         let mut other = v.clone();
         other["records"] = serde_json::json!(999);
-        assert!(!openssl_verifies(&other, &public, dir.path()));
+        assert!(!openssl_verifies(&other, &public, dir));
         checked += 1;
     }
     assert_eq!(checked, 2);
 
-    let (report, out) = verify_with_key(std::slice::from_ref(&path), &public);
+    let (report, out) = verify_with_key(log.paths(), &public);
     assert!(report.is_ok(), "{out}");
     assert_eq!((report.signed, report.unsigned_tail), (2, Some(3)));
     let last = out.lines().last().expect("summary");
@@ -1440,41 +1357,38 @@ fn checkpoint_signatures_verify_with_openssl() {
         last.starts_with("ok: 25 records in 1 files, chain intact"),
         "{out}"
     );
-    assert!(
-        out.contains(":22: unsigned tail: the 3 records after this checkpoint"),
-        "{out}"
+    assert_contains(
+        &out,
+        ":22: unsigned tail: the 3 records after this checkpoint",
     );
 }
 
 #[test]
 fn a_rewritten_chain_passes_plain_verify_but_not_verify_with_the_key() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let Some((private, public)) = openssl_keys(dir.path(), "k") else {
+    let Some(signed) = Signed::new() else {
         return;
     };
-    let key = SigningKey::from_file(&private).expect("key");
-    let path = signed_log(dir.path(), &key);
+    let log = &signed.log;
     // An attacker with write access changes a verdict and recomputes every hash.
-    let mut l = lines(&path);
-    let text = String::from_utf8(l[4].clone()).expect("utf-8");
-    l[4] = text
-        .replace("CHG-4", "CHG-4 approved by mallory")
-        .into_bytes();
+    let mut l = log.lines();
+    edit_text(&mut l[4], |t| {
+        t.replace("CHG-4", "CHG-4 approved by mallory")
+    });
     rechain(&mut l);
-    write_lines(&path, &l);
+    write_lines(&log.path, &l);
 
-    let (report, out) = verify(std::slice::from_ref(&path));
+    let (report, out) = log.verify();
     assert!(report.is_ok(), "plain verify cannot tell: {out}");
-    let (report, out) = verify_with_key(std::slice::from_ref(&path), &public);
+    let (report, out) = signed.verify();
     assert!(!report.is_ok(), "{out}");
-    let p = path.display();
-    assert!(
-        out.contains(&format!("{p}:11: checkpoint signature does not verify")),
-        "{out}"
+    let p = log.path.display();
+    assert_contains(
+        &out,
+        &format!("{p}:11: checkpoint signature does not verify"),
     );
-    assert!(
-        out.contains(&format!("{p}:22: checkpoint signature does not verify")),
-        "{out}"
+    assert_contains(
+        &out,
+        &format!("{p}:22: checkpoint signature does not verify"),
     );
     assert_eq!(
         out.lines().last(),
@@ -1488,84 +1402,78 @@ fn a_rewritten_chain_passes_plain_verify_but_not_verify_with_the_key() {
             "audit",
             "verify",
             "--key",
-            public.to_str().expect("utf-8"),
-            path.to_str().expect("utf-8"),
+            signed.public.to_str().expect("utf-8"),
+            log.path.to_str().expect("utf-8"),
         ],
         &[],
     );
     assert_eq!(o.status.code(), Some(1));
 }
 
+/// A record line's text with its `prev`, the last field, set to `prev`.
+fn with_prev(text: &str, prev: &str) -> String {
+    format!("{}{prev}\"}}", &text[..text.len() - 66])
+}
+
 /// Recomputes every `prev` (and a checkpoint's `head`) as someone rewriting the file would.
 fn rechain(lines: &mut [Vec<u8>]) {
     let mut prev = GENESIS_HASH.to_owned();
     for line in lines.iter_mut() {
-        let text = String::from_utf8(line.clone()).expect("utf-8");
-        let mut text = format!("{}{prev}\"}}", &text[..text.len() - 66]);
-        if let Some(at) = text.find("\"head\":\"") {
-            let at = at + 8;
-            text.replace_range(at..at + 64, &prev);
-        }
-        prev = line_hash(text.as_bytes());
-        *line = text.into_bytes();
+        edit_text(line, |t| {
+            let mut text = with_prev(t, &prev);
+            if let Some(at) = text.find("\"head\":\"") {
+                let at = at + 8;
+                text.replace_range(at..at + 64, &prev);
+            }
+            text
+        });
+        prev = line_hash(line);
     }
 }
 
 #[test]
 fn removed_records_before_a_checkpoint_are_counted_against_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let Some((private, public)) = openssl_keys(dir.path(), "k") else {
+    let Some(signed) = Signed::new() else {
         return;
     };
-    let key = SigningKey::from_file(&private).expect("key");
-    let path = signed_log(dir.path(), &key);
-    let mut l = lines(&path);
+    let log = &signed.log;
+    let mut l = log.lines();
     l.drain(14..19);
-    write_lines(&path, &l);
-    let (report, out) = verify_with_key(std::slice::from_ref(&path), &public);
-    let p = path.display();
-    assert!(
-        out.contains(&format!("{p}:15: prev does not match")),
-        "{out}"
-    );
-    assert!(
-        out.contains(&format!(
+    write_lines(&log.path, &l);
+    let (report, out) = signed.verify();
+    let p = log.path.display();
+    assert_contains(&out, &format!("{p}:15: prev does not match"));
+    assert_contains(
+        &out,
+        &format!(
             "{p}:17: checkpoint counts 21 records before it, but the chain as verified has 16 \
              (5 missing: records were removed)"
-        )),
-        "{out}"
+        ),
     );
     assert_eq!(report.problems, 2, "{out}");
     // Rewritten to hide the gap, the count still gives it away, and so does the signature.
     rechain(&mut l);
-    write_lines(&path, &l);
-    let (report, out) = verify(std::slice::from_ref(&path));
+    write_lines(&log.path, &l);
+    let (report, out) = log.verify();
     assert_eq!(report.problems, 1, "{out}");
-    assert!(out.contains("5 missing"), "{out}");
-    let (report, out) = verify_with_key(std::slice::from_ref(&path), &public);
+    assert_contains(&out, "5 missing");
+    let (report, out) = signed.verify();
     assert_eq!(report.problems, 2, "{out}");
-    assert!(
-        out.contains(":17: checkpoint signature does not verify"),
-        "{out}"
-    );
+    assert_contains(&out, ":17: checkpoint signature does not verify");
 }
 
 #[test]
 fn a_rotated_signed_file_verifies_alone_with_from_and_the_key() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let Some((private, public)) = openssl_keys(dir.path(), "k") else {
+    let Some(signed) = Signed::new() else {
         return;
     };
-    let key = SigningKey::from_file(&private).expect("key");
-    let path = signed_log(dir.path(), &key);
-    let rotated = dir.path().join("audit.jsonl.1");
-    let mut w = open(&path, true);
-    assert_eq!(w.records(), 25);
-    std::fs::rename(&path, &rotated).expect("rotate");
-    w.reopen().expect("reopen");
+    let (key, path) = (&signed.key, signed.log.path.clone());
+    let rotated = signed.log.file("audit.jsonl.1");
+    let mut w = signed.reopened();
+    rotate(&mut w, &path, &rotated);
     let from = w.last_hash().to_owned();
     write_records(&mut w, 4);
-    w.append_checkpoint(&key).expect("checkpoint");
+    w.append_checkpoint(key).expect("checkpoint");
     write_records(&mut w, 1);
     assert_eq!(w.records(), 31, "the count goes on across the rotation");
     drop(w);
@@ -1576,63 +1484,51 @@ fn a_rotated_signed_file_verifies_alone_with_from_and_the_key() {
     // rest and its signature covers it.
     let opts = VerifyOptions {
         from: Some(from),
-        key: Some(VerifyingKey::from_file(&public).expect("public key")),
+        key: Some(VerifyingKey::from_file(&signed.public).expect("public key")),
     };
-    let mut out = Vec::new();
-    let report = verify_files_with(std::slice::from_ref(&path), &opts, &mut out).expect("verify");
-    let out = String::from_utf8(out).expect("utf-8");
+    let (report, out) = verify_with(signed.log.paths(), &opts);
     assert!(report.is_ok(), "{out}");
     assert_eq!((report.signed, report.unsigned_tail), (1, Some(1)), "{out}");
     // Both files, oldest first.
-    let (report, out) = verify_with_key(&[rotated, path], &public);
+    let (report, out) = verify_with_key(&[rotated, path], &signed.public);
     assert!(report.is_ok(), "{out}");
     assert_eq!((report.records, report.signed), (31, 3));
 }
 
 #[test]
 fn a_checkpoint_signed_by_another_key_is_reported_with_its_key_id() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let Some((private, _)) = openssl_keys(dir.path(), "a") else {
+    let Some(signed) = Signed::new() else {
         return;
     };
-    let Some((_, other_public)) = openssl_keys(dir.path(), "b") else {
+    let Some((_, other_public)) = openssl_keys(signed.log.dir.path(), "b") else {
         return;
     };
-    let key = SigningKey::from_file(&private).expect("key");
-    let path = signed_log(dir.path(), &key);
-    let (report, out) = verify_with_key(std::slice::from_ref(&path), &other_public);
+    let (report, out) = verify_with_key(signed.log.paths(), &other_public);
     assert_eq!(report.problems, 2, "{out}");
-    assert!(
-        out.contains(&format!(
+    assert_contains(
+        &out,
+        &format!(
             ":11: checkpoint signed by another key (key_id {}",
-            key.key_id()
-        )),
-        "{out}"
+            signed.key.key_id()
+        ),
     );
-    assert!(
-        out.contains("unsigned tail: no checkpoint signed by key"),
-        "{out}"
-    );
+    assert_contains(&out, "unsigned tail: no checkpoint signed by key");
 }
 
 #[test]
 fn a_restart_counts_on_from_the_last_checkpoint() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let Some((private, public)) = openssl_keys(dir.path(), "k") else {
+    let Some(signed) = Signed::new() else {
         return;
     };
-    let key = SigningKey::from_file(&private).expect("key");
-    let path = signed_log(dir.path(), &key);
-    let mut w = open(&path, true);
-    assert_eq!(w.records(), 25);
-    w.append_checkpoint(&key).expect("checkpoint");
+    let mut w = signed.reopened();
+    w.append_checkpoint(&signed.key).expect("checkpoint");
     w.sync().expect("sync");
-    let last = lines(&path).pop().expect("line");
+    let last = signed.log.lines().pop().expect("line");
     let AuditRecord::Checkpoint(cp) = parse_line(&last).expect("valid").record else {
         panic!("not a checkpoint");
     };
     assert_eq!(cp.records, 25);
-    let (report, out) = verify_with_key(std::slice::from_ref(&path), &public);
+    let (report, out) = signed.verify();
     assert!(report.is_ok(), "{out}");
     assert_eq!(report.unsigned_tail, Some(0));
 }
@@ -1657,29 +1553,26 @@ fn check_validates_the_signing_key_and_notes_an_unset_variable() {
             ),
         )
     };
-    let (code, out) = check(&format!(
-        "[audit]\nsigning_key_file = {:?}\n",
-        private.display().to_string()
-    ));
+    let key_file = |path: &Path| {
+        format!(
+            "[audit]\nsigning_key_file = {:?}\n",
+            path.display().to_string()
+        )
+    };
+    let (code, out) = check(&key_file(&private));
     assert_eq!(code, Some(0), "{out}");
-    assert!(
-        out.contains(&format!("ok, Ed25519, key id {}", key.key_id())),
-        "{out}"
-    );
+    assert_contains(&out, &format!("ok, Ed25519, key id {}", key.key_id()));
     assert!(!out.contains("PRIVATE KEY"), "{out}");
 
     let (code, out) = check("[audit]\nsigning_key_file = \"${VPCEP_TEST_NO_SUCH_DIR}/k.pem\"\n");
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("VPCEP_TEST_NO_SUCH_DIR is not set"), "{out}");
+    assert_contains(&out, "VPCEP_TEST_NO_SUCH_DIR is not set");
 
     let bad = dir.path().join("bad.pem");
     std::fs::write(&bad, "not a key").expect("write");
-    let (code, out) = check(&format!(
-        "[audit]\nsigning_key_file = {:?}\n",
-        bad.display().to_string()
-    ));
+    let (code, out) = check(&key_file(&bad));
     assert_eq!(code, Some(78), "{out}");
-    assert!(out.contains(&bad.display().to_string()), "{out}");
+    assert_contains(&out, &bad.display().to_string());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1692,8 +1585,8 @@ fn check_validates_the_signing_key_and_notes_an_unset_variable() {
 fn costs_of_open_path_check_and_checkpoints() {
     use std::io::Write as _;
     use std::time::Instant;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
+    let log = Log::new();
+    let path = log.path.clone();
     let key = SigningKey::from_pem(
         b"-----BEGIN PRIVATE KEY-----\n\
           MC4CAQAwBQYDK2VwBCIEIOfuF5L+Ypp/P08hT96njXrA/AanlhM0mikUTCxzk/QS\n\
@@ -1704,10 +1597,11 @@ fn costs_of_open_path_check_and_checkpoints() {
     // 1 GiB of decision-sized lines (their content does not matter for the count).
     let mut block = Vec::new();
     let line = {
-        let mut w = open(&dir.path().join("one.jsonl"), false);
+        let one = log.file("one.jsonl");
+        let mut w = open(&one, false);
         w.append_decision(&decision("CHG-1234 payments link"))
             .expect("append");
-        lines(&dir.path().join("one.jsonl")).remove(0)
+        lines(&one).remove(0)
     };
     while block.len() < 1 << 20 {
         block.extend_from_slice(&line);
@@ -1759,51 +1653,35 @@ fn costs_of_open_path_check_and_checkpoints() {
     assert_eq!(w.records(), blocks * per_block + 1 + 10_000);
     drop(w);
 
+    // Seconds per call of `f`, called `n` times.
+    let per_call = |n: u32, f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        t.elapsed().as_secs_f64() / f64::from(n)
+    };
     let mut w = open(&path, false);
-    let n = 100_000u32;
-    let t = Instant::now();
-    for _ in 0..n {
-        w.ensure_open().expect("open");
-    }
-    println!(
-        "ensure_open: {:.2} µs per call",
-        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
-    );
-    let t = Instant::now();
-    for _ in 0..n {
-        w.check_writable().expect("writable");
-    }
-    println!(
-        "check_writable: {:.2} µs per call",
-        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
-    );
-    let n = 10_000u32;
-    let t = Instant::now();
-    for _ in 0..n {
-        w.append_decision(&decision("x")).expect("append");
-    }
-    println!(
-        "append_decision (no fsync): {:.2} µs per call",
-        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
-    );
-    let t = Instant::now();
-    for _ in 0..n {
-        w.append_checkpoint(&key).expect("checkpoint");
-    }
-    println!(
-        "append_checkpoint (no fsync): {:.2} µs per call",
-        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
-    );
+    let us = 1e6 * per_call(100_000, &mut || w.ensure_open().expect("open"));
+    println!("ensure_open: {us:.2} µs per call");
+    let us = 1e6 * per_call(100_000, &mut || w.check_writable().expect("writable"));
+    println!("check_writable: {us:.2} µs per call");
+    let us = 1e6
+        * per_call(10_000, &mut || {
+            w.append_decision(&decision("x")).expect("append");
+        });
+    println!("append_decision (no fsync): {us:.2} µs per call");
+    let us = 1e6
+        * per_call(10_000, &mut || {
+            w.append_checkpoint(&key).expect("checkpoint");
+        });
+    println!("append_checkpoint (no fsync): {us:.2} µs per call");
     drop(w);
     let mut w = open(&path, true);
-    let n = 200u32;
-    let t = Instant::now();
-    for _ in 0..n {
-        w.append_checkpoint(&key).expect("checkpoint");
-        w.sync().expect("fsync");
-    }
-    println!(
-        "append_checkpoint + fdatasync: {:.2} ms per call",
-        t.elapsed().as_secs_f64() * 1e3 / f64::from(n)
-    );
+    let ms = 1e3
+        * per_call(200, &mut || {
+            w.append_checkpoint(&key).expect("checkpoint");
+            w.sync().expect("fsync");
+        });
+    println!("append_checkpoint + fdatasync: {ms:.2} ms per call");
 }
