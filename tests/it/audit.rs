@@ -84,12 +84,6 @@ fn write_records(w: &mut AuditWriter, n: usize) {
     w.sync().expect("sync");
 }
 
-/// Renames the file at `path` to `rotated`, as logrotate does, and reopens `w` at `path`.
-fn rotate(w: &mut AuditWriter, path: &Path, rotated: &Path) {
-    std::fs::rename(path, rotated).expect("rotate");
-    w.reopen().expect("reopen after rotation");
-}
-
 fn verify(paths: &[PathBuf]) -> (VerifyReport, String) {
     let mut out = Vec::new();
     let report = verify_files(paths, &mut out).expect("files readable");
@@ -218,9 +212,7 @@ impl Log {
     /// Six valid records whose lines `edit` then changes.
     fn tampered(edit: impl FnOnce(&mut Vec<Vec<u8>>)) -> Log {
         let log = Log::six_records();
-        let mut lines = log.lines();
-        edit(&mut lines);
-        write_lines(&log.path, &lines);
+        log.edit(edit);
         log
     }
 
@@ -242,6 +234,30 @@ impl Log {
 
     fn lines(&self) -> Vec<Vec<u8>> {
         lines(&self.path)
+    }
+
+    /// Rewrites the log's lines as `edit` changes them.
+    fn edit(&self, edit: impl FnOnce(&mut Vec<Vec<u8>>)) {
+        let mut lines = self.lines();
+        edit(&mut lines);
+        write_lines(&self.path, &lines);
+    }
+
+    /// Renames the log to `audit.jsonl.1`, as logrotate does, and reopens `w` at the
+    /// log's path. Returns the rotated file's path.
+    fn rotate(&self, w: &mut AuditWriter) -> PathBuf {
+        let rotated = self.file("audit.jsonl.1");
+        std::fs::rename(&self.path, &rotated).expect("rotate");
+        w.reopen().expect("reopen after rotation");
+        rotated
+    }
+
+    /// Asserts that `w` carries the chain on from `last`, and that with `more` records
+    /// written after it the log verifies as `total` records.
+    fn assert_carries_on(&self, w: &mut AuditWriter, last: &str, more: usize, total: u64) {
+        assert_eq!(w.last_hash(), last, "the chain goes on from the last line");
+        write_records(w, more);
+        self.assert_intact(total);
     }
 
     fn paths(&self) -> &[PathBuf] {
@@ -362,9 +378,7 @@ fn chain_continues_across_reopen() {
     let mut w = log.written(true, 3);
     let before = w.last_hash().to_owned();
     w.reopen().expect("reopen");
-    assert_eq!(w.last_hash(), before);
-    write_records(&mut w, 3);
-    log.assert_intact(6);
+    log.assert_carries_on(&mut w, &before, 3, 6);
 }
 
 #[test]
@@ -393,18 +407,15 @@ fn restart_continues_after_a_multi_megabyte_last_line() {
         .expect("append");
     let last = w.last_hash().to_owned();
     drop(w);
-    let mut w = log.open(false);
-    assert_eq!(w.last_hash(), last);
-    write_records(&mut w, 1);
-    log.assert_intact(4);
+    log.assert_carries_on(&mut log.open(false), &last, 1, 4);
 }
 
 #[test]
 fn rotation_continues_the_chain_into_the_new_file() {
     let log = Log::new();
-    let (path, rotated) = (log.path.clone(), log.file("audit.jsonl.1"));
     let mut w = log.written(true, 3);
-    rotate(&mut w, &path, &rotated);
+    let rotated = log.rotate(&mut w);
+    let path = log.path.clone();
     assert!(path.exists(), "reopen creates the new file");
     write_records(&mut w, 2);
 
@@ -770,6 +781,18 @@ fn locked_for_others(path: &Path) -> bool {
     }
 }
 
+/// Asserts that `said` refuses the log as locked by another process, naming it, and that
+/// the file still holds `before` (`untouched`: what that means here).
+fn assert_locked_out(said: &str, log: &Log, before: &[u8], untouched: &str) {
+    assert_contains(said, &log.path.display().to_string());
+    assert_contains(said, "locked by another process");
+    assert_eq!(
+        std::fs::read(&log.path).expect("read"),
+        before,
+        "{untouched}"
+    );
+}
+
 #[test]
 fn a_file_locked_by_another_process_is_refused_without_being_touched() {
     if !have("flock") {
@@ -788,14 +811,7 @@ fn a_file_locked_by_another_process_is_refused_without_being_touched() {
         matches!(err, vpcep_approver::audit::AuditError::Locked { .. }),
         "{err:?}"
     );
-    let text = err.to_string();
-    assert_contains(&text, &log.path.display().to_string());
-    assert_contains(&text, "locked by another process");
-    assert_eq!(
-        std::fs::read(&log.path).expect("read"),
-        data,
-        "nothing touched"
-    );
+    assert_locked_out(&err.to_string(), &log, &data, "nothing touched");
 
     drop(holder);
     let w = log.open(false);
@@ -809,14 +825,13 @@ fn the_lock_is_held_while_open_and_follows_the_file_across_a_rotation() {
         return;
     }
     let log = Log::new();
-    let (path, rotated) = (log.path.clone(), log.file("audit.jsonl.1"));
     let mut w = log.written(false, 1);
-    assert!(locked_for_others(&path), "held while open");
-    rotate(&mut w, &path, &rotated);
-    assert!(locked_for_others(&path), "the new file is locked");
+    assert!(locked_for_others(&log.path), "held while open");
+    let rotated = log.rotate(&mut w);
+    assert!(locked_for_others(&log.path), "the new file is locked");
     assert!(!locked_for_others(&rotated), "the old one released");
     drop(w);
-    assert!(!locked_for_others(&path), "released when closed");
+    assert!(!locked_for_others(&log.path), "released when closed");
 }
 
 #[test]
@@ -839,13 +854,7 @@ fn run_once_beside_a_writer_exits_1_naming_the_locked_path_before_deciding() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert_contains(&err, &log.path.display().to_string());
-    assert_contains(&err, "locked by another process");
-    assert_eq!(
-        std::fs::read(&log.path).expect("read"),
-        before,
-        "not one line added"
-    );
+    assert_locked_out(&err, &log, &before, "not one line added");
     drop(w);
 }
 
@@ -900,7 +909,8 @@ fn a_replaced_file_is_noticed_and_written_from_then_on() {
 #[test]
 fn a_directory_in_place_of_the_rotated_file_leaves_the_writer_not_open_until_it_goes() {
     let log = Log::new();
-    let (path, rotated) = (log.path.clone(), log.file("audit.jsonl.1"));
+    let path = log.path.clone();
+    let rotated = log.file("audit.jsonl.1");
     let mut w = log.written(true, 3);
     // logrotate gone wrong: `mv audit.jsonl audit.jsonl.1; mkdir audit.jsonl; kill -HUP`.
     std::fs::rename(&path, &rotated).expect("mv");
@@ -1044,12 +1054,11 @@ fn no_free_file_descriptors_is_reported_as_emfile_and_recovers() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = run_child(
+    assert_child_ok(&run_child(
         &["prlimit", "--nofile=64"],
         "child_no_descriptors",
         dir.path(),
-    );
-    assert_child_ok(&o);
+    ));
 }
 
 #[test]
@@ -1152,10 +1161,9 @@ fn from(hash: &str) -> VerifyOptions {
 #[test]
 fn a_rotated_file_verifies_alone_with_from() {
     let log = Log::new();
-    let (path, rotated) = (log.path.clone(), log.file("audit.jsonl.1"));
     let mut w = log.written(true, 3);
     let handover = w.last_hash().to_owned();
-    rotate(&mut w, &path, &rotated);
+    let rotated = log.rotate(&mut w);
     write_records(&mut w, 2);
     // logrotate deleted the older file: the new one verifies on its own with --from.
     std::fs::remove_file(&rotated).expect("rm");
@@ -1370,12 +1378,12 @@ fn a_rewritten_chain_passes_plain_verify_but_not_verify_with_the_key() {
     };
     let log = &signed.log;
     // An attacker with write access changes a verdict and recomputes every hash.
-    let mut l = log.lines();
-    edit_text(&mut l[4], |t| {
-        t.replace("CHG-4", "CHG-4 approved by mallory")
+    log.edit(|l| {
+        edit_text(&mut l[4], |t| {
+            t.replace("CHG-4", "CHG-4 approved by mallory")
+        });
+        rechain(l);
     });
-    rechain(&mut l);
-    write_lines(&log.path, &l);
 
     let (report, out) = log.verify();
     assert!(report.is_ok(), "plain verify cannot tell: {out}");
@@ -1437,9 +1445,7 @@ fn removed_records_before_a_checkpoint_are_counted_against_it() {
         return;
     };
     let log = &signed.log;
-    let mut l = log.lines();
-    l.drain(14..19);
-    write_lines(&log.path, &l);
+    log.edit(|l| drop(l.drain(14..19)));
     let (report, out) = signed.verify();
     let p = log.path.display();
     assert_contains(&out, &format!("{p}:15: prev does not match"));
@@ -1452,8 +1458,7 @@ fn removed_records_before_a_checkpoint_are_counted_against_it() {
     );
     assert_eq!(report.problems, 2, "{out}");
     // Rewritten to hide the gap, the count still gives it away, and so does the signature.
-    rechain(&mut l);
-    write_lines(&log.path, &l);
+    log.edit(|l| rechain(l));
     let (report, out) = log.verify();
     assert_eq!(report.problems, 1, "{out}");
     assert_contains(&out, "5 missing");
@@ -1468,9 +1473,8 @@ fn a_rotated_signed_file_verifies_alone_with_from_and_the_key() {
         return;
     };
     let (key, path) = (&signed.key, signed.log.path.clone());
-    let rotated = signed.log.file("audit.jsonl.1");
     let mut w = signed.reopened();
-    rotate(&mut w, &path, &rotated);
+    let rotated = signed.log.rotate(&mut w);
     let from = w.last_hash().to_owned();
     write_records(&mut w, 4);
     w.append_checkpoint(key).expect("checkpoint");
