@@ -1095,16 +1095,16 @@ fn child_no_descriptors() {
 fn every_break_is_reported_in_one_run_once_each() {
     let log = Log::new();
     log.written(false, 12);
-    let mut l = log.lines();
-    // Line 3 no longer JSON.
-    l[2][0] = b'[';
-    // Line 5 edited but still a record: the break shows at line 6.
-    edit_text(&mut l[4], |t| t.replace("CHG-4", "CHG-5"));
-    // Line 9 deleted: the line after it (now line 9) does not follow line 8.
-    l.remove(8);
-    write_lines(&log.path, &l);
-    // A torn last line (line 11, without its newline).
-    let last = l[10].len() as u64;
+    log.edit(|l| {
+        // Line 3 no longer JSON.
+        l[2][0] = b'[';
+        // Line 5 edited but still a record: the break shows at line 6.
+        edit_text(&mut l[4], |t| t.replace("CHG-4", "CHG-5"));
+        // Line 9 deleted: the line after it (now line 9) does not follow line 8.
+        l.remove(8);
+    });
+    // A torn last line: line 11 keeps its first 40 bytes and loses its newline.
+    let last = log.lines()[10].len() as u64;
     cut_tail(&log.path, last + 1 - 40);
 
     let (report, out) = log.verify();
