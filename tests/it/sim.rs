@@ -13,46 +13,34 @@ use vpcep_approver::sim::{
 };
 
 const SVC: &str = "4189d3c2-8882-4871-a3c2-d380272eed88";
-const KEYS: (&str, &str) = (DEFAULT_AK, DEFAULT_SK);
+pub(crate) const KEYS: (&str, &str) = (DEFAULT_AK, DEFAULT_SK);
 
-/// What came back: status, a few headers, body text and its JSON if any.
+/// What came back: status, headers, body text and its JSON if any.
 #[derive(Debug)]
 pub(crate) struct Got {
     pub status: u16,
-    pub request_id: Option<String>,
-    pub retry_after: Option<String>,
-    pub subject_token: Option<String>,
-    pub content_type: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
     pub text: String,
     pub json: Value,
 }
 
 impl Got {
     pub async fn from(resp: reqwest::Response) -> Got {
-        let h = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let (status, request_id, retry_after, subject_token, content_type) = (
-            resp.status().as_u16(),
-            h("x-request-id"),
-            h("retry-after"),
-            h("x-subject-token"),
-            h("content-type"),
-        );
+        let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
         let text = within(resp.text()).await.expect("body");
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Got {
             status,
-            request_id,
-            retry_after,
-            subject_token,
-            content_type,
+            headers,
             text,
             json,
         }
+    }
+
+    /// A header's value, when it came and is text (`x-request-id`, `retry-after`,
+    /// `x-subject-token`, `content-type`).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The error code in any of the three documented shapes.
@@ -73,6 +61,21 @@ impl Got {
     }
 }
 
+/// The gateway's own 401 (`APIGW.0301`), in its shape: a `request_id` in the body too.
+pub(crate) fn assert_gateway_401(got: &Got, what: &str) {
+    assert_eq!(
+        (got.status, got.code()),
+        (401, "APIGW.0301"),
+        "{what}: {}",
+        got.text
+    );
+    assert!(
+        got.json["request_id"].is_string(),
+        "{what}: gateway shape: {}",
+        got.text
+    );
+}
+
 /// A signing client for one simulator.
 pub(crate) struct Api {
     pub client: reqwest::Client,
@@ -91,19 +94,43 @@ impl Api {
         Got::from(send(&self.client, method, &s.url, &s.headers, body.to_vec()).await).await
     }
 
+    /// `method path?query` with `body`, signed with `keys` and these `extra` headers.
+    pub async fn signed_as(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: &[u8],
+        keys: (&str, &str),
+        extra: &[(&str, &str)],
+    ) -> Got {
+        let s = support::sign(method, &self.base, path, query, body, keys, extra);
+        self.signed(s, method, body).await
+    }
+
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Got {
-        let s = support::sign("GET", &self.base, path, query, b"", KEYS, &[]);
-        self.signed(s, "GET", b"").await
+        self.signed_as("GET", path, query, b"", KEYS, &[]).await
     }
 
     async fn connections(&self, query: &[(&str, &str)]) -> Got {
         self.get(&conn_path(SVC), query).await
     }
 
+    /// A page of up to a thousand pending connections of SVC, from `offset`.
+    async fn pending_page(&self, offset: usize) -> Got {
+        let offset = offset.to_string();
+        self.connections(&[
+            ("limit", "1000"),
+            ("offset", &offset),
+            ("status", "pendingAcceptance"),
+        ])
+        .await
+    }
+
     async fn action(&self, service: &str, body: &str) -> Got {
         let path = format!("{}/action", conn_path(service));
-        let s = support::sign("POST", &self.base, &path, &[], body.as_bytes(), KEYS, &[]);
-        self.signed(s, "POST", body.as_bytes()).await
+        self.signed_as("POST", &path, &[], body.as_bytes(), KEYS, &[])
+            .await
     }
 
     async fn act(&self, action: &str, endpoint: &str) -> Got {
@@ -133,6 +160,15 @@ impl Api {
         .await
     }
 
+    /// `GET path` with a password token in `X-Auth-Token` instead of a signature.
+    async fn get_with_token(&self, path: &str, token: &str) -> Got {
+        let headers = [
+            ("X-Auth-Token", token),
+            ("Content-Type", "application/json"),
+        ];
+        self.raw("GET", path, &headers, "").await
+    }
+
     pub async fn admin(&self, method: &str, path: &str, body: Value) -> Got {
         let body = if body.is_null() {
             String::new()
@@ -152,6 +188,11 @@ impl Api {
         )
         .await
     }
+
+    /// A token for the default user with the right password, scoped to `project`.
+    pub async fn password_token(&self, project: Value) -> Got {
+        self.token(password_body(DEFAULT_PASSWORD, project)).await
+    }
 }
 
 pub(crate) fn conn_path(service: &str) -> String {
@@ -170,14 +211,19 @@ pub(crate) fn password_body(password: &str, scope: Value) -> Value {
         "scope": {"project": scope}}})
 }
 
+/// A simulator on `cfg` and a signing client for it.
+pub(crate) async fn sim_and_api(cfg: SimConfig) -> (Simulator, Api) {
+    let sim = spawn_sim(cfg).await;
+    let api = Api::new(&sim);
+    (sim, api)
+}
+
 async fn sim_with(seed: Seed) -> (Simulator, Api) {
-    let sim = spawn_sim(SimConfig {
+    sim_and_api(SimConfig {
         seed,
         ..SimConfig::default()
     })
-    .await;
-    let api = Api::new(&sim);
-    (sim, api)
+    .await
 }
 
 #[tokio::test]
@@ -213,11 +259,7 @@ async fn seed_defaults_are_filled_in() {
             .with_timezone(&chrono::Utc);
     assert!(age < chrono::Duration::minutes(1));
 
-    let example = spawn_sim(SimConfig {
-        seed: example_seed(),
-        ..SimConfig::default()
-    })
-    .await;
+    let (example, _) = sim_with(example_seed()).await;
     let state = example.state();
     assert!(state.services.iter().any(|s| !s.approval_enabled));
     assert_eq!(
@@ -236,14 +278,7 @@ async fn paging_with_total_count_over_a_thousand_connections() {
     let mut seen = Vec::new();
     let mut offset = 0;
     loop {
-        let off = offset.to_string();
-        let got = api
-            .connections(&[
-                ("limit", "1000"),
-                ("offset", &off),
-                ("status", "pendingAcceptance"),
-            ])
-            .await;
+        let got = api.pending_page(offset).await;
         assert_eq!(got.status, 200, "{}", got.text);
         assert_eq!(got.json["total_count"], 2345);
         let ids = got.ids();
@@ -456,16 +491,10 @@ async fn answers_the_python_sdk_request_shape() {
     assert_eq!(got.json["connections"][0]["status"], "accepted");
 
     // A POST without a JSON content type is a parameter error.
-    let s = support::sign(
-        "POST",
-        &api.base,
-        &path,
-        &[],
-        body.as_bytes(),
-        KEYS,
-        &[("Content-Type", "text/plain")],
-    );
-    let got = api.signed(s, "POST", body.as_bytes()).await;
+    let text_plain = [("Content-Type", "text/plain")];
+    let got = api
+        .signed_as("POST", &path, &[], body.as_bytes(), KEYS, &text_plain)
+        .await;
     assert_eq!((got.status, got.code()), (400, "EndPoint.0002"));
     sim.shutdown().await;
 }
@@ -491,18 +520,8 @@ async fn signature_is_rejected_when_any_byte_changes() {
         ("signature", tampered_sig),
     ] {
         let got = api.signed(s, "GET", b"").await;
-        assert_eq!(
-            (got.status, got.code()),
-            (401, "APIGW.0301"),
-            "{what}: {}",
-            got.text
-        );
-        assert!(
-            got.json["request_id"].is_string(),
-            "gateway shape: {}",
-            got.text
-        );
-        assert_eq!(got.request_id.as_deref(), got.json["request_id"].as_str());
+        assert_gateway_401(&got, what);
+        assert_eq!(got.header("x-request-id"), got.json["request_id"].as_str());
     }
 
     let body = br#"{"action":"receive","endpoints":["e00000"]}"#;
@@ -524,84 +543,45 @@ async fn signature_is_rejected_when_any_byte_changes() {
         Some("pendingAcceptance")
     );
 
-    let s = support::sign(
-        "GET",
-        &api.base,
-        &path,
-        &[],
-        b"",
-        ("UNKNOWNAK", DEFAULT_SK),
-        &[],
-    );
-    assert_eq!(api.signed(s, "GET", b"").await.code(), "APIGW.0301");
-    let s = support::sign(
-        "GET",
-        &api.base,
-        &path,
-        &[],
-        b"",
-        (DEFAULT_AK, "wrong-secret"),
-        &[],
-    );
-    assert_eq!(api.signed(s, "GET", b"").await.code(), "APIGW.0301");
-
-    let old = vpcep_approver::cloud::signer::format_sdk_date(
-        chrono::Utc::now() - chrono::Duration::minutes(16),
-    );
-    let s = support::sign(
-        "GET",
-        &api.base,
-        &path,
-        &[],
-        b"",
-        KEYS,
-        &[("X-Sdk-Date", &old)],
-    );
-    let got = api.signed(s, "GET", b"").await;
-    assert_eq!((got.status, got.code()), (401, "APIGW.0303"));
-    let near = vpcep_approver::cloud::signer::format_sdk_date(
-        chrono::Utc::now() - chrono::Duration::minutes(14),
-    );
-    let s = support::sign(
-        "GET",
-        &api.base,
-        &path,
-        &[],
-        b"",
-        KEYS,
-        &[("X-Sdk-Date", &near)],
-    );
-    assert_eq!(
-        api.signed(s, "GET", b"").await.status,
-        200,
-        "14 minutes of skew is fine"
-    );
-
-    let s = support::sign(
-        "GET",
-        &api.base,
-        &path,
-        &[],
-        b"",
-        KEYS,
-        &[("X-Security-Token", "temporary-token")],
-    );
-    assert_eq!(
-        api.signed(s, "GET", b"").await.status,
-        200,
-        "X-Security-Token accepted"
-    );
-    let s = support::sign(
-        "GET",
-        &api.base,
-        &path,
-        &[],
-        b"",
-        KEYS,
-        &[("X-Project-Id", "another")],
-    );
-    let got = api.signed(s, "GET", b"").await;
-    assert_eq!((got.status, got.code()), (403, "EndPoint.0004"));
+    let sdk_date_minutes_ago = |minutes| {
+        vpcep_approver::cloud::signer::format_sdk_date(
+            chrono::Utc::now() - chrono::Duration::minutes(minutes),
+        )
+    };
+    let (old, near) = (sdk_date_minutes_ago(16), sdk_date_minutes_ago(14));
+    for (what, keys) in [
+        ("unknown AK", ("UNKNOWNAK", DEFAULT_SK)),
+        ("wrong SK", (DEFAULT_AK, "wrong-secret")),
+    ] {
+        let got = api.signed_as("GET", &path, &[], b"", keys, &[]).await;
+        assert_eq!((got.status, got.code()), (401, "APIGW.0301"), "{what}");
+    }
+    // The permanent keys, with one more header signed: the status and code it gets.
+    for (what, header, want) in [
+        (
+            "16 minutes of skew",
+            ("X-Sdk-Date", old.as_str()),
+            (401, "APIGW.0303"),
+        ),
+        (
+            "14 minutes of skew is fine",
+            ("X-Sdk-Date", &near),
+            (200, ""),
+        ),
+        (
+            "X-Security-Token accepted",
+            ("X-Security-Token", "temporary-token"),
+            (200, ""),
+        ),
+        (
+            "another project",
+            ("X-Project-Id", "another"),
+            (403, "EndPoint.0004"),
+        ),
+    ] {
+        let got = api.signed_as("GET", &path, &[], b"", KEYS, &[header]).await;
+        assert_eq!((got.status, got.code()), want, "{what}: {}", got.text);
+    }
 
     let got = api.raw("GET", &path, &[], "").await;
     assert_eq!(
@@ -616,11 +596,9 @@ async fn signature_is_rejected_when_any_byte_changes() {
 #[tokio::test]
 async fn tokens_are_issued_used_and_expire() {
     let (sim, api) = sim_with(seed_many(SVC, 3)).await;
-    let got = api
-        .token(password_body(DEFAULT_PASSWORD, json!({"id": PROJECT})))
-        .await;
+    let got = api.password_token(json!({"id": PROJECT})).await;
     assert_eq!(got.status, 201, "{}", got.text);
-    let token = got.subject_token.clone().expect("X-Subject-Token");
+    let token = got.header("x-subject-token").expect("X-Subject-Token");
     let expires = got.json["token"]["expires_at"]
         .as_str()
         .expect("expires_at");
@@ -637,45 +615,27 @@ async fn tokens_are_issued_used_and_expire() {
     assert!(got.json["token"].get("catalog").is_none(), "nocatalog");
 
     let path = conn_path(SVC);
-    let with_token = |t: &str| {
-        [
-            ("X-Auth-Token".to_owned(), t.to_owned()),
-            ("Content-Type".to_owned(), "application/json".to_owned()),
-        ]
-    };
-    let url = format!("{}{path}", api.base);
-    let got = Got::from(send(&api.client, "GET", &url, &with_token(&token), vec![]).await).await;
+    let got = api.get_with_token(&path, token).await;
     assert_eq!(got.status, 200, "{}", got.text);
     assert_eq!(got.json["total_count"], 3);
 
-    let got =
-        Got::from(send(&api.client, "GET", &url, &with_token("MIIforged"), vec![]).await).await;
+    let got = api.get_with_token(&path, "MIIforged").await;
     assert_eq!((got.status, got.code()), (401, "APIGW.0301"));
-    let other = format!("{}/v1/another-project/vpc-endpoint-services", api.base);
-    let got = Got::from(send(&api.client, "GET", &other, &with_token(&token), vec![]).await).await;
+    let other = "/v1/another-project/vpc-endpoint-services";
+    let got = api.get_with_token(other, token).await;
     assert_eq!((got.status, got.code()), (403, "EndPoint.0004"));
 
     let got = api
         .token(password_body("wrong", json!({"id": PROJECT})))
         .await;
     assert_eq!(got.status, 401);
-    assert!(got.subject_token.is_none());
+    assert!(got.header("x-subject-token").is_none());
     let got = api.token(json!({"auth": {}})).await;
     assert_eq!(got.status, 400);
 
     // Scope by project name (a region name): the id is stable for the name.
-    let a = api
-        .token(password_body(
-            DEFAULT_PASSWORD,
-            json!({"name": "cn-north-4"}),
-        ))
-        .await;
-    let b = api
-        .token(password_body(
-            DEFAULT_PASSWORD,
-            json!({"name": "cn-north-4"}),
-        ))
-        .await;
+    let a = api.password_token(json!({"name": "cn-north-4"})).await;
+    let b = api.password_token(json!({"name": "cn-north-4"})).await;
     assert_eq!(a.status, 201);
     assert_eq!(
         a.json["token"]["project"]["id"],
@@ -684,7 +644,7 @@ async fn tokens_are_issued_used_and_expire() {
     assert_eq!(a.json["token"]["project"]["name"], "cn-north-4");
 
     assert_eq!(sim.expire_tokens(), 3);
-    let got = Got::from(send(&api.client, "GET", &url, &with_token(&token), vec![]).await).await;
+    let got = api.get_with_token(&path, token).await;
     assert_eq!((got.status, got.code()), (401, "APIGW.0301"), "expired");
     assert_eq!(sim.state().tokens_issued, 3);
     sim.shutdown().await;
@@ -692,77 +652,48 @@ async fn tokens_are_issued_used_and_expire() {
 
 #[tokio::test]
 async fn short_token_lifetime_expires_on_its_own() {
-    let sim = spawn_sim(SimConfig {
+    let (sim, api) = sim_and_api(SimConfig {
         seed: seed_many(SVC, 1),
         token_lifetime: Duration::from_millis(300),
         ..SimConfig::default()
     })
     .await;
-    let api = Api::new(&sim);
-    let got = api
-        .token(password_body(DEFAULT_PASSWORD, json!({"id": PROJECT})))
-        .await;
-    let token = got.subject_token.expect("token");
-    let url = format!("{}{}", api.base, conn_path(SVC));
-    let headers = [("X-Auth-Token".to_owned(), token)];
-    assert_eq!(
-        Got::from(send(&api.client, "GET", &url, &headers, vec![]).await)
-            .await
-            .status,
-        200
-    );
+    let got = api.password_token(json!({"id": PROJECT})).await;
+    let token = got.header("x-subject-token").expect("token");
+    let path = conn_path(SVC);
+    assert_eq!(api.get_with_token(&path, token).await.status, 200);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        Got::from(send(&api.client, "GET", &url, &headers, vec![]).await)
-            .await
-            .status,
-        401
-    );
+    assert_eq!(api.get_with_token(&path, token).await.status, 401);
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn configured_project_rejects_others() {
-    let sim = spawn_sim(SimConfig {
+    let (sim, api) = sim_and_api(SimConfig {
         seed: seed_many(SVC, 1),
         project_id: Some(PROJECT.into()),
         ..SimConfig::default()
     })
     .await;
-    let api = Api::new(&sim);
     assert_eq!(api.get(&services_path(), &[]).await.status, 200);
     let path = "/v1/another-project/vpc-endpoint-services";
-    let s = support::sign(
-        "GET",
-        &api.base,
-        path,
-        &[],
-        b"",
-        KEYS,
-        &[("X-Project-Id", "another-project")],
-    );
-    let got = api.signed(s, "GET", b"").await;
+    let another = [("X-Project-Id", "another-project")];
+    let got = api.signed_as("GET", path, &[], b"", KEYS, &another).await;
     assert_eq!((got.status, got.code()), (400, "EndPoint.0014"));
-    let got = api
-        .token(password_body(
-            DEFAULT_PASSWORD,
-            json!({"id": "another-project"}),
-        ))
-        .await;
+    let got = api.password_token(json!({"id": "another-project"})).await;
     assert_eq!(got.status, 401);
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn random_faults_at_rate_one() {
-    let sim = spawn_sim(SimConfig {
+    let (sim, api) = sim_and_api(SimConfig {
         seed: seed_many(SVC, 1),
         fault_rate: 1.0,
         retry_after: Duration::from_secs(3),
         ..SimConfig::default()
     })
     .await;
-    let api = Api::new(&sim);
     let mut seen = HashSet::new();
     for _ in 0..60 {
         let got = api.connections(&[]).await;
@@ -770,7 +701,7 @@ async fn random_faults_at_rate_one() {
         match got.status {
             429 => {
                 assert_eq!(got.code(), "APIGW.0308");
-                assert_eq!(got.retry_after.as_deref(), Some("3"));
+                assert_eq!(got.header("retry-after"), Some("3"));
                 assert!(got.json["request_id"].is_string());
             }
             500 | 503 => assert_eq!(got.code(), "EndPoint.0001"),
@@ -779,9 +710,7 @@ async fn random_faults_at_rate_one() {
     }
     assert_eq!(seen.len(), 3, "all three kinds: {seen:?}");
     // The token route is exempt from random faults.
-    let got = api
-        .token(password_body(DEFAULT_PASSWORD, json!({"id": PROJECT})))
-        .await;
+    let got = api.password_token(json!({"id": PROJECT})).await;
     assert_eq!(got.status, 201);
     sim.set_faults(Faults::default());
     assert_eq!(api.connections(&[]).await.status, 200);
@@ -800,20 +729,16 @@ async fn scripted_faults_answer_exactly_once_each() {
     assert_eq!((got.status, got.text.as_str()), (200, "garbage"));
     assert_eq!(api.connections(&[]).await.json["total_count"], 3);
 
-    let got = api.act("receive", "e00000").await;
-    assert_eq!((got.status, got.code()), (500, "EndPoint.0001"));
-    assert_eq!(
-        sim.connection("e00000").map(|c| c.status).as_deref(),
-        Some("pendingAcceptance"),
-        "not applied"
-    );
-    let got = api.act("receive", "e00000").await;
-    assert_eq!((got.status, got.code()), (504, "EndPoint.0013"));
-    assert_eq!(
-        sim.connection("e00000").map(|c| c.status).as_deref(),
-        Some("accepted"),
-        "applied, answer lost"
-    );
+    // The same action twice: the scripted 500, then the scripted 504.
+    for (answer, after, what) in [
+        ((500, "EndPoint.0001"), "pendingAcceptance", "not applied"),
+        ((504, "EndPoint.0013"), "accepted", "applied, answer lost"),
+    ] {
+        let got = api.act("receive", "e00000").await;
+        assert_eq!((got.status, got.code()), answer, "{what}");
+        let status = sim.connection("e00000").map(|c| c.status);
+        assert_eq!(status.as_deref(), Some(after), "{what}");
+    }
     let actions = sim.actions();
     assert_eq!(actions[1].status_after.as_deref(), Some("accepted"));
     assert_eq!(actions[1].http_status, 504);
@@ -825,7 +750,7 @@ async fn scripted_faults_answer_exactly_once_each() {
     );
     for _ in 0..3 {
         let got = api.connections(&[]).await;
-        assert_eq!((got.status, got.retry_after.as_deref()), (429, Some("2")));
+        assert_eq!((got.status, got.header("retry-after")), (429, Some("2")));
     }
     assert_eq!(api.connections(&[]).await.status, 200);
     assert!(sim.faults().script.is_empty());
@@ -883,91 +808,51 @@ async fn latency_and_delay_slow_answers_down() {
 #[tokio::test]
 async fn admin_routes() {
     let (sim, api) = sim_with(seed_many(SVC, 1)).await;
-    let got = api
-        .admin(
-            "POST",
-            "/_sim/connections",
-            json!({"service_id": SVC, "connections": [
-            {"id": "added-1", "domain_id": "dom", "description": "CHG-1"}, {}]}),
-        )
-        .await;
-    assert_eq!(got.status, 201, "{}", got.text);
+    // Posts `body` to an admin route and checks the answer's status.
+    let post = async |path: &str, body: Value, status: u16, what: &str| {
+        let got = api.admin("POST", path, body).await;
+        assert_eq!(got.status, status, "{what}: {}", got.text);
+        got
+    };
+    let add = "/_sim/connections";
+    let two = json!({"service_id": SVC, "connections": [
+        {"id": "added-1", "domain_id": "dom", "description": "CHG-1"}, {}]});
+    let got = post(add, two, 201, "two connections").await;
     assert_eq!(got.json["connections"][0]["status"], "pendingAcceptance");
     assert_eq!(got.json["connections"].as_array().map(Vec::len), Some(2));
-    let got = api
-        .admin(
-            "POST",
-            "/_sim/connections",
-            json!({"service_id": SVC, "id": "added-2", "status": "accepted"}),
-        )
-        .await;
-    assert_eq!(got.status, 201, "{}", got.text);
-    let got = api
-        .admin(
-            "POST",
-            "/_sim/connections",
-            json!({"service_id": "nope", "connections": []}),
-        )
-        .await;
-    assert_eq!(got.status, 404);
-    let got = api
-        .admin(
-            "POST",
-            "/_sim/connections",
-            json!({"service_id": SVC, "id": "added-1"}),
-        )
-        .await;
-    assert_eq!(got.status, 400, "duplicate id");
+    let one = json!({"service_id": SVC, "id": "added-2", "status": "accepted"});
+    post(add, one, 201, "one connection").await;
+    let nope = json!({"service_id": "nope", "connections": []});
+    post(add, nope, 404, "no such service").await;
+    let again = json!({"service_id": SVC, "id": "added-1"});
+    let got = post(add, again, 400, "duplicate id").await;
     assert!(
         got.json["error"]
             .as_str()
             .is_some_and(|e| e.contains("duplicate"))
     );
 
-    let got = api
-        .admin(
-            "POST",
-            "/_sim/status",
-            json!({"endpoint_id": "added-1", "status": "rejected"}),
-        )
-        .await;
-    assert_eq!(
-        (got.status, &got.json["connection"]["status"]),
-        (200, &json!("rejected"))
-    );
-    let got = api
-        .admin(
-            "POST",
-            "/_sim/status",
-            json!({"endpoint_id": "ghost", "status": "rejected"}),
-        )
-        .await;
-    assert_eq!(got.status, 404);
+    let reject = |id: &str| json!({"endpoint_id": id, "status": "rejected"});
+    let got = post("/_sim/status", reject("added-1"), 200, "set status").await;
+    assert_eq!(got.json["connection"]["status"], "rejected");
+    post("/_sim/status", reject("ghost"), 404, "no such connection").await;
 
-    let got = api
-        .admin(
-            "POST",
-            "/_sim/faults",
-            json!({"latency": "1ms", "script": [{"op": "list_services", "status": 500}]}),
-        )
-        .await;
-    assert_eq!(got.status, 200, "{}", got.text);
+    let faults = json!({"latency": "1ms", "script": [{"op": "list_services", "status": 500}]});
+    post("/_sim/faults", faults, 200, "set faults").await;
     let got = api.admin("GET", "/_sim/faults", Value::Null).await;
     assert_eq!(got.json["script"][0]["op"], "list_services");
     assert_eq!(api.get(&services_path(), &[]).await.status, 500);
-    let got = api.admin("POST", "/_sim/faults", json!({"bogus": 1})).await;
-    assert_eq!(got.status, 400);
+    post("/_sim/faults", json!({"bogus": 1}), 400, "unknown field").await;
 
-    api.token(password_body(DEFAULT_PASSWORD, json!({"id": PROJECT})))
-        .await;
-    let got = api.admin("POST", "/_sim/tokens/expire", Value::Null).await;
-    assert_eq!((got.status, &got.json["expired"]), (200, &json!(1)));
+    api.password_token(json!({"id": PROJECT})).await;
+    let got = post("/_sim/tokens/expire", Value::Null, 200, "expire tokens").await;
+    assert_eq!(got.json["expired"], 1);
 
     api.act("receive", "e00000").await;
     let got = api.admin("GET", "/_sim/state", Value::Null).await;
     assert_eq!(got.status, 200);
     assert!(
-        got.request_id.is_some(),
+        got.header("x-request-id").is_some(),
         "X-Request-Id on admin answers too"
     );
     let state: vpcep_approver::sim::SimSnapshot =
@@ -993,7 +878,7 @@ async fn unknown_routes_get_the_gateway_404_and_every_answer_a_request_id() {
     let (sim, api) = sim_with(Seed::default()).await;
     let got = api.raw("GET", "/v2/whatever", &[], "").await;
     assert_eq!((got.status, got.code()), (404, "APIGW.0101"));
-    assert!(got.request_id.as_deref().is_some_and(|r| r.len() == 32));
+    assert!(got.header("x-request-id").is_some_and(|r| r.len() == 32));
     let got = api.raw("DELETE", &services_path(), &[], "").await;
     assert_eq!(got.status, 404);
     let big = "x".repeat(2 << 20);
@@ -1023,14 +908,7 @@ async fn hundreds_of_concurrent_requests_over_ten_thousand_connections() {
                     .await
                     .status
             } else {
-                let off = (i * 7).to_string();
-                let got = api
-                    .connections(&[
-                        ("limit", "1000"),
-                        ("offset", &off),
-                        ("status", "pendingAcceptance"),
-                    ])
-                    .await;
+                let got = api.pending_page(i * 7).await;
                 assert!(
                     got.json["total_count"]
                         .as_u64()
