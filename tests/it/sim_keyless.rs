@@ -29,20 +29,27 @@ struct Temp {
 }
 
 impl Temp {
-    /// From `{"credential":{…}}`.
-    fn from_credential(v: &Value) -> Temp {
-        let c = &v["credential"];
+    /// From `v[object]`, its fields spelt `[access, secret, token, expiry]`.
+    fn from_fields(v: &Value, object: &str, names: [&str; 4]) -> Temp {
+        let c = &v[object];
         let s = |k: &str| {
             c[k].as_str()
                 .unwrap_or_else(|| panic!("{k} in {v}"))
                 .to_owned()
         };
+        let [access, secret, token, expires_at] = names.map(s);
         Temp {
-            access: s("access"),
-            secret: s("secret"),
-            token: s("securitytoken"),
-            expires_at: s("expires_at"),
+            access,
+            secret,
+            token,
+            expires_at,
         }
+    }
+
+    /// From `{"credential":{…}}`.
+    fn from_credential(v: &Value) -> Temp {
+        let names = ["access", "secret", "securitytoken", "expires_at"];
+        Temp::from_fields(v, "credential", names)
     }
 
     fn keys(&self) -> (&str, &str) {
@@ -405,18 +412,23 @@ async fn pod_identity_answers_in_every_spelling_on_its_configured_path() {
         404,
         "not on the default path"
     );
-    let got = pod(&api, "/v1/credentials", Some("pod-token"), "{}").await;
-    assert_eq!(got.status, 200, "{}", got.text);
-    let c = &got.json["credentials"];
-    assert!(got.json.get("credential").is_none(), "{}", got.text);
-    assert_micros_z(c["expiration"].as_str().expect("expiration"));
-    let t = Temp {
-        access: c["access_key_id"].as_str().expect("ak").into(),
-        secret: c["secret_access_key"].as_str().expect("sk").into(),
-        token: c["security_token"].as_str().expect("token").into(),
-        expires_at: c["expiration"].as_str().expect("exp").into(),
+    // Keys in a `credentials` object (not `credential`) with its fields spelt `names`,
+    // that sign requests.
+    let keys_spelt = async |names: [&str; 4]| {
+        let got = pod(&api, "/v1/credentials", Some("pod-token"), "{}").await;
+        assert_eq!(got.status, 200, "{}", got.text);
+        assert!(got.json.get("credential").is_none(), "{}", got.text);
+        let t = Temp::from_fields(&got.json, "credentials", names);
+        assert_micros_z(&t.expires_at);
+        assert_eq!(list_with(&api, &t, PROJECT).await.status, 200);
     };
-    assert_eq!(list_with(&api, &t, PROJECT).await.status, 200);
+    keys_spelt([
+        "access_key_id",
+        "secret_access_key",
+        "security_token",
+        "expiration",
+    ])
+    .await;
 
     let got = set_keyless(
         &api,
@@ -424,16 +436,13 @@ async fn pod_identity_answers_in_every_spelling_on_its_configured_path() {
     )
     .await;
     assert_eq!(got.json["pod_identity"]["body"], "credentials_camel_case");
-    let got = pod(&api, "/v1/credentials", Some("pod-token"), "{}").await;
-    let c = &got.json["credentials"];
-    let t = Temp {
-        access: c["accessKeyId"].as_str().expect("ak").into(),
-        secret: c["secretAccessKey"].as_str().expect("sk").into(),
-        token: c["securityToken"].as_str().expect("token").into(),
-        expires_at: c["expiration"].as_str().expect("exp").into(),
-    };
-    assert_micros_z(&t.expires_at);
-    assert_eq!(list_with(&api, &t, PROJECT).await.status, 200);
+    keys_spelt([
+        "accessKeyId",
+        "secretAccessKey",
+        "securityToken",
+        "expiration",
+    ])
+    .await;
 
     let got = set_keyless(
         &api,
