@@ -26,47 +26,25 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
+. "$here/../lib.sh"
+suite=kubernetes
 image=${IMAGE:-localhost/vpcep-approver:ci}
-cache=${VPCEP_CI_CACHE:-$repo/target/ci-cache}
 versions=${K8S_VERSIONS:-1.27 1.30 1.33 1.37}
 signing=${VPCEP_CI_AUDIT_SIGNING:-1}
 
-passed=0
-work=
 prefix=vpcep-ci-$$-$(date +%s)
 played=()
 volumes=()
 
-say() { printf '%s\n' "$*"; }
-ok() { passed=$((passed + 1)); say "ok: $*"; }
-fail() {
-    say "FAILED: $*" >&2
-    say "kubernetes: $passed passed, 1 failed"
-    exit 1
-}
-cleanup() {
-    set +e
+remove_played_pods() {
     local f v
     for f in "${played[@]}"; do podman kube play --down "$f" >/dev/null 2>&1; done
     for v in "${volumes[@]}"; do podman volume rm -f "$v" >/dev/null 2>&1; done
     podman rm -f -t 0 "$prefix-verify" >/dev/null 2>&1
-    [ -n "$work" ] && rm -rf "$work"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+cleanup_on_exit remove_played_pods
 
-wait_until() {
-    local end=$((SECONDS + $1)); shift
-    until "$@"; do
-        [ "$SECONDS" -lt "$end" ] || return 1
-        sleep 0.5
-    done
-}
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/vpcep-kube.XXXXXX")
-mkdir -p "$cache"
+make_work kube
 manifests=("$repo"/deploy/kubernetes/*.yaml)
 [ -e "${manifests[0]}" ] || fail "no manifests in deploy/kubernetes/"
 
@@ -114,15 +92,7 @@ while IFS= read -r line; do ok "${line#ok: }"; done <"$work/lint.out"
 
 # --- podman kube play of loopback-only copies ----------------------------------------------
 podman image exists "$image" || fail "no image $image: run tests/container/run.sh first"
-if [ -z "${CONTAINERS_CONF:-}" ]; then # the same runtime settings as run.sh
-    cat >"$work/containers.conf" <<EOF
-[containers]
-default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=32768:32768"]
-[engine]
-runtime = "runc"
-EOF
-    export CONTAINERS_CONF=$work/containers.conf
-fi
+[ -n "${CONTAINERS_CONF:-}" ] || use_runc_for_podman # the same runtime settings as run.sh
 
 ak=KUBECHECKAK000000001
 sk=kube-check-secret-0123456789abcdef
@@ -136,10 +106,7 @@ EOF
 keyargs=()
 verify_key=()
 if [ "$signing" = 1 ]; then
-    if ! command -v openssl >/dev/null; then
-        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-            --no-install-recommends openssl >/dev/null || fail "apt-get install openssl failed"
-    fi
+    install_missing openssl:openssl
     openssl genpkey -algorithm ed25519 -out "$work/signing.pem" 2>/dev/null ||
         fail "openssl genpkey -algorithm ed25519 failed"
     openssl pkey -in "$work/signing.pem" -pubout -out "$work/signing.pub.pem"
@@ -242,4 +209,4 @@ for f in "${runnable[@]}"; do
     podman kube play --down "$copy" >/dev/null 2>&1 || fail "podman kube play --down of the copy of ${f#"$repo"/} failed"
 done
 
-say "kubernetes: $passed passed, 0 failed"
+all_passed

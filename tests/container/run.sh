@@ -31,13 +31,11 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
+. "$here/../lib.sh"
+suite=container
 image=${IMAGE:-localhost/vpcep-approver:ci}
-cache=${VPCEP_CI_CACHE:-$repo/target/ci-cache}
 policy_watch=${VPCEP_CI_POLICY_WATCH:-1}
 
-passed=0
-work=
 run=vpcep-ci-$$-$(date +%s)
 pod=$run-pod
 sim=$run-sim
@@ -45,14 +43,6 @@ daemon=$run-daemon
 volume=$run-audit
 created_pod=0 created_volume=0 mounted_image=0
 
-say() { printf '%s\n' "$*"; }
-ok() { passed=$((passed + 1)); say "ok: $*"; }
-fail() {
-    say "FAILED: $*" >&2
-    diagnostics >&2 || true
-    say "container: $passed passed, 1 failed"
-    exit 1
-}
 diagnostics() {
     [ "$created_pod" = 1 ] || return 0
     local c
@@ -63,54 +53,23 @@ diagnostics() {
         fi
     done
 }
-cleanup() {
-    set +e
+remove_podman_objects() {
     [ "$mounted_image" = 1 ] && podman image unmount "$image" >/dev/null 2>&1
     [ "$created_pod" = 1 ] && podman pod rm -f -t 5 "$pod" >/dev/null 2>&1
     podman rm -f -t 0 "$run-demo" "$run-verify" "$run-check" "$run-shell" >/dev/null 2>&1
     [ "$created_volume" = 1 ] && podman volume rm -f "$volume" >/dev/null 2>&1
-    [ -n "$work" ] && rm -rf "$work"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# wait_until SECONDS COMMAND...: true once COMMAND succeeds, false after SECONDS.
-wait_until() {
-    local end=$((SECONDS + $1)); shift
-    until "$@"; do
-        [ "$SECONDS" -lt "$end" ] || return 1
-        sleep 0.5
-    done
-}
+cleanup_on_exit remove_podman_objects
 
 [ "$(id -u)" = 0 ] || fail "needs root (podman with the runc runtime, debootstrap)"
 
 # --- tools ------------------------------------------------------------------------------
-need=()
-for tool in podman:podman runc:runc buildah:buildah conmon:conmon catatonit:catatonit \
-    debootstrap:debootstrap curl:curl iptables:iptables slirp4netns:slirp4netns; do
-    command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
-done
-[ -e /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
-if [ ${#need[@]} -gt 0 ]; then
-    say "# installing ${need[*]}"
-    apt-get update -qq >/dev/null || fail "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${need[@]}" >/dev/null || fail "apt-get install ${need[*]} failed"
-fi
+install_missing podman:podman runc:runc buildah:buildah conmon:conmon catatonit:catatonit \
+    debootstrap:debootstrap curl:curl iptables:iptables slirp4netns:slirp4netns \
+    /usr/lib/cni/bridge:containernetworking-plugins
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/vpcep-container.XXXXXX")
-mkdir -p "$cache"
-# crun cannot run on hybrid cgroups and the default rlimits exceed what this kernel lets
-# a root without CAP_SYS_RESOURCE set: runc, and limits within the hard limit.
-cat >"$work/containers.conf" <<EOF
-[containers]
-default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=32768:32768"]
-[engine]
-runtime = "runc"
-EOF
-export CONTAINERS_CONF=$work/containers.conf
+make_work container
+use_runc_for_podman
 # --network host: a RUN step reaches the package registries directly, no bridge or NAT.
 podman_build() { podman build --runtime runc --pull=never --format docker --network host "$@"; }
 
@@ -121,19 +80,6 @@ exec 8>"$lock"
 flock -w 1800 8 || fail "another run held $lock for 30 minutes"
 
 # --- base images ------------------------------------------------------------------------
-debian_mirror() {
-    local m=${DEBIAN_MIRROR:-}
-    if [ -z "$m" ]; then
-        m=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\).*/\1/p' /etc/apt/sources.list.d/*.sources \
-            2>/dev/null | grep -v -- '-security' | sed -n 1p || true)
-    fi
-    if [ -z "$m" ] && [ -f /etc/apt/sources.list ]; then
-        m=$(sed -e 's/\[[^]]*\]//' /etc/apt/sources.list |
-            awk '$1 == "deb" && $3 == "bookworm" && !n++ { print $2 }')
-    fi
-    printf '%s\n' "${m:-http://deb.debian.org/debian}"
-}
-
 # label_of IMAGE: the recipe label of a local image, "-" if it has none, "" if absent.
 label_of() {
     local v
@@ -311,23 +257,9 @@ sk=container-check-secret-0123456789abcdef
 etc=$work/etc
 mkdir -p "$etc"
 cp "$repo/examples/seed.json" "$work/seed.json"
-cat >"$etc/config.toml" <<'EOF'
-[[target]]
-name = "ci"
-region = "cn-north-4"
-project_id = "0605767a3300d5762fb7c0186d8bfc2b"
-vpcep_endpoint = "http://127.0.0.1:8080"
-iam_endpoint = "http://127.0.0.1:8080"
-
+{ simulator_config; cat <<'EOF'; } >"$etc/config.toml"
 [auth]
 method = "aksk"
-
-[poll]
-interval = "2s"
-jitter = "0s"
-
-[policy]
-dir = "policies"
 
 [audit]
 path = "/var/lib/vpcep-approver/audit.jsonl"
@@ -491,4 +423,4 @@ podman run --rm --name "$run-verify" --network none --no-healthcheck -v "$volume
     { cat "$work/verify.out"; fail "audit verify in the image found a problem"; }
 ok "audit verify (the image's own binary, on the volume): $(tail -n 1 "$work/verify.out")"
 
-say "container: $passed passed, 0 failed"
+all_passed

@@ -21,25 +21,17 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-cache=${VPCEP_CI_CACHE:-$repo/target/ci-cache}
+. "$here/../lib.sh"
+suite=systemd
 unit=$repo/systemd/vpcep-approver.service
 
-passed=0
-work=
 nspawn_pid=
 leader=
 
-say() { printf '%s\n' "$*"; }
-ok() { passed=$((passed + 1)); say "ok: $*"; }
-fail() {
-    say "FAILED: $*" >&2
-    if [ -n "$leader" ]; then
-        say "--- journal of vpcep-approver.service (last 40 lines)" >&2
-        inside journalctl -u vpcep-approver --no-pager -n 40 >&2 2>&1 || true
-    fi
-    say "systemd: $passed passed, 1 failed"
-    exit 1
+diagnostics() {
+    [ -n "$leader" ] || return 0
+    say "--- journal of vpcep-approver.service (last 40 lines)"
+    inside journalctl -u vpcep-approver --no-pager -n 40 2>&1 || true
 }
 # inside CMD...: CMD in the booted machine (all its namespaces), at most 90 s.
 inside() { timeout 90 nsenter -t "$leader" -a "$@"; }
@@ -51,64 +43,28 @@ journal_has() {
 }
 # in_net CMD...: a host command in the machine's network namespace (its loopback only).
 in_net() { timeout 30 nsenter -t "$leader" -n "$@"; }
-cleanup() {
-    set +e
-    if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
-        [ -n "$leader" ] && timeout 10 nsenter -t "$leader" -a systemctl poweroff >/dev/null 2>&1
-        for _ in $(seq 60); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.5; done
-        kill -TERM "$nspawn_pid" 2>/dev/null
-        for _ in $(seq 20); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.5; done
-        [ -n "$leader" ] && kill -KILL "$leader" 2>/dev/null
-        kill -KILL "$nspawn_pid" 2>/dev/null
-        wait "$nspawn_pid" 2>/dev/null
-    fi
-    [ -n "$work" ] && rm -rf "$work"
+stop_machine() {
+    [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null || return 0
+    [ -n "$leader" ] && timeout 10 nsenter -t "$leader" -a systemctl poweroff >/dev/null 2>&1
+    for _ in $(seq 60); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.5; done
+    kill -TERM "$nspawn_pid" 2>/dev/null
+    for _ in $(seq 20); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.5; done
+    [ -n "$leader" ] && kill -KILL "$leader" 2>/dev/null
+    kill -KILL "$nspawn_pid" 2>/dev/null
+    wait "$nspawn_pid" 2>/dev/null
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# wait_until SECONDS COMMAND...: true once COMMAND succeeds, false after SECONDS.
-wait_until() {
-    local end=$((SECONDS + $1)); shift
-    until "$@"; do
-        [ "$SECONDS" -lt "$end" ] || return 1
-        sleep 0.5
-    done
-}
+cleanup_on_exit stop_machine
 
 [ $# -eq 1 ] || fail "usage: tests/systemd/run.sh BIN (e.g. target/release/vpcep-approver)"
 bin=$1
 [ -x "$bin" ] || fail "$bin is not an executable"
 [ "$(id -u)" = 0 ] || fail "needs root (debootstrap, systemd-nspawn)"
 
-need=()
-command -v debootstrap >/dev/null || need+=(debootstrap)
-command -v systemd-nspawn >/dev/null || need+=(systemd-container)
-command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-    say "# installing ${need[*]}"
-    apt-get update -qq >/dev/null || fail "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${need[@]}" >/dev/null || fail "apt-get install ${need[*]} failed"
-fi
+install_missing debootstrap:debootstrap systemd-nspawn:systemd-container curl:curl
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/vpcep-systemd.XXXXXX")
-mkdir -p "$cache"
+make_work systemd
 
 # --- a Debian bookworm with systemd ------------------------------------------------------
-debian_mirror() {
-    local m=${DEBIAN_MIRROR:-}
-    if [ -z "$m" ]; then
-        m=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\).*/\1/p' /etc/apt/sources.list.d/*.sources \
-            2>/dev/null | grep -v -- '-security' | sed -n 1p || true)
-    fi
-    if [ -z "$m" ] && [ -f /etc/apt/sources.list ]; then
-        m=$(sed -e 's/\[[^]]*\]//' /etc/apt/sources.list |
-            awk '$1 == "deb" && $3 == "bookworm" && !n++ { print $2 }')
-    fi
-    printf '%s\n' "${m:-http://deb.debian.org/debian}"
-}
 packages=systemd,systemd-sysv,libnss-systemd,dbus,procps
 tar=$cache/bookworm-systemd-$(printf %s "$packages" | sha256sum | cut -c1-12).tar
 root=$work/root
@@ -145,25 +101,11 @@ install -d -m 0700 "$root/etc/vpcep-approver/credentials"
 printf %s "$ak" >"$root/etc/vpcep-approver/credentials/ak"
 printf %s "$sk" >"$root/etc/vpcep-approver/credentials/sk"
 chmod 0600 "$root"/etc/vpcep-approver/credentials/*
-cat >"$root/etc/vpcep-approver/config.toml" <<'EOF'
-[[target]]
-name = "ci"
-region = "cn-north-4"
-project_id = "0605767a3300d5762fb7c0186d8bfc2b"
-vpcep_endpoint = "http://127.0.0.1:8080"
-iam_endpoint = "http://127.0.0.1:8080"
-
+{ simulator_config; cat <<'EOF'; } >"$root/etc/vpcep-approver/config.toml"
 [auth]
 method = "aksk"
 access_key_file = "${CREDENTIALS_DIRECTORY}/ak"
 secret_key_file = "${CREDENTIALS_DIRECTORY}/sk"
-
-[poll]
-interval = "2s"
-jitter = "0s"
-
-[policy]
-dir = "policies"
 
 [http]
 listen = "127.0.0.1:9464"
@@ -354,4 +296,4 @@ inside systemctl poweroff >/dev/null 2>&1 || true
 wait_until 30 bash -c "! kill -0 $nspawn_pid 2>/dev/null" || fail "the machine did not power off within 30 s"
 wait "$nspawn_pid" 2>/dev/null || true
 nspawn_pid=
-say "systemd: $passed passed, 0 failed"
+all_passed
