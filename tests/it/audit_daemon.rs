@@ -5,70 +5,49 @@
 //! restart loop; a full disk in the middle of a batch leaves no decision without its one
 //! outcome and records nothing twice.
 
-use crate::cli::{BIN, repo, start_simulate, write_config};
-use crate::support::{Daemon, free_port, http, metric, wait_for};
+use crate::cli::BIN;
+use crate::rig::{
+    DaemonRig, Running, SimProcess, simulate_example, start_simulate, verify, write_seed,
+};
+use crate::support::{seed_conn, seed_of, wait_for};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const SVC: &str = "4189d3c2-8882-4871-a3c2-d380272eed88";
 const PARTNER: &str = "6e9dfd51d1124e8d8498dce894923a0d";
 
-/// Starts `run` with an HTTP listener and the audit log at `audit`, through `wrapper`
-/// (e.g. `unshare` for a private tmpfs); returns the daemon and its base URL.
-fn daemon(dir: &Path, sim_url: &str, audit: &Path, wrapper: &[&str]) -> (Daemon, String) {
-    daemon_with(dir, sim_url, audit, wrapper, "1s", "")
+/// `run` with an HTTP listener, polling every `interval`, no rate limit, the audit log at
+/// `audit` and the daemon's debug lines in `dir/stderr.log`.
+fn rig(dir: &Path, sim_url: &str, audit: &Path, interval: &str) -> DaemonRig {
+    DaemonRig::new(dir, sim_url)
+        .poll(&format!(
+            "interval = \"{interval}\"\njitter = \"0s\"\nmax_requests_per_second = 0\n"
+        ))
+        .audit(audit)
+        .tail("[log]\nlevel = \"info,vpcep_approver::daemon=debug\"\n")
+        .stderr_log()
 }
 
-/// [`daemon`] polling every `interval`, with `audit_extra` lines in `[audit]`.
-fn daemon_with(
-    dir: &Path,
-    sim_url: &str,
-    audit: &Path,
-    wrapper: &[&str],
-    interval: &str,
-    audit_extra: &str,
-) -> (Daemon, String) {
-    let port = free_port();
-    let cfg = write_config(
-        dir,
-        &repo("policies"),
-        &format!(
-            "vpcep_endpoint = \"{sim_url}\"\niam_endpoint = \"{sim_url}\"\n[poll]\ninterval = \"{interval}\"\njitter = \"0s\"\nmax_requests_per_second = 0\n[audit]\npath = {:?}\n{audit_extra}\n[http]\nlisten = \"127.0.0.1:{port}\"\n[log]\nlevel = \"info,vpcep_approver::daemon=debug\"\n",
-            audit.display().to_string()
-        ),
-    );
-    let mut cmd = match wrapper.split_first() {
-        Some((prog, args)) => {
-            let mut c = Command::new(prog);
-            c.args(args).arg(BIN);
-            c
-        }
-        None => Command::new(BIN),
-    };
-    let child = cmd
-        .args(["-c", cfg.to_str().expect("utf8"), "run"])
-        .env("HUAWEICLOUD_SDK_AK", "CLIAK")
-        .env("HUAWEICLOUD_SDK_SK", "CLISECRET")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("stderr.log")).expect("log"))
-        .spawn()
-        .expect("daemon starts");
-    Daemon::serving(child, port, "/healthz")
+/// [`rig`] polling every second, once `/healthz` answers.
+fn daemon(dir: &Path, sim_url: &str, audit: &Path) -> Running {
+    rig(dir, sim_url, audit, "1s").serving("/healthz")
 }
 
-fn add_connection(sim_url: &str, id: &str, domain: &str) {
-    let (code, body) = http(
-        "POST",
-        &format!("{sim_url}/_sim/connections"),
-        &format!(
-            r#"{{"service_id":"{SVC}","id":"{id}","domain_id":"{domain}","description":"CHG-9 later"}}"#
-        ),
-    );
-    assert_eq!(code, 201, "{body}");
+/// The example seed under a [`daemon`] in a new directory, its audit log at
+/// `audit.jsonl` there, once the first records are written (and half a second more, so
+/// the batch is complete).
+fn after_first_records() -> (tempfile::TempDir, SimProcess, Running, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = simulate_example();
+    let audit = dir.path().join("audit.jsonl");
+    let d = daemon(dir.path(), &sim.url, &audit);
+    wait_for("first records", Duration::from_secs(20), || {
+        !lines_of(&audit).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    (dir, sim, d, audit)
 }
 
 fn lines_of(path: &Path) -> Vec<String> {
@@ -79,81 +58,42 @@ fn lines_of(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn status_of(sim_url: &str, id: &str) -> String {
-    let (_, body) = http("GET", &format!("{sim_url}/_sim/state"), "");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("state");
-    v["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s["connections"].as_array().into_iter().flatten())
-        .find(|c| c["id"] == id)
-        .and_then(|c| c["status"].as_str())
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn verify(files: &[&Path]) -> (bool, String) {
-    let mut args = vec!["audit".to_owned(), "verify".to_owned()];
-    args.extend(files.iter().map(|p| p.display().to_string()));
-    let o = Command::new(BIN).args(&args).output().expect("verify runs");
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-    )
-}
-
 #[test]
 fn a_deleted_audit_file_is_recreated_at_its_path_and_the_chain_goes_on() {
-    let sim = start_simulate(&["--seed", repo("examples/seed.json").to_str().expect("utf8")]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let audit = dir.path().join("audit.jsonl");
-    let (mut d, _base) = daemon(dir.path(), &sim.url, &audit, &[]);
-    wait_for("first records", Duration::from_secs(20), || {
-        !lines_of(&audit).is_empty()
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    let (dir, sim, mut d, audit) = after_first_records();
     let saved = dir.path().join("saved.jsonl");
     std::fs::copy(&audit, &saved).expect("copy");
     std::fs::remove_file(&audit).expect("rm");
-    add_connection(&sim.url, "aaaaaaaa-0000-4000-8000-00000000000a", PARTNER);
+    let id = "aaaaaaaa-0000-4000-8000-00000000000a";
+    sim.add_connection(SVC, id, PARTNER, "CHG-9 later");
     wait_for(
         "the new decision at the path",
         Duration::from_secs(20),
         || {
-            lines_of(&audit).iter().any(|l| {
-                l.contains("aaaaaaaa-0000-4000-8000-00000000000a")
-                    && l.contains("\"kind\":\"outcome\"")
-            })
+            lines_of(&audit)
+                .iter()
+                .any(|l| l.contains(id) && l.contains("\"kind\":\"outcome\""))
         },
     );
-    d.signal("-TERM");
-    assert_eq!(d.child.wait().expect("wait").code(), Some(0));
+    assert_eq!(d.stop(), Some(0));
     let (ok, out) = verify(&[&saved, &audit]);
     assert!(ok, "{out}");
 }
 
 #[test]
 fn a_failed_reopen_keeps_the_daemon_up_unready_and_silent_until_the_path_works() {
-    let sim = start_simulate(&["--seed", repo("examples/seed.json").to_str().expect("utf8")]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let audit = dir.path().join("audit.jsonl");
-    let (mut d, base) = daemon(dir.path(), &sim.url, &audit, &[]);
-    wait_for("first records", Duration::from_secs(20), || {
-        !lines_of(&audit).is_empty()
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    let (dir, sim, mut d, audit) = after_first_records();
     // logrotate's move, then a directory where the new file should be.
     let rotated = dir.path().join("audit.jsonl.1");
     std::fs::rename(&audit, &rotated).expect("mv");
     std::fs::create_dir(&audit).expect("mkdir");
     d.signal("-HUP");
     let late = "bbbbbbbb-0000-4000-8000-00000000000b";
-    add_connection(&sim.url, late, PARTNER);
-    let (_, m0) = http("GET", &format!("{base}/metrics"), "");
-    let failures0 = metric(&m0, "vpcep_approver_audit_write_failures_total");
+    sim.add_connection(SVC, late, PARTNER, "CHG-9 later");
+    let failures = || d.metric("vpcep_approver_audit_write_failures_total");
+    let failures0 = failures();
     wait_for("unready with the cause", Duration::from_secs(10), || {
-        let (code, why) = http("GET", &format!("{base}/readyz"), "");
+        let (code, why) = d.get("/readyz");
         code == 503 && why.contains("EISDIR")
     });
     let rotated_len = lines_of(&rotated).len();
@@ -164,48 +104,43 @@ fn a_failed_reopen_keeps_the_daemon_up_unready_and_silent_until_the_path_works()
         "nothing is written into the rotated file"
     );
     assert_eq!(
-        status_of(&sim.url, late),
+        sim.status_of(late),
         "pendingAcceptance",
         "no action without the log"
     );
-    let (_, m1) = http("GET", &format!("{base}/metrics"), "");
+    let failures1 = failures();
     assert!(
-        metric(&m1, "vpcep_approver_audit_write_failures_total") > failures0,
-        "every retry is counted:\n{m1}"
+        failures1 > failures0,
+        "every retry is counted: {failures0} then {failures1}"
     );
-    assert!(d.child.try_wait().expect("wait").is_none(), "it stays up");
+    assert!(d.is_running(), "it stays up");
     // The path works again: the chain continues into the new file.
     std::fs::remove_dir(&audit).expect("rmdir");
     wait_for(
         "the late connection decided",
         Duration::from_secs(20),
-        || status_of(&sim.url, late) == "accepted",
+        || sim.status_of(late) == "accepted",
     );
-    wait_for("ready again", Duration::from_secs(10), || {
-        http("GET", &format!("{base}/readyz"), "").0 == 200
-    });
-    d.signal("-TERM");
-    assert_eq!(d.child.wait().expect("wait").code(), Some(0));
+    d.wait_ok("/readyz", Duration::from_secs(10));
+    assert_eq!(d.stop(), Some(0));
     let (ok, out) = verify(&[&rotated, &audit]);
     assert!(ok, "{out}");
 }
 
 #[test]
 fn a_bad_audit_path_at_start_keeps_the_daemon_up_and_unready_instead_of_exiting() {
-    let sim = start_simulate(&["--seed", repo("examples/seed.json").to_str().expect("utf8")]);
+    let sim = simulate_example();
     let dir = tempfile::tempdir().expect("tempdir");
     let logs = dir.path().join("logs");
     let audit = logs.join("audit.jsonl");
-    let (mut d, base) = daemon(dir.path(), &sim.url, &audit, &[]);
+    let mut d = daemon(dir.path(), &sim.url, &audit);
     wait_for("unready with the cause", Duration::from_secs(10), || {
-        let (code, why) = http("GET", &format!("{base}/readyz"), "");
+        let (code, why) = d.get("/readyz");
         code == 503 && why.contains("ENOENT") && why.contains("audit.jsonl")
     });
     std::thread::sleep(Duration::from_secs(2));
-    let (_, state) = http("GET", &format!("{}/_sim/state", sim.url), "");
-    let v: serde_json::Value = serde_json::from_str(&state).expect("state");
     assert_eq!(
-        v["actions"].as_array().map(Vec::len),
+        sim.state()["actions"].as_array().map(Vec::len),
         Some(0),
         "no action without the log"
     );
@@ -219,8 +154,7 @@ fn a_bad_audit_path_at_start_keeps_the_daemon_up_and_unready_instead_of_exiting(
                 .any(|l| l.contains("\"kind\":\"outcome\""))
         },
     );
-    d.signal("-TERM");
-    assert_eq!(d.child.wait().expect("wait").code(), Some(0));
+    assert_eq!(d.stop(), Some(0));
     let (ok, out) = verify(&[&audit]);
     assert!(ok, "{out}");
 }
@@ -228,24 +162,24 @@ fn a_bad_audit_path_at_start_keeps_the_daemon_up_and_unready_instead_of_exiting(
 /// A seed with `n` pending partner connections (each accepted) and `strangers` pending
 /// connections nobody's policy decides (recorded once, left pending).
 fn big_seed(dir: &Path, n: usize, strangers: usize) -> PathBuf {
-    let base = chrono::Utc::now() - chrono::Duration::hours(1);
-    let conns: Vec<serde_json::Value> = (0..n + strangers)
+    let conns = (0..n + strangers)
         .map(|i| {
-            serde_json::json!({
-                "id": format!("c{i:04}"),
-                // One account each, so the quotas of the shipped policies do not apply.
-                "domain_id": if i < n { PARTNER.to_owned() } else { format!("{i:032x}") },
-                "description": "CHG-1 a description long enough to fill the disk sooner",
-                "created_at": (base + chrono::Duration::seconds(i as i64))
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            })
+            // One account each, so the quotas of the shipped policies do not apply.
+            let domain = if i < n {
+                PARTNER.to_owned()
+            } else {
+                format!("{i:032x}")
+            };
+            seed_conn(
+                &format!("c{i:04}"),
+                &domain,
+                "CHG-1 a description long enough to fill the disk sooner",
+                "pendingAcceptance",
+                i as i64,
+            )
         })
         .collect();
-    let seed = serde_json::json!({"services": [
-        {"id": SVC, "service_name": "cn-north-4.payments.4189d3c2", "connections": conns}]});
-    let p = dir.join("seed.json");
-    std::fs::write(&p, seed.to_string()).expect("seed");
-    p
+    write_seed(dir, &seed_of(SVC, conns))
 }
 
 #[test]
@@ -269,34 +203,28 @@ fn a_full_disk_mid_batch_leaves_one_outcome_per_decision_and_no_duplicates() {
         eprintln!("skipped: unshare -m is not available here");
         return;
     }
-    let (mut d, base) = daemon(
-        dir.path(),
-        &sim.url,
-        &audit,
-        &["unshare", "-m", "sh", "-c", &mount],
-    );
+    let mut d = rig(dir.path(), &sim.url, &audit, "1s")
+        .wrapper(&["unshare", "-m", "sh", "-c", &mount])
+        .serving("/healthz");
     // The daemon's view of the disk, from outside its mount namespace.
     let inside = |p: &Path| {
-        PathBuf::from(format!("/proc/{}/root", d.child.id()))
+        PathBuf::from(format!("/proc/{}/root", d.pid()))
             .join(p.strip_prefix("/").expect("absolute"))
     };
     wait_for("the disk to fill", Duration::from_secs(20), || {
-        let (code, why) = http("GET", &format!("{base}/readyz"), "");
+        let (code, why) = d.get("/readyz");
         code == 503 && why.contains("ENOSPC")
     });
     std::thread::sleep(Duration::from_secs(2));
     // Space comes back.
     std::fs::remove_file(inside(&disk.join("filler"))).expect("rm filler");
     wait_for("every partner decided", Duration::from_secs(30), || {
-        (0..150).all(|i| status_of(&sim.url, &format!("c{i:04}")) != "pendingAcceptance")
+        (0..150).all(|i| sim.status_of(&format!("c{i:04}")) != "pendingAcceptance")
     });
-    wait_for("ready again", Duration::from_secs(20), || {
-        http("GET", &format!("{base}/readyz"), "").0 == 200
-    });
+    d.wait_ok("/readyz", Duration::from_secs(20));
     let copy = dir.path().join("audit-copy.jsonl");
     std::fs::copy(inside(&audit), &copy).expect("copy out");
-    d.signal("-TERM");
-    let _ = d.child.wait();
+    let _ = d.stop();
     let (ok, out) = verify(&[&copy]);
     assert!(ok, "{out}");
     let lines: Vec<serde_json::Value> = lines_of(&copy)
@@ -354,36 +282,27 @@ fn a_signing_daemon_checkpoints_while_idle_after_a_reload_and_at_shutdown() {
     let Some((private, public)) = crate::audit::openssl_keys(dir.path(), "signing") else {
         return;
     };
-    let sim = start_simulate(&["--seed", repo("examples/seed.json").to_str().expect("utf8")]);
+    let sim = simulate_example();
     let audit = dir.path().join("audit.jsonl");
     // One cycle an hour: every checkpoint after the first cycle is written while idle.
-    let (d, base) = daemon_with(
-        dir.path(),
-        &sim.url,
-        &audit,
-        &[],
-        "1h",
-        &format!(
+    let mut d = rig(dir.path(), &sim.url, &audit, "1h")
+        .audit_extra(&format!(
             "signing_key_file = {:?}\ncheckpoint_interval = \"1s\"",
             private.display().to_string()
-        ),
-    );
+        ))
+        .serving("/healthz");
     wait_for(
         "three checkpoints while idle",
         Duration::from_secs(20),
         || checkpoints(&audit).len() >= 3,
     );
-    let log = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
     assert!(
-        log().contains("checkpoint written reason=interval"),
+        d.log().contains("checkpoint written reason=interval"),
         "{}",
-        log()
+        d.log()
     );
     // The metric counts every line of the chain, checkpoints included.
-    let count = || {
-        let (_, m) = http("GET", &format!("{base}/metrics"), "");
-        metric(&m, "vpcep_approver_audit_records_total") as usize
-    };
+    let count = || d.metric("vpcep_approver_audit_records_total") as usize;
     wait_for(
         "audit_records_total == lines",
         Duration::from_secs(5),
@@ -397,15 +316,13 @@ fn a_signing_daemon_checkpoints_while_idle_after_a_reload_and_at_shutdown() {
     wait_for(
         "a checkpoint after the reload",
         Duration::from_secs(10),
-        || log().contains("checkpoint written reason=reload"),
+        || d.log().contains("checkpoint written reason=reload"),
     );
-    d.signal("-TERM");
-    let mut d = d;
-    assert_eq!(d.child.wait().expect("wait").code(), Some(0), "{}", log());
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
     assert!(
-        log().contains("checkpoint written reason=shutdown"),
+        d.log().contains("checkpoint written reason=shutdown"),
         "{}",
-        log()
+        d.log()
     );
 
     // The last line is the shutdown checkpoint: the whole file is signed.
@@ -453,15 +370,14 @@ fn an_idle_daemon_is_ready_again_once_its_audit_path_works() {
     let sim = start_simulate(&["--seed", seed.to_str().expect("utf8")]);
     let logs = dir.path().join("logs");
     let audit = logs.join("audit.jsonl");
-    let (mut d, base) = daemon(dir.path(), &sim.url, &audit, &[]);
+    let mut d = daemon(dir.path(), &sim.url, &audit);
     wait_for("unready with the cause", Duration::from_secs(10), || {
-        let (code, why) = http("GET", &format!("{base}/readyz"), "");
+        let (code, why) = d.get("/readyz");
         code == 503 && why.contains("ENOENT")
     });
     std::fs::create_dir(&logs).expect("mkdir");
     wait_for("ready again while idle", Duration::from_secs(10), || {
-        http("GET", &format!("{base}/readyz"), "").0 == 200
+        d.get("/readyz").0 == 200
     });
-    d.signal("-TERM");
-    assert_eq!(d.child.wait().expect("wait").code(), Some(0));
+    assert_eq!(d.stop(), Some(0));
 }

@@ -1,10 +1,10 @@
 //! The real binary: exit codes and messages of `check`, `eval`, `test`, `audit verify`,
 //! `run --once` and `simulate`.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+
+pub use crate::rig::start_simulate;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_vpcep-approver");
 
@@ -14,21 +14,15 @@ pub fn repo(p: &str) -> PathBuf {
 
 /// Runs the binary with a clean environment (no cloud secrets from the caller).
 pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env_remove("VPCEP_APPROVER_CONFIG")
-        .env_remove("HUAWEICLOUD_SDK_AK")
-        .env_remove("HUAWEICLOUD_SDK_SK")
-        .env_remove("HUAWEICLOUD_SDK_SECURITY_TOKEN")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("RUST_LOG");
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.output().expect("binary runs")
+    crate::rig::clean_command(&[])
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("binary runs")
 }
 
-fn text(o: &Output) -> (String, String) {
+/// The stdout and stderr of `o`, as text.
+pub fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
@@ -55,9 +49,13 @@ fn check_accepts_the_shipped_config_without_secrets() {
     let o = run(&["-c", cfg.to_str().expect("utf8"), "check"], &[]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
-    assert!(out.contains("target cn-north-4"), "{out}");
-    assert!(out.contains("policy allow-partners"), "{out}");
-    assert!(out.contains("policy version: sha256:"), "{out}");
+    for want in [
+        "target cn-north-4",
+        "policy allow-partners",
+        "policy version: sha256:",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
 }
 
 #[test]
@@ -151,67 +149,49 @@ fn healthcheck_fails_without_a_listener_and_names_what_it_probed() {
 fn usage_errors_exit_2() {
     assert_eq!(run(&["frobnicate"], &[]).status.code(), Some(2));
     assert_eq!(run(&["eval"], &[]).status.code(), Some(2));
+    let (code, _, err) = eval(&["--domain-id", "x", "--created-at", "yesterday"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--created-at"));
+}
+
+/// `eval` with the shipped config and `args`: its exit code, stdout and stderr.
+fn eval(args: &[&str]) -> (Option<i32>, String, String) {
     let cfg = repo("config/vpcep-approver.toml");
-    let o = run(
-        &[
-            "-c",
-            cfg.to_str().expect("utf8"),
-            "eval",
-            "--domain-id",
-            "x",
-            "--created-at",
-            "yesterday",
-        ],
-        &[],
-    );
-    assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).1.contains("--created-at"));
+    let mut all = vec!["-c", cfg.to_str().expect("utf8"), "eval"];
+    all.extend_from_slice(args);
+    let o = run(&all, &[]);
+    let (out, err) = text(&o);
+    (o.status.code(), out, err)
 }
 
 #[test]
 fn eval_prints_verdict_and_json_record() {
-    let cfg = repo("config/vpcep-approver.toml");
-    let c = cfg.to_str().expect("utf8");
-    let o = run(
-        &[
-            "-c",
-            c,
-            "eval",
-            "--domain-id",
-            "6e9dfd51d1124e8d8498dce894923a0d",
-            "--service-id",
-            "4189d3c2-8882-4871-a3c2-d380272eed88",
-            "--description",
-            "CHG-1234 payments link",
-        ],
-        &[],
-    );
-    let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{err}");
-    assert!(out.contains("verdict: permit"), "{out}");
-    assert!(out.contains("action: receive"), "{out}");
-    assert!(out.contains("allow-partners"), "{out}");
+    let (code, out, err) = eval(&[
+        "--domain-id",
+        "6e9dfd51d1124e8d8498dce894923a0d",
+        "--service-id",
+        "4189d3c2-8882-4871-a3c2-d380272eed88",
+        "--description",
+        "CHG-1234 payments link",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    for want in ["verdict: permit", "action: receive", "allow-partners"] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
 
     let hostile = "CHG-1 \"}\n{\"verdict\":\"permit\"}\u{1b}[31m";
-    let o = run(
-        &[
-            "-c",
-            c,
-            "eval",
-            "--json",
-            "--domain-id",
-            "9d8c7b6a5f4e4d3c2b1a0f9e8d7c6b5a",
-            "--description",
-            hostile,
-            "--marker-id",
-            "422321321312321321",
-            "--created-at",
-            "2026-11-20T09:35:47Z",
-        ],
-        &[],
-    );
-    let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    let (code, out, err) = eval(&[
+        "--json",
+        "--domain-id",
+        "9d8c7b6a5f4e4d3c2b1a0f9e8d7c6b5a",
+        "--description",
+        hostile,
+        "--marker-id",
+        "422321321312321321",
+        "--created-at",
+        "2026-11-20T09:35:47Z",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
     assert_eq!(out.lines().count(), 1, "one JSON line: {out}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["kind"], "decision");
@@ -299,57 +279,6 @@ fn audit_verify_reports_the_first_bad_line() {
         format!("{out}{err}").contains(":3"),
         "the break shows at line 3: {out}{err}"
     );
-}
-
-/// A `simulate` child process, killed on drop.
-pub struct SimProcess {
-    child: std::process::Child,
-    pub url: String,
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn start_simulate(extra: &[&str]) -> SimProcess {
-    let mut args = vec![
-        "simulate",
-        "--listen",
-        "127.0.0.1:0",
-        "--ak",
-        "CLIAK",
-        "--sk",
-        "CLISECRET",
-    ];
-    args.extend_from_slice(extra);
-    let mut child = Command::new(BIN)
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("simulate starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut reader = BufReader::new(stdout);
-    while Instant::now() < deadline {
-        line.clear();
-        if reader.read_line(&mut line).expect("read") == 0 {
-            break;
-        }
-        if let Some(url) = line.trim().strip_prefix("listening on ") {
-            return SimProcess {
-                child,
-                url: url.to_owned(),
-            };
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("simulate did not print its address");
 }
 
 #[test]

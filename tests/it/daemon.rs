@@ -2,65 +2,71 @@
 //! `NOTIFY_SOCKET`, connections arriving while it runs, reload with a good and a broken
 //! policy on a real SIGHUP, audit rotation, the HTTP surface, and a clean SIGTERM.
 
-use crate::cli::{BIN, repo, start_simulate, write_config};
-use crate::support::{Daemon, copy_dir, expect_notify, free_port, http, metric, wait_for};
-use std::io::Read;
+use crate::cli::{BIN, repo, start_simulate};
+use crate::rig::{DaemonRig, Running, SimProcess, simulate_example, verify};
+use crate::support::{copy_dir, expect_notify, metric, wait_for};
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// The `vpcep_approver_policy_info` line of a daemon's `/metrics`: its policy version.
+fn policy_version(d: &Running) -> Option<String> {
+    d.get("/metrics")
+        .1
+        .lines()
+        .find(|l| l.starts_with("vpcep_approver_policy_info{"))
+        .map(str::to_owned)
+}
+
+/// The example simulator and a temporary directory with a `policies` directory in it,
+/// filled by `fill`.
+fn with_policies(fill: impl FnOnce(&Path)) -> (SimProcess, tempfile::TempDir, PathBuf) {
+    let sim = simulate_example();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).expect("mkdir");
+    fill(&policies);
+    (sim, dir, policies)
+}
+
+/// Copies the shipped policies into `dir`.
+fn shipped(dir: &Path) {
+    copy_dir(&repo("policies"), dir);
+}
+
+/// The failed policy reloads a daemon counted.
+fn failed_reloads(d: &Running) -> f64 {
+    d.metric("vpcep_approver_policy_reloads_total{result=\"failure\"}")
+}
 
 #[test]
 fn daemon_notifies_reloads_rotates_and_stops_cleanly() {
-    let sim = start_simulate(&["--seed", repo("examples/seed.json").to_str().expect("utf8")]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let policies = dir.path().join("policies");
-    copy_dir(&repo("policies"), &policies);
+    let (sim, dir, policies) = with_policies(shipped);
     let audit = dir.path().join("audit.jsonl");
-    let port = free_port();
-    let cfg = write_config(
-        dir.path(),
-        &policies,
-        &format!(
-            "vpcep_endpoint = \"{0}\"\niam_endpoint = \"{0}\"\n[poll]\ninterval = \"1s\"\njitter = \"0s\"\n[audit]\npath = {1:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-            sim.url,
-            audit.display().to_string()
-        ),
-    );
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
-    let d = Daemon {
-        child: Command::new(BIN)
-            .args(["-c", cfg.to_str().expect("utf8"), "run"])
-            .env("HUAWEICLOUD_SDK_AK", "CLIAK")
-            .env("HUAWEICLOUD_SDK_SK", "CLISECRET")
-            .env("NOTIFY_SOCKET", &sock_path)
-            .env("WATCHDOG_USEC", "1000000")
-            .env_remove("WATCHDOG_PID")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("daemon starts"),
-    };
+    let mut d = DaemonRig::new(dir.path(), &sim.url)
+        .policies(&policies)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env_remove("WATCHDOG_PID")
+        .spawn();
     expect_notify(&sock, "READY=1", Duration::from_secs(20));
     expect_notify(&sock, "WATCHDOG=1", Duration::from_secs(5));
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for("healthz", Duration::from_secs(10), || {
-        http("GET", &format!("{base}/healthz"), "").0 == 200
-    });
-    wait_for("readyz", Duration::from_secs(20), || {
-        http("GET", &format!("{base}/readyz"), "").0 == 200
-    });
+    d.wait_ok("/healthz", Duration::from_secs(10));
+    d.wait_ok("/readyz", Duration::from_secs(20));
     // The image's HEALTHCHECK: the binary probes its own listener from the config.
     let o = Command::new(BIN)
-        .args(["-c", cfg.to_str().expect("utf8"), "healthcheck"])
+        .arg("-c")
+        .arg(&d.cfg)
+        .arg("healthcheck")
         .output()
         .expect("healthcheck runs");
     assert_eq!(o.status.code(), Some(0), "{o:?}");
-    let (_, m) = http("GET", &format!("{base}/metrics"), "");
+    let (_, m) = d.get("/metrics");
     for name in [
         "vpcep_approver_decisions_total",
         "vpcep_approver_actions_total",
@@ -76,12 +82,12 @@ fn daemon_notifies_reloads_rotates_and_stops_cleanly() {
     }
 
     // A connection arriving while it runs is decided within a few cycles.
-    let (st, _) = http(
-        "POST",
-        &format!("{}/_sim/connections", sim.url),
-        r#"{"service_id":"4189d3c2-8882-4871-a3c2-d380272eed88","id":"aaaaaaaa-0000-4000-8000-000000000001","domain_id":"6e9dfd51d1124e8d8498dce894923a0d","description":"CHG-777 arrived later"}"#,
+    sim.add_connection(
+        "4189d3c2-8882-4871-a3c2-d380272eed88",
+        "aaaaaaaa-0000-4000-8000-000000000001",
+        "6e9dfd51d1124e8d8498dce894923a0d",
+        "CHG-777 arrived later",
     );
-    assert_eq!(st, 201);
     wait_for(
         "the new connection to be accepted",
         Duration::from_secs(15),
@@ -97,7 +103,7 @@ fn daemon_notifies_reloads_rotates_and_stops_cleanly() {
     );
 
     // The audit counters agree with the audit log.
-    let (_, m) = http("GET", &format!("{base}/metrics"), "");
+    let (_, m) = d.get("/metrics");
     let log = std::fs::read_to_string(&audit).expect("audit");
     let decisions = log
         .lines()
@@ -130,13 +136,7 @@ fn daemon_notifies_reloads_rotates_and_stops_cleanly() {
     wait_for(
         "the failed reload to be counted",
         Duration::from_secs(10),
-        || {
-            let (_, m) = http("GET", &format!("{base}/metrics"), "");
-            metric(
-                &m,
-                "vpcep_approver_policy_reloads_total{result=\"failure\"}",
-            ) == 1.0
-        },
+        || failed_reloads(&d) == 1.0,
     );
     assert!(
         audit.exists() || {
@@ -152,7 +152,7 @@ fn daemon_notifies_reloads_rotates_and_stops_cleanly() {
         "@id(\"zz-new\")\n@reason(\"added on reload\")\nforbid (principal, action == Vpcep::Action::\"connect\", resource)\nwhen { context.description == \"never matches this\" };\n",
     )
     .expect("write");
-    let (_, before) = http("GET", &format!("{base}/metrics"), "");
+    let before = policy_version(&d);
     d.signal("-HUP");
     expect_notify(&sock, "RELOADING=1", Duration::from_secs(10));
     expect_notify(&sock, "READY=1", Duration::from_secs(10));
@@ -165,91 +165,40 @@ fn daemon_notifies_reloads_rotates_and_stops_cleanly() {
                 .unwrap_or(false)
         },
     );
-    let (_, after) = http("GET", &format!("{base}/metrics"), "");
-    let version = |m: &str| {
-        m.lines()
-            .find(|l| l.starts_with("vpcep_approver_policy_info{"))
-            .map(str::to_owned)
-    };
-    assert_ne!(
-        version(&before),
-        version(&after),
-        "policy version did not change"
-    );
-    let o = Command::new(BIN)
-        .args([
-            "audit",
-            "verify",
-            rotated.to_str().expect("utf8"),
-            audit.to_str().expect("utf8"),
-        ])
-        .output()
-        .expect("verify runs");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_ne!(before, policy_version(&d), "policy version did not change");
+    let (ok, out) = verify(&[&rotated, &audit]);
+    assert!(ok, "{out}");
 
     // SIGTERM: STOPPING=1 and exit 0.
-    let mut d = d;
     d.signal("-TERM");
     expect_notify(&sock, "STOPPING=1", Duration::from_secs(10));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = d.child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "daemon did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(d.exit_code(Duration::from_secs(15)), Some(0));
 }
 
 #[test]
 fn bad_keys_keep_the_daemon_up_and_unready() {
     let sim = start_simulate(&[]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let cfg = write_config(
-        dir.path(),
-        &repo("policies"),
-        &format!(
-            "vpcep_endpoint = \"{0}\"\niam_endpoint = \"{0}\"\n[poll]\ninterval = \"1s\"\njitter = \"0s\"\n[audit]\npath = {1:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-            sim.url,
-            dir.path().join("audit.jsonl").display().to_string()
-        ),
-    );
-    let mut d = Daemon {
-        child: Command::new(BIN)
-            .args(["-c", cfg.to_str().expect("utf8"), "run"])
-            .env("HUAWEICLOUD_SDK_AK", "CLIAK")
-            .env("HUAWEICLOUD_SDK_SK", "NOT-THE-SECRET")
-            .env_remove("NOTIFY_SOCKET")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("daemon starts"),
-    };
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for("healthz", Duration::from_secs(10), || {
-        http("GET", &format!("{base}/healthz"), "").0 == 200
-    });
+    let mut d = DaemonRig::new(dir.path(), &sim.url)
+        .env("HUAWEICLOUD_SDK_SK", "NOT-THE-SECRET")
+        .stderr_log()
+        .spawn();
+    d.wait_ok("/healthz", Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(3));
-    let (code, why) = http("GET", &format!("{base}/readyz"), "");
+    let (code, why) = d.get("/readyz");
     assert_eq!(code, 503, "{why}");
     assert!(why.contains("target"), "{why}");
-    assert!(
-        d.child.try_wait().expect("wait").is_none(),
-        "daemon exited on a cloud error"
-    );
+    assert!(d.is_running(), "daemon exited on a cloud error");
     // Five bad signatures lock a key: only one signed attempt in these seconds.
-    let (_, state) = http("GET", &format!("{}/_sim/state", sim.url), "");
-    let v: serde_json::Value = serde_json::from_str(&state).expect("state");
-    assert_eq!(v["requests"]["list_services"].as_u64(), Some(1), "{state}");
-    d.signal("-TERM");
-    let mut err = String::new();
-    let status = d.child.wait().expect("wait");
-    if let Some(mut e) = d.child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    assert_eq!(status.code(), Some(0), "{err}");
+    let state = sim.state();
+    assert_eq!(
+        state["requests"]["list_services"].as_u64(),
+        Some(1),
+        "{state}"
+    );
+    let code = d.stop();
+    let err = d.log();
+    assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains("NOT-THE-SECRET"), "{err}");
 }
 
@@ -285,45 +234,25 @@ fn two_binaries_on_400_connections_agree_and_never_fail() {
         "--latency",
         "5ms",
     ]);
-    let mut children = Vec::new();
-    let mut audits = Vec::new();
-    for n in 0..2 {
-        let d = dir.path().join(format!("instance{n}"));
-        std::fs::create_dir(&d).expect("mkdir");
-        let audit = d.join("audit.jsonl");
-        let cfg = write_config(
-            &d,
-            &repo("policies"),
-            &format!(
-                "vpcep_endpoint = \"{0}\"\niam_endpoint = \"{0}\"\n[poll]\nmax_requests_per_second = 0\nmax_in_flight = 16\n[audit]\npath = {1:?}\n",
-                sim.url,
-                audit.display().to_string()
-            ),
-        );
-        audits.push(audit);
-        children.push(
-            Command::new(BIN)
-                .args(["-c", cfg.to_str().expect("utf8"), "run", "--once"])
-                .env("HUAWEICLOUD_SDK_AK", "CLIAK")
-                .env("HUAWEICLOUD_SDK_SK", "CLISECRET")
-                .env_remove("NOTIFY_SOCKET")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("instance starts"),
-        );
+    // Each instance's config and audit log in its own directory.
+    let mut instances: Vec<(Running, PathBuf)> = (0..2)
+        .map(|n| {
+            let d = dir.path().join(format!("instance{n}"));
+            std::fs::create_dir(&d).expect("mkdir");
+            let run = DaemonRig::new(&d, &sim.url)
+                .poll("max_requests_per_second = 0\nmax_in_flight = 16\n")
+                .no_listener()
+                .once()
+                .stderr_log()
+                .spawn();
+            (run, d.join("audit.jsonl"))
+        })
+        .collect();
+    for (d, _) in &mut instances {
+        let code = d.exit_code(Duration::from_secs(120));
+        assert_eq!(code, Some(0), "{}", d.log());
     }
-    for c in children {
-        let o = c.wait_with_output().expect("wait");
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    let (_, state) = http("GET", &format!("{}/_sim/state", sim.url), "");
-    let v: serde_json::Value = serde_json::from_str(&state).expect("state");
+    let v = sim.state();
     let mut by_status = std::collections::BTreeMap::new();
     for s in v["services"].as_array().expect("services") {
         for c in s["connections"].as_array().expect("connections") {
@@ -353,17 +282,14 @@ fn two_binaries_on_400_connections_agree_and_never_fail() {
     );
     assert_eq!(actions.len(), 400);
     assert!(actions.values().all(|s| s.len() == 1));
-    for audit in &audits {
+    for (_, audit) in &instances {
         let log = std::fs::read_to_string(audit).expect("audit");
         assert!(
             !log.contains("\"outcome\":\"failed\""),
             "a race ended failed"
         );
-        let o = Command::new(BIN)
-            .args(["audit", "verify", audit.to_str().expect("utf8")])
-            .output()
-            .expect("verify");
-        assert!(o.status.success());
+        let (ok, out) = verify(&[audit]);
+        assert!(ok, "{out}");
     }
 }
 
@@ -390,40 +316,11 @@ fn configmap(dir: &Path, stamp: &str, extra: &[(&str, &str)]) {
 
 #[test]
 fn the_policy_directory_reloads_itself_after_a_configmap_swap() {
-    let sim = start_simulate(&["--seed", repo("examples/seed.json").to_str().expect("utf8")]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).expect("mkdir");
-    configmap(&policies, "..2026_11_27_12_00_00.1", &[]);
-    let port = free_port();
-    let cfg = write_config(
-        dir.path(),
-        &policies,
-        &format!(
-            "vpcep_endpoint = \"{0}\"\niam_endpoint = \"{0}\"\n[poll]\ninterval = \"1s\"\njitter = \"0s\"\n[audit]\npath = {1:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-            sim.url,
-            dir.path().join("audit.jsonl").display().to_string()
-        ),
-    );
-    let mut d = Daemon {
-        child: Command::new(BIN)
-            .args(["-c", cfg.to_str().expect("utf8"), "run"])
-            .env("HUAWEICLOUD_SDK_AK", "CLIAK")
-            .env("HUAWEICLOUD_SDK_SK", "CLISECRET")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("daemon starts"),
-    };
-    let base = format!("http://127.0.0.1:{port}");
-    let version = || {
-        let (_, m) = http("GET", &format!("{base}/metrics"), "");
-        m.lines()
-            .find(|l| l.starts_with("vpcep_approver_policy_info{"))
-            .map(str::to_owned)
-    };
+    let (sim, dir, policies) = with_policies(|p| configmap(p, "..2026_11_27_12_00_00.1", &[]));
+    let mut d = DaemonRig::new(dir.path(), &sim.url)
+        .policies(&policies)
+        .spawn();
+    let version = || policy_version(&d);
     wait_for("metrics", Duration::from_secs(20), || version().is_some());
     let before = version();
     configmap(
@@ -447,41 +344,19 @@ fn the_policy_directory_reloads_itself_after_a_configmap_swap() {
         .expect("link");
     // The watch sees it and the reload is refused.
     wait_for("a refused reload", Duration::from_secs(10), || {
-        let (_, m) = http("GET", &format!("{base}/metrics"), "");
-        metric(
-            &m,
-            "vpcep_approver_policy_reloads_total{result=\"failure\"}",
-        ) >= 1.0
+        failed_reloads(&d) >= 1.0
     });
     assert_eq!(version(), now);
     assert!(now.is_some());
-    d.signal("-TERM");
-    assert_eq!(d.child.wait().expect("wait").code(), Some(0));
+    assert_eq!(d.stop(), Some(0));
 }
 
 /// A daemon that watches `policies`, polls every second and serves `/metrics`; its
 /// config and audit log in `dir`.
-fn watching_daemon(dir: &Path, policies: &Path, sim_url: &str) -> (Daemon, String) {
-    let port = free_port();
-    let cfg = write_config(
-        dir,
-        policies,
-        &format!(
-            "vpcep_endpoint = \"{sim_url}\"\niam_endpoint = \"{sim_url}\"\n[poll]\ninterval = \"1s\"\njitter = \"0s\"\n[audit]\npath = {:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-            dir.join("audit.jsonl").display().to_string()
-        ),
-    );
-    let child = Command::new(BIN)
-        .args(["-c", cfg.to_str().expect("utf8"), "run"])
-        .env("HUAWEICLOUD_SDK_AK", "CLIAK")
-        .env("HUAWEICLOUD_SDK_SK", "CLISECRET")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("daemon starts");
-    Daemon::serving(child, port, "/metrics")
+fn watching_daemon(dir: &Path, policies: &Path, sim_url: &str) -> Running {
+    DaemonRig::new(dir, sim_url)
+        .policies(policies)
+        .serving("/metrics")
 }
 
 #[test]
@@ -489,32 +364,19 @@ fn two_daemons_watching_one_policy_directory_do_not_reload_each_other() {
     // Each reload reads every policy file; a watch that took those reads for changes
     // made two daemons on one directory reload each other every two seconds, each
     // reload an extra cycle (and a checkpoint when signing).
-    let sim = start_simulate(&["--seed", repo("examples/seed.json").to_str().expect("utf8")]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let policies = dir.path().join("policies");
-    copy_dir(&repo("policies"), &policies);
+    let (sim, dir, policies) = with_policies(shipped);
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir(&a_dir).expect("mkdir");
     std::fs::create_dir(&b_dir).expect("mkdir");
-    let (a, a_url) = watching_daemon(&a_dir, &policies, &sim.url);
-    let (b, b_url) = watching_daemon(&b_dir, &policies, &sim.url);
+    let a = watching_daemon(&a_dir, &policies, &sim.url);
+    let b = watching_daemon(&b_dir, &policies, &sim.url);
     // `check` reads the directory too.
-    let o = crate::cli::run(
-        &[
-            "-c",
-            a_dir.join("config.toml").to_str().expect("utf8"),
-            "check",
-        ],
-        &[],
-    );
+    let o = crate::cli::run(&["-c", a.cfg.to_str().expect("utf8"), "check"], &[]);
     assert_eq!(o.status.code(), Some(0));
     std::thread::sleep(Duration::from_secs(6));
-    let reloads = |base: &str| {
-        let (_, m) = http("GET", &format!("{base}/metrics"), "");
-        metric(&m, "vpcep_approver_policy_reloads_total")
-    };
-    assert_eq!(reloads(&a_url), 0.0, "daemon a reloaded");
-    assert_eq!(reloads(&b_url), 0.0, "daemon b reloaded");
+    let reloads = |d: &Running| d.metric("vpcep_approver_policy_reloads_total");
+    assert_eq!(reloads(&a), 0.0, "daemon a reloaded");
+    assert_eq!(reloads(&b), 0.0, "daemon b reloaded");
     // A real change still reloads both.
     std::fs::write(
         policies.join("zz-late.cedar"),
@@ -522,7 +384,7 @@ fn two_daemons_watching_one_policy_directory_do_not_reload_each_other() {
     )
     .expect("write");
     wait_for("both reloaded", Duration::from_secs(10), || {
-        reloads(&a_url) == 1.0 && reloads(&b_url) == 1.0
+        reloads(&a) == 1.0 && reloads(&b) == 1.0
     });
     drop((a, b));
 }

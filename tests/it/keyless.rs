@@ -6,11 +6,10 @@
 //! temporary key, and none may occur. No secret or security token reaches the log, the
 //! audit log or `/metrics`.
 
-use crate::cli::{BIN, start_simulate};
-use crate::support::{Daemon, PROJECT, copy_dir, free_port, http, simple_policies, wait_for};
+use crate::rig::{AK, DaemonRig, Running, SK, SimProcess, start_simulate, status_in};
+use crate::support::{PROJECT, copy_dir, free_port, http, simple_policies, wait_for};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use vpcep_approver::sim::{
     DEFAULT_AGENCY_DOMAIN_ID, DEFAULT_AGENCY_DOMAIN_NAME, DEFAULT_AGENCY_NAME,
@@ -20,9 +19,6 @@ use vpcep_approver::sim::{
 const PARTNER: &str = "6e9dfd51d1124e8d8498dce894923a0d";
 const SVC_BASE: &str = "4189d3c2-8882-4871-a3c2-d380272eed88";
 const SVC_AGENCY: &str = "b3f5a0e2-1c4d-4e6f-9a8b-7c6d5e4f3a2b";
-/// The simulator's static keys (`start_simulate`).
-const AK: &str = "CLIAK";
-const SK: &str = "CLISECRET";
 
 /// A seed of two services, one in the base project and one in the agency's, each with one
 /// pending partner connection that the test policies accept.
@@ -53,7 +49,7 @@ fn seed(dir: &Path) -> PathBuf {
 }
 
 /// A simulator whose temporary keys live `lifetime` seconds, with extra flags.
-fn simulator(dir: &Path, lifetime: &str, extra: &[&str]) -> crate::cli::SimProcess {
+fn simulator(dir: &Path, lifetime: &str, extra: &[&str]) -> SimProcess {
     let seed = seed(dir);
     let mut args = vec![
         "--seed",
@@ -100,32 +96,14 @@ fn agency_target() -> String {
     )
 }
 
-fn command(cfg: &Path, args: &[&str], envs: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg("-c")
-        .arg(cfg)
-        .args(args)
-        .env_remove("HUAWEICLOUD_SDK_AK")
-        .env_remove("HUAWEICLOUD_SDK_SK")
-        .env_remove("HUAWEICLOUD_SDK_SECURITY_TOKEN")
-        .env_remove("HC_CONTAINER_CREDENTIALS_FULL_URI")
-        .env_remove("HC_CONTAINER_AUTHORIZATION_TOKEN_FILE")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("RUST_LOG");
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c
-}
-
-/// `run` with its stderr in `dir/stderr.log`; waits for `/healthz`.
-fn daemon(dir: &Path, cfg: &Path, port: u16, envs: &[(&str, &str)]) -> (Daemon, String) {
-    let child = command(cfg, &["run"], envs)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("stderr.log")).expect("log"))
-        .spawn()
-        .expect("daemon starts");
-    Daemon::serving(child, port, "/healthz")
+/// The binary with `-c cfg` and `args` (and no credentials from the caller): its exit
+/// code, stdout and stderr.
+fn run(cfg: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["-c", cfg.to_str().expect("utf8")];
+    all.extend_from_slice(args);
+    let o = crate::cli::run(&all, &[]);
+    let (out, err) = crate::cli::text(&o);
+    (o.status.code(), out, err)
 }
 
 /// `[auth]` for the metadata service of the simulator at `sim`.
@@ -133,35 +111,73 @@ fn metadata(sim: &str) -> String {
     format!("method = \"metadata\"\nmetadata_endpoint = \"{sim}\"")
 }
 
-/// A daemon with [`config`] on a free port, started by [`daemon`].
-fn start(
-    dir: &Path,
-    sim: &str,
-    auth: &str,
-    targets: &[&str],
-    envs: &[(&str, &str)],
-) -> (Daemon, String) {
-    let port = free_port();
-    let cfg = config(dir, sim, auth, targets, port);
-    daemon(dir, &cfg, port, envs)
+/// A test's directory and its simulator, for the daemons it starts.
+struct Case {
+    dir: tempfile::TempDir,
+    sim: SimProcess,
 }
 
-fn state(sim: &str) -> Value {
-    let (code, body) = http("GET", &format!("{sim}/_sim/state"), "");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("state json")
-}
+impl Case {
+    /// A [`simulator`] whose temporary keys live `lifetime`, with `flags`.
+    fn new(lifetime: &str, flags: &[&str]) -> Case {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = simulator(dir.path(), lifetime, flags);
+        Case { dir, sim }
+    }
 
-fn status_of(state: &Value, id: &str) -> String {
-    state["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s["connections"].as_array().into_iter().flatten())
-        .find(|c| c["id"] == id)
-        .and_then(|c| c["status"].as_str())
-        .unwrap_or_default()
-        .to_owned()
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `run` with [`config`] on a free port, `envs` its only credentials, its stderr in
+    /// `stderr.log`; waits for `/healthz`.
+    fn start(&self, auth: &str, targets: &[&str], envs: &[(&str, &str)]) -> Running {
+        let mut rig = DaemonRig::new(self.path(), &self.sim.url)
+            .without_keys()
+            .stderr_log();
+        let cfg = config(self.path(), &self.sim.url, auth, targets, rig.port());
+        rig = rig.config_file(&cfg);
+        for (k, v) in envs {
+            rig = rig.env(k, v);
+        }
+        rig.serving("/healthz")
+    }
+
+    /// [`start`](Self::start) on the simulator's metadata service, for the base target.
+    fn start_on_metadata(&self) -> Running {
+        self.start(&metadata(&self.sim.url), &[&base_target()], &[])
+    }
+
+    fn state(&self) -> Value {
+        self.sim.state()
+    }
+
+    fn log(&self) -> String {
+        log(self.path())
+    }
+
+    /// Runs until the simulator has issued at least `n` keys from `source` (so the
+    /// daemon refreshed `n - 1` times), at most `within`; fails if it did not.
+    fn issued_at_least(&self, source: &str, n: u64, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let s = self.state();
+            if issued(&s, source) >= n {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} {source} keys within {within:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// No secret in the log, the audit log or `d`'s metrics ([`assert_no_secrets`]).
+    fn assert_no_secrets(&self, d: &Running, secrets: &[&str]) {
+        assert_no_secrets(self.path(), &d.base, secrets);
+    }
 }
 
 fn issued(state: &Value, source: &str) -> u64 {
@@ -204,36 +220,18 @@ fn signed(state: &Value) -> Vec<(String, String, bool, bool, u64)> {
         .collect()
 }
 
-/// Runs until the simulator has issued at least `n` keys from `source` (so the daemon
-/// refreshed `n - 1` times), at most `within`.
-fn until_issued(sim: &str, source: &str, n: u64, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let s = state(sim);
-        if issued(&s, source) >= n || Instant::now() > deadline {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// No secret in the daemon's log, its audit log or its metrics: neither the given
-/// strings nor anything shaped like a simulator security token (1,536 URL-safe base64
-/// characters; nothing else the daemon writes has runs that long).
-fn assert_no_secrets(dir: &Path, base: Option<&str>, secrets: &[&str]) {
-    let mut texts = vec![
-        (
-            "stderr",
-            std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default(),
-        ),
+/// No secret in the daemon's log, its audit log or its metrics (at `base`): neither the
+/// given strings nor anything shaped like a simulator security token (1,536 URL-safe
+/// base64 characters; nothing else the daemon writes has runs that long).
+fn assert_no_secrets(dir: &Path, base: &str, secrets: &[&str]) {
+    let texts = [
+        ("stderr", log(dir)),
         (
             "audit",
             std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default(),
         ),
+        ("metrics", http("GET", &format!("{base}/metrics"), "").1),
     ];
-    if let Some(base) = base {
-        texts.push(("metrics", http("GET", &format!("{base}/metrics"), "").1));
-    }
     for (name, text) in &texts {
         for s in secrets {
             assert!(
@@ -279,23 +277,15 @@ fn assert_served_by_temporary_keys(s: &Value, dir: &Path) {
 /// A daemon on metadata keys that live 6 s, with the simulator's metadata service as
 /// `flags` make it: four keys in a row, no refusal, every request signed with a token.
 fn metadata_refreshes_are_never_refused(flags: &[&str]) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sim = simulator(dir.path(), "6s", flags);
-    let (d, base) = start(
-        dir.path(),
-        &sim.url,
-        &metadata(&sim.url),
-        &[&base_target()],
-        &[],
-    );
+    let case = Case::new("6s", flags);
+    let d = case.start_on_metadata();
     // 6 s keys are refreshed with 2 s left: a fourth key after about 12 s.
-    let s = until_issued(&sim.url, "metadata", 4, Duration::from_secs(40));
-    assert!(issued(&s, "metadata") >= 4, "{}", log(dir.path()));
+    let s = case.issued_at_least("metadata", 4, Duration::from_secs(40));
     assert_eq!(
-        status_of(&s, "705290f3-0d00-41f2-aedc-71f09844e879"),
+        status_in(&s, "705290f3-0d00-41f2-aedc-71f09844e879"),
         "accepted"
     );
-    assert_served_by_temporary_keys(&s, dir.path());
+    assert_served_by_temporary_keys(&s, case.path());
     assert!(
         s["requests"]["metadata_token"].as_u64().unwrap_or(0) >= 1,
         "the session token was asked for first: {}",
@@ -306,13 +296,12 @@ fn metadata_refreshes_are_never_refused(flags: &[&str]) {
         .map(|r| r.0)
         .collect::<std::collections::BTreeSet<_>>();
     assert!(keys.len() >= 3, "requests were signed by {keys:?}");
-    let text = log(dir.path());
+    let text = case.log();
     assert!(
         text.contains("obtained temporary credentials"),
         "the log says where the keys came from:\n{text}"
     );
-    assert_no_secrets(dir.path(), Some(&base), &[]);
-    drop(d);
+    case.assert_no_secrets(&d, &[]);
 }
 
 #[test]
@@ -327,15 +316,10 @@ fn metadata_without_session_tokens_goes_on_without_one() {
 
 #[test]
 fn pod_identity_keys_are_refreshed_and_a_rotated_token_file_is_read_on_the_next_fetch() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sim = simulator(
-        dir.path(),
-        "6s",
-        &["--pod-identity-body", "credentials_camel_case"],
-    );
-    let token_file = dir.path().join("token");
+    let case = Case::new("6s", &["--pod-identity-body", "credentials_camel_case"]);
+    let token_file = case.path().join("token");
     std::fs::write(&token_file, format!("{DEFAULT_POD_TOKEN}\n")).expect("token");
-    let uri = format!("{}{DEFAULT_POD_IDENTITY_PATH}", sim.url);
+    let uri = format!("{}{DEFAULT_POD_IDENTITY_PATH}", case.sim.url);
     let envs = [
         ("HC_CONTAINER_CREDENTIALS_FULL_URI", uri.as_str()),
         (
@@ -343,64 +327,42 @@ fn pod_identity_keys_are_refreshed_and_a_rotated_token_file_is_read_on_the_next_
             token_file.to_str().expect("utf8"),
         ),
     ];
-    let (d, base) = start(
-        dir.path(),
-        &sim.url,
-        "method = \"pod-identity\"",
-        &[&base_target()],
-        &envs,
-    );
-    let s = until_issued(&sim.url, "pod_identity", 2, Duration::from_secs(30));
-    assert!(issued(&s, "pod_identity") >= 2, "{}", log(dir.path()));
+    let d = case.start("method = \"pod-identity\"", &[&base_target()], &envs);
+    case.issued_at_least("pod_identity", 2, Duration::from_secs(30));
 
     // The kubelet rotates the projected token: the file first, then the old one stops
     // working. The next fetch reads the new file.
     let rotated = "sim-pod-identity-token-rotated";
-    let tmp = dir.path().join("token.new");
+    let tmp = case.path().join("token.new");
     std::fs::write(&tmp, rotated).expect("token");
     std::fs::rename(&tmp, &token_file).expect("rename");
-    let (code, body) = http(
-        "POST",
-        &format!("{}/_sim/keyless", sim.url),
+    case.sim.post(
+        "/_sim/keyless",
         &format!(r#"{{"pod_identity":{{"token":"{rotated}"}}}}"#),
+        200,
     );
-    assert_eq!(code, 200, "{body}");
-    let before = issued(&state(&sim.url), "pod_identity");
-    let s = until_issued(
-        &sim.url,
-        "pod_identity",
-        before + 2,
-        Duration::from_secs(30),
-    );
-    assert!(
-        issued(&s, "pod_identity") >= before + 2,
-        "no key after the token rotation:\n{}",
-        log(dir.path())
-    );
-    assert_served_by_temporary_keys(&s, dir.path());
-    assert_no_secrets(dir.path(), Some(&base), &[DEFAULT_POD_TOKEN, rotated]);
-    drop(d);
+    // Two more keys after the token rotation.
+    let before = issued(&case.state(), "pod_identity");
+    let s = case.issued_at_least("pod_identity", before + 2, Duration::from_secs(30));
+    assert_served_by_temporary_keys(&s, case.path());
+    case.assert_no_secrets(&d, &[DEFAULT_POD_TOKEN, rotated]);
 }
 
 #[test]
 fn an_agency_target_beside_a_base_target_uses_the_agency_keys_for_its_account_only() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sim = simulator(dir.path(), "6s", &[]);
-    let (d, base) = start(
-        dir.path(),
-        &sim.url,
+    let case = Case::new("6s", &[]);
+    let d = case.start(
         "method = \"aksk\"",
         &[&base_target(), &agency_target()],
         &[("HUAWEICLOUD_SDK_AK", AK), ("HUAWEICLOUD_SDK_SK", SK)],
     );
-    let s = until_issued(&sim.url, "agency", 3, Duration::from_secs(40));
-    assert!(issued(&s, "agency") >= 3, "{}", log(dir.path()));
-    assert_eq!(refusals(&s), "", "log:\n{}", log(dir.path()));
+    let s = case.issued_at_least("agency", 3, Duration::from_secs(40));
+    assert_eq!(refusals(&s), "", "log:\n{}", case.log());
     for id in [
         "705290f3-0d00-41f2-aedc-71f09844e879",
         "e8d7c6b5-a4f3-4e2d-9c1b-0a9f8e7d6c5b",
     ] {
-        assert_eq!(status_of(&s, id), "accepted", "{id}:\n{}", log(dir.path()));
+        assert_eq!(status_in(&s, id), "accepted", "{id}:\n{}", case.log());
     }
     let signed = signed(&s);
     // The base account's requests and the assume_role calls are signed by the static
@@ -427,31 +389,25 @@ fn an_agency_target_beside_a_base_target_uses_the_agency_keys_for_its_account_on
         by_agency.iter().all(|r| r.1 != "securitytokens"),
         "{by_agency:?}"
     );
-    assert_no_secrets(dir.path(), Some(&base), &[SK]);
-    drop(d);
+    case.assert_no_secrets(&d, &[SK]);
 }
 
 #[test]
 fn an_agency_on_top_of_metadata_keys_refreshes_both() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sim = simulator(dir.path(), "6s", &[]);
-    let (d, base) = start(
-        dir.path(),
-        &sim.url,
-        &metadata(&sim.url),
+    let case = Case::new("6s", &[]);
+    let d = case.start(
+        &metadata(&case.sim.url),
         &[&base_target(), &agency_target()],
         &[],
     );
-    let s = until_issued(&sim.url, "agency", 3, Duration::from_secs(40));
-    assert!(issued(&s, "agency") >= 3, "{}", log(dir.path()));
-    assert!(issued(&s, "metadata") >= 3, "{}", log(dir.path()));
-    assert_served_by_temporary_keys(&s, dir.path());
+    let s = case.issued_at_least("agency", 3, Duration::from_secs(40));
+    assert!(issued(&s, "metadata") >= 3, "{}", case.log());
+    assert_served_by_temporary_keys(&s, case.path());
     assert_eq!(
-        status_of(&s, "e8d7c6b5-a4f3-4e2d-9c1b-0a9f8e7d6c5b"),
+        status_in(&s, "e8d7c6b5-a4f3-4e2d-9c1b-0a9f8e7d6c5b"),
         "accepted"
     );
-    assert_no_secrets(dir.path(), Some(&base), &[]);
-    drop(d);
+    case.assert_no_secrets(&d, &[]);
 }
 
 /// Temporary keys from the simulator's metadata route, as a rotation job would write them.
@@ -486,17 +442,14 @@ fn write_key_files(dir: &Path, k: &TempKeys) {
 
 #[test]
 fn temporary_key_files_rotated_mid_run_are_taken_before_the_old_keys_expire() {
-    let dir = tempfile::tempdir().expect("tempdir");
     // 12 s keys, a new set every 5 s: each set must be in use before its predecessor
     // expires, and no request may carry an expired or mismatched token.
-    let sim = simulator(dir.path(), "12s", &["--metadata-mode", "token_unsupported"]);
-    let keys_dir = dir.path().join("keys");
+    let case = Case::new("12s", &["--metadata-mode", "token_unsupported"]);
+    let keys_dir = case.path().join("keys");
     std::fs::create_dir(&keys_dir).expect("mkdir");
-    let mut all = vec![fetch_temp_keys(&sim.url)];
+    let mut all = vec![fetch_temp_keys(&case.sim.url)];
     write_key_files(&keys_dir, &all[0]);
-    let (d, base) = start(
-        dir.path(),
-        &sim.url,
+    let d = case.start(
         &format!(
             "method = \"aksk\"\naccess_key_file = {:?}\nsecret_key_file = {:?}\nsecurity_token_file = {:?}",
             keys_dir.join("ak").display().to_string(),
@@ -508,29 +461,27 @@ fn temporary_key_files_rotated_mid_run_are_taken_before_the_old_keys_expire() {
     );
     for round in 1..=3 {
         std::thread::sleep(Duration::from_secs(5));
-        let k = fetch_temp_keys(&sim.url);
+        let k = fetch_temp_keys(&case.sim.url);
         write_key_files(&keys_dir, &k);
         all.push(k);
         // A new pending connection each round, so actions are signed by each set too.
-        let (code, body) = http(
-            "POST",
-            &format!("{}/_sim/connections", sim.url),
-            &format!(
-                r#"{{"service_id":"{SVC_BASE}","id":"00000000-0000-4000-8000-00000000000{round}","domain_id":"{PARTNER}","description":"CHG-77 round {round}"}}"#
-            ),
+        case.sim.add_connection(
+            SVC_BASE,
+            &format!("00000000-0000-4000-8000-00000000000{round}"),
+            PARTNER,
+            &format!("CHG-77 round {round}"),
         );
-        assert_eq!(code, 201, "{body}");
     }
     // The last set is taken within about two seconds; wait until a request used it.
     let last = all.last().expect("keys").access.clone();
     wait_for(
         "a request signed by the last key set",
         Duration::from_secs(10),
-        || signed(&state(&sim.url)).iter().any(|r| r.0 == last),
+        || signed(&case.state()).iter().any(|r| r.0 == last),
     );
     std::thread::sleep(Duration::from_secs(2));
-    let s = state(&sim.url);
-    assert_eq!(refusals(&s), "", "log:\n{}", log(dir.path()));
+    let s = case.state();
+    assert_eq!(refusals(&s), "", "log:\n{}", case.log());
     let used: std::collections::BTreeSet<_> = signed(&s).into_iter().map(|r| r.0).collect();
     for (i, k) in all.iter().enumerate() {
         assert!(
@@ -540,98 +491,72 @@ fn temporary_key_files_rotated_mid_run_are_taken_before_the_old_keys_expire() {
     }
     for round in 1..=3 {
         let id = format!("00000000-0000-4000-8000-00000000000{round}");
-        assert_eq!(status_of(&s, &id), "accepted", "{id}:\n{}", log(dir.path()));
+        assert_eq!(status_in(&s, &id), "accepted", "{id}:\n{}", case.log());
     }
     let mut secrets: Vec<&str> = Vec::new();
     for k in &all {
         secrets.push(&k.secret);
         secrets.push(&k.token);
     }
-    assert_no_secrets(dir.path(), Some(&base), &secrets);
-    drop(d);
+    case.assert_no_secrets(&d, &secrets);
+}
+
+/// `run --once` with `auth` for the base target against `sim`: its exit code and stderr.
+fn run_once(dir: &Path, sim: &str, auth: &str) -> (Option<i32>, String) {
+    let cfg = config(dir, sim, auth, &[&base_target()], free_port());
+    let (code, _, err) = run(&cfg, &["run", "--once"]);
+    (code, err)
 }
 
 #[test]
 fn no_agency_on_the_instance_fails_run_once_naming_the_url_and_the_cause() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sim = simulator(dir.path(), "1h", &["--metadata-mode", "no_agency"]);
-    let cfg = config(
-        dir.path(),
-        &sim.url,
-        &metadata(&sim.url),
-        &[&base_target()],
-        free_port(),
-    );
-    let o = command(&cfg, &["run", "--once"], &[])
-        .output()
-        .expect("runs");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let case = Case::new("1h", &["--metadata-mode", "no_agency"]);
+    let sim = &case.sim.url;
+    let (code, err) = run_once(case.path(), sim, &metadata(sim));
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no agency attached to this instance"), "{err}");
     assert!(
-        err.contains(&format!("{}/openstack/latest/securitykey", sim.url)),
+        err.contains(&format!("{sim}/openstack/latest/securitykey")),
         "the URL is named: {err}"
     );
     // Nothing was decided on no credentials.
-    let s = state(&sim.url);
+    let s = case.state();
     assert_eq!(s["actions"].as_array().map_or(0, Vec::len), 0, "{s}");
 }
 
 #[test]
 fn no_agency_keeps_the_daemon_up_and_unready_saying_why_until_one_is_attached() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sim = simulator(dir.path(), "1h", &["--metadata-mode", "no_agency"]);
-    let (d, base) = start(
-        dir.path(),
-        &sim.url,
-        &metadata(&sim.url),
-        &[&base_target()],
-        &[],
-    );
+    let case = Case::new("1h", &["--metadata-mode", "no_agency"]);
+    let d = case.start_on_metadata();
     wait_for(
         "the no-agency reason in /readyz",
         Duration::from_secs(15),
         || {
-            let (code, body) = http("GET", &format!("{base}/readyz"), "");
+            let (code, body) = d.get("/readyz");
             code == 503 && body.contains("no agency attached to this instance")
         },
     );
-    assert_eq!(
-        status_of(&state(&sim.url), "705290f3-0d00-41f2-aedc-71f09844e879"),
-        "pendingAcceptance"
-    );
+    let conn = "705290f3-0d00-41f2-aedc-71f09844e879";
+    assert_eq!(case.sim.status_of(conn), "pendingAcceptance");
     // An operator attaches the agency: the daemon gets keys (after its backoff) and works.
-    let (code, body) = http(
-        "POST",
-        &format!("{}/_sim/keyless", sim.url),
-        r#"{"metadata":{"mode":"normal"}}"#,
-    );
-    assert_eq!(code, 200, "{body}");
+    case.sim
+        .post("/_sim/keyless", r#"{"metadata":{"mode":"normal"}}"#, 200);
     wait_for("the connection accepted", Duration::from_secs(30), || {
-        status_of(&state(&sim.url), "705290f3-0d00-41f2-aedc-71f09844e879") == "accepted"
+        case.sim.status_of(conn) == "accepted"
     });
-    wait_for("ready", Duration::from_secs(15), || {
-        http("GET", &format!("{base}/readyz"), "").0 == 200
-    });
-    assert_no_secrets(dir.path(), Some(&base), &[]);
-    drop(d);
+    d.wait_ok("/readyz", Duration::from_secs(15));
+    case.assert_no_secrets(&d, &[]);
 }
 
 #[test]
 fn pod_identity_without_its_variables_is_a_config_error_naming_them() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config(
+    let (code, err) = run_once(
         dir.path(),
         "http://127.0.0.1:9",
         "method = \"pod-identity\"",
-        &[&base_target()],
-        free_port(),
     );
-    let o = command(&cfg, &["run", "--once"], &[])
-        .output()
-        .expect("runs");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(78), "{err}");
+    assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("HC_CONTAINER_CREDENTIALS_FULL_URI"), "{err}");
 }
 
@@ -652,17 +577,16 @@ fn check_says_where_each_targets_credentials_come_from_without_fetching_them() {
         ],
         free_port(),
     );
-    let o = command(&cfg, &["check"], &[]).output().expect("runs");
-    let out = String::from_utf8_lossy(&o.stdout);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{out}{err}");
-    assert!(out.contains("auth: metadata"), "{out}");
-    assert!(out.contains("http://127.0.0.1:9"), "{out}");
-    assert!(
-        out.contains("target base credentials: the [auth] identity"),
-        "{out}"
-    );
-    assert!(out.contains("target partner-account credentials:"), "{out}");
-    assert!(out.contains(DEFAULT_AGENCY_NAME), "{out}");
-    assert!(out.contains(DEFAULT_AGENCY_DOMAIN_ID), "{out}");
+    let (code, out, err) = run(&cfg, &["check"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for want in [
+        "auth: metadata",
+        "http://127.0.0.1:9",
+        "target base credentials: the [auth] identity",
+        "target partner-account credentials:",
+        DEFAULT_AGENCY_NAME,
+        DEFAULT_AGENCY_DOMAIN_ID,
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
 }

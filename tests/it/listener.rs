@@ -5,10 +5,11 @@
 //! connection is closed within the 5 s header limit. Once more with the daemon's open files
 //! limited to 128 (`prlimit`), as in the sidecar report of issue 14.
 
-use crate::cli::{BIN, repo, start_simulate, write_config};
+use crate::rig::{DaemonRig, Running, SimProcess, simulate_example, verify};
+use crate::support::{metric, parse_response, wait_for};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,23 +18,6 @@ use std::time::{Duration, Instant};
 const WAVE: usize = 300;
 /// The header limit, plus what a loaded test machine may add before the close is seen.
 const CLOSED_WITHIN: Duration = Duration::from_millis(6500);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One HTTP/1.0 exchange; (status, body, how long it took). Status 0: no answer.
 fn get(addr: SocketAddr, path: &str, limit: Duration) -> (u16, String, Duration) {
@@ -47,43 +31,8 @@ fn get(addr: SocketAddr, path: &str, limit: Duration) -> (u16, String, Duration)
     }
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let (status, body) = parse_response(&resp);
     (status, body, t.elapsed())
-}
-
-fn post(url: &str, body: &str) -> u16 {
-    let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut s = TcpStream::connect(host).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        s,
-        "POST {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    resp.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(-1.0)
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -98,6 +47,17 @@ struct FloodReport {
     longest: Duration,
     /// Sockets the daemon had not closed within [`CLOSED_WITHIN`] after the flood.
     overdue: usize,
+}
+
+/// One nonblocking socket of the flood, that has sent half a request line if `half_sent`
+/// and nothing else; `None` when the connection failed.
+fn flood_socket(addr: SocketAddr, half_sent: bool) -> Option<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    if half_sent {
+        let _ = s.write_all(b"GET /healthz HT");
+    }
+    s.set_nonblocking(true).expect("nonblocking");
+    Some(s)
 }
 
 /// Keeps [`WAVE`] sockets open against `addr`, two of three having sent half a request
@@ -123,15 +83,10 @@ fn flood(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Flo
         };
         while !stop.load(Ordering::Relaxed) {
             for i in open.len()..WAVE {
-                let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-                    continue;
-                };
-                if i % 3 != 2 {
-                    let _ = s.write_all(b"GET /healthz HT");
+                if let Some(s) = flood_socket(addr, i % 3 != 2) {
+                    open.push((s, Instant::now()));
+                    report.opened += 1;
                 }
-                s.set_nonblocking(true).expect("nonblocking");
-                open.push((s, Instant::now()));
-                report.opened += 1;
             }
             let round = Instant::now();
             while round.elapsed() < Duration::from_secs(1) && !stop.load(Ordering::Relaxed) {
@@ -155,52 +110,23 @@ fn flood(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Flo
 fn start(
     wrap: &[&str],
 ) -> (
-    crate::cli::SimProcess,
-    Daemon,
+    SimProcess,
+    Running,
     SocketAddr,
     std::path::PathBuf,
     tempfile::TempDir,
 ) {
-    let sim = start_simulate(&["--seed", repo("examples/seed.json").to_str().expect("utf8")]);
+    let sim = simulate_example();
     let dir = tempfile::tempdir().expect("tempdir");
-    let audit = dir.path().join("audit.jsonl");
-    let port = free_port();
-    let cfg = write_config(
-        dir.path(),
-        &repo("policies"),
-        &format!(
-            "vpcep_endpoint = \"{0}\"\niam_endpoint = \"{0}\"\n[poll]\ninterval = \"1s\"\njitter = \"0s\"\n[audit]\npath = {1:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-            sim.url,
-            audit.display().to_string()
-        ),
-    );
-    let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log");
-    let mut cmd = match wrap.split_first() {
-        Some((first, rest)) => {
-            let mut c = Command::new(first);
-            c.args(rest).arg(BIN);
-            c
-        }
-        None => Command::new(BIN),
-    };
-    let child = cmd
-        .args(["-c", cfg.to_str().expect("utf8"), "run"])
-        .env("HUAWEICLOUD_SDK_AK", "CLIAK")
-        .env("HUAWEICLOUD_SDK_SK", "CLISECRET")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("daemon starts");
-    let daemon = Daemon(child);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get(addr, "/readyz", Duration::from_secs(2)).0 != 200 {
-        assert!(Instant::now() < deadline, "daemon never became ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (sim, daemon, addr, audit, dir)
+    let rig = DaemonRig::new(dir.path(), &sim.url)
+        .wrapper(wrap)
+        .stderr_log();
+    let addr: SocketAddr = format!("127.0.0.1:{}", rig.port()).parse().expect("addr");
+    let daemon = rig.spawn();
+    wait_for("the daemon to be ready", Duration::from_secs(30), || {
+        get(addr, "/readyz", Duration::from_secs(2)).0 == 200
+    });
+    (sim, daemon, addr, dir.path().join("audit.jsonl"), dir)
 }
 
 /// Sets the flag when dropped (also while unwinding).
@@ -213,8 +139,8 @@ impl Drop for StopOnDrop {
 }
 
 fn flood_run(wrap: &[&str], endpoint_id: &str) {
-    let (sim, daemon, addr, audit, dir) = start(wrap);
-    let pid = daemon.0.id();
+    let (sim, daemon, addr, audit, _dir) = start(wrap);
+    let pid = daemon.pid();
     let fds_before = open_fds(pid);
     let stop = Arc::new(AtomicBool::new(false));
     let flooding = flood(addr, stop.clone());
@@ -225,13 +151,12 @@ fn flood_run(wrap: &[&str], endpoint_id: &str) {
     std::thread::sleep(Duration::from_millis(300));
 
     // A connection arrives during the flood.
-    let st = post(
-        &format!("{}/_sim/connections", sim.url),
-        &format!(
-            r#"{{"service_id":"4189d3c2-8882-4871-a3c2-d380272eed88","id":"{endpoint_id}","domain_id":"6e9dfd51d1124e8d8498dce894923a0d","description":"CHG-4242 arrived during a flood"}}"#
-        ),
+    sim.add_connection(
+        "4189d3c2-8882-4871-a3c2-d380272eed88",
+        endpoint_id,
+        "6e9dfd51d1124e8d8498dce894923a0d",
+        "CHG-4242 arrived during a flood",
     );
-    assert_eq!(st, 201);
     let decided = || {
         std::fs::read_to_string(&audit)
             .unwrap_or_default()
@@ -247,7 +172,7 @@ fn flood_run(wrap: &[&str], endpoint_id: &str) {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "{endpoint_id} was not decided during the flood; daemon log:\n{}",
-            std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
+            daemon.log()
         );
         for path in ["/healthz", "/readyz"] {
             let (status, body, took) = get(addr, path, Duration::from_secs(1));
@@ -292,11 +217,8 @@ fn flood_run(wrap: &[&str], endpoint_id: &str) {
     );
     // And the decision is in the audit log, chain intact.
     drop(daemon);
-    let o = Command::new(BIN)
-        .args(["audit", "verify", audit.to_str().expect("utf8")])
-        .output()
-        .expect("verify");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let (ok, out) = verify(&[&audit]);
+    assert!(ok, "{out}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod keyless;
 mod listener;
 mod logging;
 mod policy;
+mod rig;
 mod signals;
 mod sim;
 mod sim_keyless;

@@ -4,96 +4,80 @@
 //! --once`; a stop during a long `Retry-After` wait ends at once; a second stop ends the
 //! wait for the wire, with `unknown` outcomes and exit 1.
 
-use crate::cli::{BIN, start_simulate, write_config};
-use crate::support::{Daemon, http, simple_policies, wait_for};
+use crate::rig::{DaemonRig, Running, SimProcess, start_simulate, write_seed};
+use crate::support::{seed_conn, seed_of, simple_policies, wait_for};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const SVC: &str = "4189d3c2-8882-4871-a3c2-d380272eed88";
 const PARTNER: &str = "6e9dfd51d1124e8d8498dce894923a0d";
 
-/// A seed file with `n` pending partner connections, created a second apart.
-fn seed(dir: &Path, n: usize) -> PathBuf {
-    let base = Utc::now() - chrono::Duration::hours(1);
-    let conns: Vec<serde_json::Value> = (0..n)
+/// `simulate` with `n` pending partner connections, created a second apart, and `extra`
+/// flags; the seed's directory lives as long as the guard.
+fn simulate(n: usize, extra: &[&str]) -> (SimProcess, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conns = (0..n)
         .map(|i| {
-            serde_json::json!({
-                "id": format!("p{i:03}"), "domain_id": PARTNER, "description": "CHG-1",
-                "created_at": (base + chrono::Duration::seconds(i as i64))
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            })
+            seed_conn(
+                &format!("p{i:03}"),
+                PARTNER,
+                "CHG-1",
+                "pendingAcceptance",
+                i as i64,
+            )
         })
         .collect();
-    let seed = serde_json::json!({"services": [
-        {"id": SVC, "service_name": "cn-north-4.payments.4189d3c2", "connections": conns}]});
-    let p = dir.join("seed.json");
-    std::fs::write(&p, seed.to_string()).expect("seed");
-    p
+    let seed = write_seed(dir.path(), &seed_of(SVC, conns));
+    let mut args = vec!["--seed", seed.to_str().expect("utf8")];
+    args.extend_from_slice(extra);
+    (start_simulate(&args), dir)
 }
 
+/// A daemon under test and the simulator it works against.
 struct Run {
-    daemon: Daemon,
+    daemon: Running,
+    sim: SimProcess,
     audit: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+    _dirs: [tempfile::TempDir; 2],
     policies: tempfile::TempDir,
 }
 
-/// Starts `run` (or `run --once`) against `sim_url` with `poll` lines.
-fn start(sim_url: &str, poll: &str, once: bool) -> Run {
+/// Starts `run` (or `run --once`) against `sim` (from [`simulate`]) with `poll` lines.
+fn start((sim, seed_dir): (SimProcess, tempfile::TempDir), poll: &str, once: bool) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let policies = simple_policies("");
-    let audit = dir.path().join("audit.jsonl");
-    let cfg = write_config(
-        dir.path(),
-        policies.path(),
-        &format!(
-            "vpcep_endpoint = \"{sim_url}\"\niam_endpoint = \"{sim_url}\"\n[poll]\ninterval = \"1s\"\njitter = \"0s\"\n{poll}\n[audit]\npath = {:?}\n",
-            audit.display().to_string()
-        ),
-    );
-    let log = dir.path().join("stderr.log");
-    let mut args = vec!["-c", cfg.to_str().expect("utf8"), "run"];
-    if once {
-        args.push("--once");
-    }
-    let child = Command::new(BIN)
-        .args(&args)
-        .env("HUAWEICLOUD_SDK_AK", "CLIAK")
-        .env("HUAWEICLOUD_SDK_SK", "CLISECRET")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("daemon starts");
+    let rig = DaemonRig::new(dir.path(), &sim.url)
+        .policies(policies.path())
+        .poll_more(poll)
+        .no_listener()
+        .stderr_log();
+    let daemon = if once { rig.once() } else { rig }.spawn();
     Run {
-        daemon: Daemon { child },
-        audit,
-        log,
-        _dir: dir,
+        daemon,
+        sim,
+        audit: dir.path().join("audit.jsonl"),
+        _dirs: [dir, seed_dir],
         policies,
     }
 }
 
 impl Run {
-    /// Waits for the process to exit (at most `within`); its exit code.
-    fn exit_code(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(s) = self.daemon.child.try_wait().expect("wait") {
-                return s.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "did not exit within {within:?}: {}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// SIGTERM; the exit code, which must come within `limit`.
+    fn term_exits_within(&mut self, limit: Duration) -> Option<i32> {
+        let t = Instant::now();
+        self.daemon.signal("-TERM");
+        let code = self.daemon.exit_code(Duration::from_secs(5));
+        assert!(t.elapsed() < limit, "took {:?}", t.elapsed());
+        code
+    }
+
+    /// Waits until at least `n` action requests reached the simulator.
+    fn wait_for_actions(&self, what: &str, n: u64) {
+        wait_for(what, Duration::from_secs(20), || {
+            action_requests(&self.sim) >= n
+        });
     }
 
     fn records(&self) -> Vec<serde_json::Value> {
@@ -130,11 +114,6 @@ impl Run {
     }
 }
 
-fn state(sim_url: &str) -> serde_json::Value {
-    let (_, body) = http("GET", &format!("{sim_url}/_sim/state"), "");
-    serde_json::from_str(&body).expect("state")
-}
-
 fn time(s: &serde_json::Value) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s.as_str().expect("time"))
         .expect("rfc3339")
@@ -142,8 +121,8 @@ fn time(s: &serde_json::Value) -> DateTime<Utc> {
 }
 
 /// Arrival times of the action requests the simulator received.
-fn action_arrivals(sim_url: &str) -> Vec<DateTime<Utc>> {
-    state(sim_url)["signed"]
+fn action_arrivals(sim: &SimProcess) -> Vec<DateTime<Utc>> {
+    sim.state()["signed"]
         .as_array()
         .expect("signed")
         .iter()
@@ -152,36 +131,22 @@ fn action_arrivals(sim_url: &str) -> Vec<DateTime<Utc>> {
         .collect()
 }
 
-fn action_requests(sim_url: &str) -> u64 {
-    state(sim_url)["requests"]["action"].as_u64().unwrap_or(0)
+fn action_requests(sim: &SimProcess) -> u64 {
+    sim.state()["requests"]["action"].as_u64().unwrap_or(0)
 }
 
-fn set_faults(sim_url: &str, faults: serde_json::Value) {
-    let (code, body) = http(
-        "POST",
-        &format!("{sim_url}/_sim/faults"),
-        &faults.to_string(),
-    );
-    assert_eq!(code, 200, "{body}");
+fn set_faults(sim: &SimProcess, faults: serde_json::Value) {
+    sim.post("/_sim/faults", &faults.to_string(), 200);
 }
 
 #[test]
 fn a_reload_mid_drain_is_in_force_within_a_second() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sim = start_simulate(&[
-        "--seed",
-        seed(dir.path(), 80).to_str().expect("utf8"),
-        "--latency",
-        "20ms",
-    ]);
     let mut run = start(
-        &sim.url,
+        simulate(80, &["--latency", "20ms"]),
         "max_requests_per_second = 5\nmax_in_flight = 2\n",
         false,
     );
-    wait_for("a few actions", Duration::from_secs(20), || {
-        action_requests(&sim.url) >= 5
-    });
+    run.wait_for_actions("a few actions", 5);
     std::fs::write(
         run.policies.path().join("zz-emergency.cedar"),
         "@id(\"emergency\")\nforbid (principal in Vpcep::AccountGroup::\"partners\", action, resource);\n",
@@ -190,7 +155,7 @@ fn a_reload_mid_drain_is_in_force_within_a_second() {
     let hup = Utc::now();
     run.daemon.signal("-HUP");
     std::thread::sleep(Duration::from_secs(6));
-    let actions = state(&sim.url)["actions"]
+    let actions = run.sim.state()["actions"]
         .as_array()
         .expect("actions")
         .clone();
@@ -209,8 +174,7 @@ fn a_reload_mid_drain_is_in_force_within_a_second() {
         actions.iter().any(|a| a["action"] == "reject"),
         "the new policies are applied to the rest"
     );
-    run.daemon.signal("-TERM");
-    assert_eq!(run.exit_code(Duration::from_secs(15)), Some(0));
+    assert_eq!(run.daemon.stop(), Some(0));
     let outcomes = run.one_outcome_each();
     assert!(
         outcomes.iter().any(|o| o == "skipped"),
@@ -221,25 +185,16 @@ fn a_reload_mid_drain_is_in_force_within_a_second() {
 /// SIGTERM while actions are on the wire: nothing starts later than 0.5 s after it, what
 /// is on the wire finishes and gets its outcome, the rest is skipped, exit 0.
 fn stop_while_actions_are_on_the_wire(once: bool) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sim = start_simulate(&[
-        "--seed",
-        seed(dir.path(), 40).to_str().expect("utf8"),
-        "--latency",
-        "500ms",
-    ]);
     let mut run = start(
-        &sim.url,
+        simulate(40, &["--latency", "500ms"]),
         "max_requests_per_second = 0\nmax_in_flight = 4\nmax_decision_age = \"60s\"\nrequest_timeout = \"5s\"\n",
         once,
     );
-    wait_for("actions on the wire", Duration::from_secs(20), || {
-        action_requests(&sim.url) >= 4
-    });
+    run.wait_for_actions("actions on the wire", 4);
     let term = Utc::now();
     run.daemon.signal("-TERM");
-    assert_eq!(run.exit_code(Duration::from_secs(12)), Some(0));
-    let late: Vec<_> = action_arrivals(&sim.url)
+    assert_eq!(run.daemon.exit_code(Duration::from_secs(12)), Some(0));
+    let late: Vec<_> = action_arrivals(&run.sim)
         .into_iter()
         .filter(|t| *t > term + chrono::Duration::milliseconds(500))
         .collect();
@@ -268,54 +223,36 @@ fn run_once_obeys_a_stop_too() {
 
 #[test]
 fn a_stop_during_a_long_retry_after_wait_ends_at_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sim = start_simulate(&["--seed", seed(dir.path(), 3).to_str().expect("utf8")]);
+    let sim = simulate(3, &[]);
     set_faults(
-        &sim.url,
+        &sim.0,
         serde_json::json!({"script": [{"op": "list_services", "status": 429, "retry_after": "60s", "times": 10}]}),
     );
-    let mut run = start(&sim.url, "max_retries = 4\n", false);
+    let mut run = start(sim, "max_retries = 4\n", false);
     wait_for("the throttled listing", Duration::from_secs(20), || {
-        state(&sim.url)["requests"]["list_services"].as_u64() >= Some(1)
+        run.sim.state()["requests"]["list_services"].as_u64() >= Some(1)
     });
     std::thread::sleep(Duration::from_millis(300));
-    let t = Instant::now();
-    run.daemon.signal("-TERM");
-    assert_eq!(run.exit_code(Duration::from_secs(5)), Some(0));
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        t.elapsed()
-    );
+    assert_eq!(run.term_exits_within(Duration::from_secs(2)), Some(0));
 }
 
 #[test]
 fn a_second_stop_ends_the_wait_with_unknown_outcomes_and_exit_1() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sim = start_simulate(&["--seed", seed(dir.path(), 8).to_str().expect("utf8")]);
+    let sim = simulate(8, &[]);
     // Every action takes half a minute to answer.
     set_faults(
-        &sim.url,
+        &sim.0,
         serde_json::json!({"script": [{"op": "action", "status": 200, "delay": "30s", "apply": true, "times": 100}]}),
     );
     let mut run = start(
-        &sim.url,
+        sim,
         "max_requests_per_second = 0\nmax_in_flight = 4\nrequest_timeout = \"60s\"\n",
         false,
     );
-    wait_for("actions on the wire", Duration::from_secs(20), || {
-        action_requests(&sim.url) >= 4
-    });
+    run.wait_for_actions("actions on the wire", 4);
     run.daemon.signal("-TERM");
     std::thread::sleep(Duration::from_secs(1));
-    let t = Instant::now();
-    run.daemon.signal("-TERM");
-    assert_eq!(run.exit_code(Duration::from_secs(5)), Some(1));
-    assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        t.elapsed()
-    );
+    assert_eq!(run.term_exits_within(Duration::from_secs(3)), Some(1));
     let outcomes = run.one_outcome_each();
     assert_eq!(
         outcomes.iter().filter(|o| *o == "unknown").count(),

@@ -390,6 +390,11 @@ pub fn http(method: &str, url: &str, body: &str) -> (u16, String) {
     .expect("send");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read");
+    parse_response(&resp)
+}
+
+/// The (status, body) of a raw HTTP response; status 0 when there is no status line.
+pub fn parse_response(resp: &str) -> (u16, String) {
     let status = resp
         .split_whitespace()
         .nth(1)
