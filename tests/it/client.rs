@@ -2,41 +2,34 @@
 //! retryable failure recovering or giving up, malformed bodies, 401 handling per auth
 //! method, actions and the read-back by id.
 
-use crate::support::{PROJECT, WAIT, http_client, seed_many, spawn_sim, within};
-use std::path::Path;
+use crate::cases::{SVC, pending, sim_with};
+use crate::support::{PROJECT, WAIT, http_client, target_config, within};
 use std::time::{Duration, Instant};
+use vpcep_approver::cloud::ActResponse;
 use vpcep_approver::cloud::auth::Credentials;
 use vpcep_approver::cloud::client::{CloudClient, TargetClient};
-use vpcep_approver::cloud::error::ApiErrorKind;
+use vpcep_approver::cloud::error::{ApiError, ApiErrorKind};
 use vpcep_approver::config::{Config, SecretSource};
 use vpcep_approver::decision::Action;
 use vpcep_approver::metrics::Metrics;
 use vpcep_approver::sim::{
     DEFAULT_AK, DEFAULT_DOMAIN, DEFAULT_PASSWORD, DEFAULT_SK, DEFAULT_USER, ErrorShape, Operation,
-    ScriptedFault, SimConfig, Simulator,
+    ScriptedFault, Simulator,
 };
 
-const SVC: &str = "4189d3c2-8882-4871-a3c2-d380272eed88";
-
-/// A config for one target on the simulator; `poll` lines override the test defaults
-/// (2 s timeout, 2 retries, no rate limit).
+/// A config for one target on the simulator: `target_config` with `poll`, two retries
+/// unless `poll` sets `max_retries`.
 fn config(sim: &Simulator, poll: &str) -> Config {
-    let url = sim.base_url();
     let mut poll = poll.to_owned();
-    for (key, value) in [
-        ("request_timeout", "\"2s\""),
-        ("max_retries", "2"),
-        ("max_requests_per_second", "0"),
-    ] {
-        if !poll.lines().any(|l| l.starts_with(key)) {
-            poll.push_str(&format!("{key} = {value}\n"));
-        }
+    if !poll.lines().any(|l| l.starts_with("max_retries")) {
+        poll.push_str("max_retries = 2\n");
     }
-    let text = format!(
-        "[[target]]\nname = \"sim\"\nregion = \"cn-north-4\"\nproject_id = \"{PROJECT}\"\n\
-         vpcep_endpoint = \"{url}\"\niam_endpoint = \"{url}\"\n[poll]\n{poll}"
-    );
-    Config::parse(&text, Path::new("/nonexistent/config.toml")).expect("test config is valid")
+    target_config(&sim.base_url(), &poll)
+}
+
+/// `t` sends `action` on connection `endpoint` of [`SVC`], unguarded.
+async fn act(t: &TargetClient, endpoint: &str, action: Action) -> Result<ActResponse, ApiError> {
+    within(t.act(SVC, endpoint, action, &|| None)).await
 }
 
 fn aksk() -> Credentials {
@@ -54,15 +47,6 @@ fn cloud(sim: &Simulator, poll: &str, creds: Credentials) -> (CloudClient, Targe
     (cloud, t, metrics)
 }
 
-async fn sim_with(n: usize, tweak: impl FnOnce(&mut SimConfig)) -> Simulator {
-    let mut cfg = SimConfig {
-        seed: seed_many(SVC, n),
-        ..SimConfig::default()
-    };
-    tweak(&mut cfg);
-    spawn_sim(cfg).await
-}
-
 fn count(sim: &Simulator, op: Operation) -> u64 {
     sim.state().request_count(op)
 }
@@ -71,9 +55,7 @@ fn count(sim: &Simulator, op: Operation) -> u64 {
 async fn client_pages_past_1000_connections_without_duplicates() {
     let sim = sim_with(2500, |_| {}).await;
     let (_c, t, _) = cloud(&sim, "", aksk());
-    let got = within(t.list_connections(SVC, "pendingAcceptance"))
-        .await
-        .expect("list");
+    let got = pending(&t).await.expect("list");
     assert_eq!(got.len(), 2500);
     let mut ids: Vec<_> = got.iter().filter_map(|c| c.id.clone()).collect();
     ids.sort();
@@ -95,9 +77,7 @@ async fn client_status_filter_and_services() {
     }
     let (_c, t, _) = cloud(&sim, "", aksk());
     assert_eq!(t.target().name, "sim");
-    let pending = within(t.list_connections(SVC, "pendingAcceptance"))
-        .await
-        .expect("pending");
+    let pending = pending(&t).await.expect("pending");
     let accepted = within(t.list_connections(SVC, "accepted"))
         .await
         .expect("accepted");
@@ -118,17 +98,13 @@ async fn client_status_filter_and_services() {
 async fn client_acts_and_reads_back_by_id() {
     let sim = sim_with(3, |_| {}).await;
     let (_c, t, _) = cloud(&sim, "", aksk());
-    let r = within(t.act(SVC, "e00001", Action::Receive, &|| None))
-        .await
-        .expect("receive");
+    let r = act(&t, "e00001", Action::Receive).await.expect("receive");
     assert_eq!(r.http_status, 200);
     assert_eq!(r.attempts, 1);
     let conn = r.connection.expect("connection in the answer");
     assert_eq!(conn.id.as_deref(), Some("e00001"));
     assert_eq!(conn.status.as_deref(), Some("accepted"));
-    let r = within(t.act(SVC, "e00002", Action::Reject, &|| None))
-        .await
-        .expect("reject");
+    let r = act(&t, "e00002", Action::Reject).await.expect("reject");
     assert_eq!(
         r.connection.and_then(|c| c.status).as_deref(),
         Some("rejected")
@@ -152,7 +128,7 @@ async fn client_acts_and_reads_back_by_id() {
     );
 
     // Acting again on a decided connection is a 4xx with the API's error code, not retried.
-    let e = within(t.act(SVC, "e00001", Action::Receive, &|| None))
+    let e = act(&t, "e00001", Action::Receive)
         .await
         .expect_err("already accepted");
     assert_eq!(e.kind, ApiErrorKind::Client);
@@ -165,7 +141,7 @@ async fn client_acts_and_reads_back_by_id() {
     assert_eq!(e.attempts, 1);
     assert_eq!(sim.actions().len(), 3);
 
-    let e = within(t.act(SVC, "e00000", Action::None, &|| None))
+    let e = act(&t, "e00000", Action::None)
         .await
         .expect_err("none is never sent");
     assert_eq!(e.attempts, 0);
@@ -182,9 +158,7 @@ async fn client_retries_429_honouring_retry_after() {
     );
     let (_c, t, metrics) = cloud(&sim, "", aksk());
     let start = Instant::now();
-    let got = within(t.list_connections(SVC, "pendingAcceptance"))
-        .await
-        .expect("recovers");
+    let got = pending(&t).await.expect("recovers");
     assert_eq!(got.len(), 5);
     assert!(
         start.elapsed() >= Duration::from_secs(2),
@@ -215,9 +189,7 @@ async fn client_retries_500_503_and_endpoint_0022() {
         "EndPoint.0022",
         "The number of requests exceeded the limit. Please try later.",
     ));
-    let r = within(t.act(SVC, "e00000", Action::Receive, &|| None))
-        .await
-        .expect("recovers");
+    let r = act(&t, "e00000", Action::Receive).await.expect("recovers");
     assert_eq!(r.attempts, 2);
     assert_eq!(sim.actions().len(), 2);
 }
@@ -227,9 +199,7 @@ async fn client_gives_up_after_max_retries() {
     let sim = sim_with(5, |_| {}).await;
     sim.push_fault(ScriptedFault::new(Operation::ListConnections, 500).times(10));
     let (_c, t, _) = cloud(&sim, "", aksk());
-    let e = within(t.list_connections(SVC, "pendingAcceptance"))
-        .await
-        .expect_err("gives up");
+    let e = pending(&t).await.expect_err("gives up");
     assert_eq!(e.kind, ApiErrorKind::Server);
     assert_eq!(e.attempts, 3, "max_retries = 2");
     assert_eq!(e.http_status, Some(500));
@@ -262,9 +232,7 @@ async fn client_garbage_and_truncated_bodies_are_malformed() {
         "",
     ] {
         sim.push_fault(ScriptedFault::new(Operation::ListConnections, 200).with_body(body));
-        let e = within(t.list_connections(SVC, "pendingAcceptance"))
-            .await
-            .expect_err(body);
+        let e = pending(&t).await.expect_err(body);
         assert_eq!(e.kind, ApiErrorKind::Malformed, "{body}: {e}");
         assert_eq!(e.attempts, 1, "malformed answers are not retried");
     }
@@ -273,9 +241,7 @@ async fn client_garbage_and_truncated_bodies_are_malformed() {
         ScriptedFault::new(Operation::ListConnections, 200)
             .with_body(r#"{"connections":[{"id":"x1"}],"total_count":5}"#),
     );
-    let e = within(t.list_connections(SVC, "pendingAcceptance"))
-        .await
-        .expect_err("short page");
+    let e = pending(&t).await.expect_err("short page");
     assert_eq!(e.kind, ApiErrorKind::Malformed);
     assert!(e.to_string().contains("incomplete listing"), "{e}");
     // A bad second page fails the whole call: never partial data.
@@ -287,9 +253,7 @@ async fn client_garbage_and_truncated_bodies_are_malformed() {
         )),
     );
     sim.push_fault(ScriptedFault::new(Operation::ListConnections, 200).with_body("{\"conn"));
-    let e = within(t.list_connections(SVC, "pendingAcceptance"))
-        .await
-        .expect_err("page 2");
+    let e = pending(&t).await.expect_err("page 2");
     assert_eq!(e.kind, ApiErrorKind::Malformed);
     assert!(e.url.contains("offset=1000"), "{e}");
 
@@ -367,9 +331,7 @@ async fn client_aksk_401_backs_off_without_a_burst() {
     );
     assert!(!e.to_string().contains("WRONGSECRETKEY"));
     for _ in 0..5 {
-        let e = within(t.list_connections(SVC, "pendingAcceptance"))
-            .await
-            .expect_err("backoff");
+        let e = pending(&t).await.expect_err("backoff");
         assert_eq!(e.kind, ApiErrorKind::AuthBackoff);
         assert_eq!(e.attempts, 0);
     }
@@ -404,9 +366,7 @@ async fn client_password_token_is_cached_and_reauthenticated_once() {
     let sim = sim_with(5, |_| {}).await;
     let (_c, t, _) = cloud(&sim, "", password(DEFAULT_PASSWORD));
     within(t.list_services()).await.expect("first");
-    within(t.list_connections(SVC, "pendingAcceptance"))
-        .await
-        .expect("second");
+    pending(&t).await.expect("second");
     assert_eq!(sim.state().tokens_issued, 1, "token cached");
 
     // The token dies early (e.g. password changed): one re-authentication, one retry.
@@ -490,9 +450,7 @@ async fn client_token_method_rereads_its_source_once_on_401() {
     };
     let creds = Credentials::token(source.clone(), "MIIstale");
     let (_c, t, _) = cloud(&sim, "", creds);
-    let got = within(t.list_connections(SVC, "pendingAcceptance"))
-        .await
-        .expect("re-read");
+    let got = pending(&t).await.expect("re-read");
     assert_eq!(got.len(), 5);
     assert_eq!(count(&sim, Operation::ListConnections), 2);
 

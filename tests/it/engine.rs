@@ -1,183 +1,79 @@
 //! One poll cycle end to end: the real client (AK/SK-signed HTTP) against the simulator on
 //! loopback, real Cedar, a real audit file.
 
-use crate::support::{PROJECT, spawn_sim, within};
+use crate::support::{EngineRig, PROJECT, RigSpec, engine_rig, target_config, within};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use vpcep_approver::audit::{AuditWriter, verify_files};
 use vpcep_approver::cloud::auth::Credentials;
 use vpcep_approver::cloud::client::CloudClient;
-use vpcep_approver::config::{
-    AuditConfig, AuditPath, Auth, Config, LogConfig, PolicyConfig, Poll, SecretSource, Target,
-};
-use vpcep_approver::decision::OnNoMatch;
-use vpcep_approver::engine::{CycleReport, Engine, EngineOptions};
+use vpcep_approver::config::AuditPath;
+use vpcep_approver::engine::{Engine, EngineOptions};
 use vpcep_approver::metrics::Metrics;
 use vpcep_approver::policy::Policies;
-use vpcep_approver::sim::{Faults, Operation, ScriptedFault, SimConfig, Simulator};
+use vpcep_approver::sim::{DEFAULT_AK, DEFAULT_SK, Faults, Operation, ScriptedFault, SimConfig};
 use vpcep_approver::stop::Stop;
 
-const AK: &str = "ENGINETESTAK";
-const SK: &str = "ENGINETESTSECRETKEY";
+/// The client's `[poll]`: two retries, a 5 s timeout (no rate limit: the test default).
+const POLL: &str = "max_retries = 2\nrequest_timeout = \"5s\"\nmax_in_flight = 8\n";
 
-fn config(sim: &Simulator, audit: &Path) -> Config {
-    Config {
-        path: PathBuf::from("engine-test.toml"),
-        targets: vec![Target::new("sim", "cn-north-4", PROJECT).at(&sim.base_url())],
-        auth: Auth::AkSk {
-            access_key: SecretSource::Env("UNUSED_AK".into()),
-            secret_key: SecretSource::Env("UNUSED_SK".into()),
-            security_token: SecretSource::Env("UNUSED_TOKEN".into()),
-        },
-        poll: Poll {
-            max_requests_per_second: 0,
-            max_retries: 2,
-            request_timeout: Duration::from_secs(5),
-            ..Poll::default()
-        },
-        policy: PolicyConfig::at(PathBuf::from("policies")),
-        audit: AuditConfig::at(AuditPath::File(audit.to_owned())),
-        http: None,
-        log: LogConfig::default(),
-    }
-}
-
-struct Rig {
-    sim: Simulator,
-    cloud: CloudClient,
-    engine: Engine,
-    audit: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-async fn rig(sim_cfg: SimConfig, dry_run: bool, audit_target: Option<AuditPath>) -> Rig {
-    vpcep_approver::cloud::init_tls();
-    let sim = spawn_sim(SimConfig {
-        credentials: vec![(AK.into(), SK.into())],
-        ..sim_cfg
-    })
-    .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let audit = dir.path().join("audit.jsonl");
-    let cfg = config(&sim, &audit);
-    let cloud =
-        CloudClient::new(&cfg, Credentials::aksk(AK, SK, None), Metrics::new()).expect("client");
-    let target = audit_target.unwrap_or(AuditPath::File(audit.clone()));
-    let writer = AuditWriter::open(target, true, vpcep_approver::clock::system()).expect("audit");
-    let engine = Engine::new(
-        Arc::new(Policies::embedded_examples().expect("example policies")),
-        Arc::new(Mutex::new(writer)),
-        Metrics::new(),
-        vpcep_approver::clock::system(),
-        EngineOptions {
-            dry_run,
-            on_no_match: OnNoMatch::LeavePending,
-            collect_rows: true,
-            max_in_flight: 8,
-            ..EngineOptions::default()
-        },
-    );
-    Rig {
-        sim,
-        cloud,
-        engine,
-        audit,
-        _dir: dir,
-    }
-}
-
-fn sample() -> SimConfig {
-    SimConfig {
+/// The sample seed (`demo::sample_seed`) on the simulator, the example policies, an
+/// fsynced audit log (at `audit`, else the rig's own file); no-match leaves pending.
+async fn rig(dry_run: bool, audit: Option<AuditPath>) -> EngineRig {
+    let sim = SimConfig {
         seed: vpcep_approver::demo::sample_seed(chrono::Utc::now()),
         project_id: Some(PROJECT.into()),
         ..SimConfig::default()
-    }
-}
-
-async fn cycle(r: &Rig) -> CycleReport {
-    within(r.engine.run_cycle(&r.cloud, &Stop::new())).await
-}
-
-fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
-        .collect()
-}
-
-fn status_of(sim: &Simulator, endpoint: &str) -> String {
-    sim.connection(endpoint).expect("connection exists").status
+    };
+    let spec = RigSpec {
+        dry_run,
+        poll: POLL.into(),
+        audit,
+        fsync: true,
+        ..RigSpec::default()
+    };
+    engine_rig(sim, spec).await
 }
 
 #[tokio::test]
 async fn every_pending_connection_is_decided_and_audited_before_its_action() {
-    let r = rig(sample(), false, None).await;
-    let report = cycle(&r).await;
+    let r = rig(false, None).await;
+    let report = r.cycle().await;
     assert!(report.fully_ok(), "{report:?}");
     // The sample: partner with ticket, EMEA partner, blocked, stranger, hostile description,
-    // stale request, missing account; internal build agents, partner over quota.
-    assert_eq!(
-        status_of(&r.sim, "705290f3-0d00-41f2-aedc-71f09844e879"),
-        "accepted"
-    );
-    assert_eq!(
-        status_of(&r.sim, "1d4e5f60-7a8b-4c9d-8e0f-1a2b3c4d5e6f"),
-        "accepted"
-    );
-    assert_eq!(
-        status_of(&r.sim, "2e5f6071-8b9c-4dae-9f10-2b3c4d5e6f70"),
-        "rejected"
-    );
-    assert_eq!(
-        status_of(&r.sim, "3f607182-9cad-4ebf-a021-3c4d5e6f7081"),
-        "pendingAcceptance"
-    );
-    assert_eq!(
-        status_of(&r.sim, "40718293-adbe-4fc0-b132-4d5e6f708192"),
-        "rejected"
-    );
-    assert_eq!(
-        status_of(&r.sim, "518293a4-becf-40d1-8243-5e6f708192a3"),
-        "rejected"
-    );
-    assert_eq!(
-        status_of(&r.sim, "6293a4b5-cfd0-41e2-9354-6f708192a3b4"),
-        "pendingAcceptance"
-    );
-    assert_eq!(
-        status_of(&r.sim, "8a1f0c52-6d0e-4c21-9b7a-1e2f3a4b5c6d"),
-        "accepted"
-    );
-    assert_eq!(
-        status_of(&r.sim, "9b2e1d63-7e1f-4d32-8c6b-2f3a4b5c6d7e"),
-        "rejected"
-    );
-    // The service with approval off is never touched.
-    assert_eq!(
-        status_of(&r.sim, "73a4b5c6-d0e1-42f3-a465-708192a3b4c5"),
-        "pendingAcceptance"
-    );
+    // stale request, missing account; internal build agents, partner over quota; last, the
+    // service with approval off is never touched.
+    for (endpoint, status) in [
+        ("705290f3-0d00-41f2-aedc-71f09844e879", "accepted"),
+        ("1d4e5f60-7a8b-4c9d-8e0f-1a2b3c4d5e6f", "accepted"),
+        ("2e5f6071-8b9c-4dae-9f10-2b3c4d5e6f70", "rejected"),
+        ("3f607182-9cad-4ebf-a021-3c4d5e6f7081", "pendingAcceptance"),
+        ("40718293-adbe-4fc0-b132-4d5e6f708192", "rejected"),
+        ("518293a4-becf-40d1-8243-5e6f708192a3", "rejected"),
+        ("6293a4b5-cfd0-41e2-9354-6f708192a3b4", "pendingAcceptance"),
+        ("8a1f0c52-6d0e-4c21-9b7a-1e2f3a4b5c6d", "accepted"),
+        ("9b2e1d63-7e1f-4d32-8c6b-2f3a4b5c6d7e", "rejected"),
+        ("73a4b5c6-d0e1-42f3-a465-708192a3b4c5", "pendingAcceptance"),
+    ] {
+        assert_eq!(r.status(endpoint), status, "{endpoint}");
+    }
 
     let actions = r.sim.actions();
     assert_eq!(actions.len(), 7, "{actions:?}");
-    let lines = audit_lines(&r.audit);
+    let lines = r.audit_lines();
     // Write-ahead: each action's decision record precedes its outcome record, one each.
     for a in &actions {
         let ep = a.endpoint_id.as_deref().expect("endpoint");
-        let decisions: Vec<usize> = lines
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l["kind"] == "decision" && l["endpoint_id"] == ep)
-            .map(|(i, _)| i)
-            .collect();
-        let outcomes: Vec<usize> = lines
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l["kind"] == "outcome" && l["endpoint_id"] == ep)
-            .map(|(i, _)| i)
-            .collect();
+        // The positions of this endpoint's records of `kind`.
+        let at = |kind: &str| -> Vec<usize> {
+            lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l["kind"] == kind && l["endpoint_id"] == ep)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let (decisions, outcomes) = (at("decision"), at("outcome"));
         assert_eq!((decisions.len(), outcomes.len()), (1, 1), "{ep}");
         assert!(decisions[0] < outcomes[0]);
         assert_eq!(lines[outcomes[0]]["outcome"], "applied");
@@ -215,13 +111,13 @@ async fn every_pending_connection_is_decided_and_audited_before_its_action() {
 
 #[tokio::test]
 async fn a_connection_left_pending_is_recorded_once_per_policy_version() {
-    let r = rig(sample(), false, None).await;
-    cycle(&r).await;
-    let first = audit_lines(&r.audit).len();
-    let report = cycle(&r).await;
+    let r = rig(false, None).await;
+    r.cycle().await;
+    let first = r.audit_lines().len();
+    let report = r.cycle().await;
     assert!(report.fully_ok());
     assert_eq!(
-        audit_lines(&r.audit).len(),
+        r.audit_lines().len(),
         first,
         "second cycle re-recorded pending connections"
     );
@@ -231,37 +127,32 @@ async fn a_connection_left_pending_is_recorded_once_per_policy_version() {
     if dir.is_dir() {
         r.engine
             .set_policies(Arc::new(Policies::load(&dir).expect("fixture policies")));
-        cycle(&r).await;
-        assert!(audit_lines(&r.audit).len() > first);
+        r.cycle().await;
+        assert!(r.audit_lines().len() > first);
     }
 }
 
 #[tokio::test]
 async fn dry_run_decides_and_audits_but_never_acts() {
-    let r = rig(sample(), true, None).await;
-    let report = cycle(&r).await;
+    let r = rig(true, None).await;
+    let report = r.cycle().await;
     assert!(report.fully_ok(), "{report:?}");
     assert!(r.sim.actions().is_empty());
-    let lines = audit_lines(&r.audit);
+    let lines = r.audit_lines();
     assert_eq!(lines.len(), 9, "one decision per pending connection");
     assert!(
         lines
             .iter()
             .all(|l| l["kind"] == "decision" && l["dry_run"] == true)
     );
-    cycle(&r).await;
-    assert_eq!(audit_lines(&r.audit).len(), 9, "dry run records each once");
+    r.cycle().await;
+    assert_eq!(r.audit_lines().len(), 9, "dry run records each once");
 }
 
 #[tokio::test]
 async fn audit_failure_blocks_every_action() {
-    let r = rig(
-        sample(),
-        false,
-        Some(AuditPath::File(PathBuf::from("/dev/full"))),
-    )
-    .await;
-    let report = cycle(&r).await;
+    let r = rig(false, Some(AuditPath::File(PathBuf::from("/dev/full")))).await;
+    let report = r.cycle().await;
     assert!(!report.fully_ok());
     assert!(
         r.sim.actions().is_empty(),
@@ -279,12 +170,12 @@ async fn audit_failure_blocks_every_action() {
 
 #[tokio::test]
 async fn garbage_listing_decides_nothing_for_that_service_only() {
-    let r = rig(sample(), false, None).await;
+    let r = rig(false, None).await;
     r.sim.set_faults(Faults::script(vec![
         ScriptedFault::new(Operation::ListConnections, 200)
             .with_body("{\"connections\": [{\"id\": \"x\""),
     ]));
-    let report = cycle(&r).await;
+    let report = r.cycle().await;
     let t = &report.targets[0];
     assert_eq!(t.failures.len(), 1, "{t:?}");
     assert!(t.failures[0].contains("connections"), "{:?}", t.failures);
@@ -302,7 +193,7 @@ async fn garbage_listing_decides_nothing_for_that_service_only() {
 
 #[tokio::test]
 async fn a_race_with_another_decider_ends_not_pending_or_applied_never_failed() {
-    let r = rig(sample(), false, None).await;
+    let r = rig(false, None).await;
     // Another instance or a person decides first: the action gets an error, the read-back
     // sees the connection is no longer pending.
     r.sim
@@ -313,10 +204,10 @@ async fn a_race_with_another_decider_ends_not_pending_or_applied_never_failed() 
             .applied()
             .times(1),
     ]));
-    let report = cycle(&r).await;
+    let report = r.cycle().await;
     let t = &report.targets[0];
     assert_eq!(t.failed, 0, "{t:?}");
-    let lines = audit_lines(&r.audit);
+    let lines = r.audit_lines();
     let outcomes: Vec<&str> = lines
         .iter()
         .filter(|l| l["kind"] == "outcome")
@@ -332,13 +223,13 @@ async fn a_race_with_another_decider_ends_not_pending_or_applied_never_failed() 
 
 #[tokio::test]
 async fn two_instances_on_the_same_services_never_double_change() {
-    let a = rig(sample(), false, None).await;
+    let a = rig(false, None).await;
     // A second engine and client against the same simulator, with its own audit log.
     let dir = tempfile::tempdir().expect("tempdir");
     let audit_b = dir.path().join("b.jsonl");
     let cloud_b = CloudClient::new(
-        &config(&a.sim, &audit_b),
-        Credentials::aksk(AK, SK, None),
+        &target_config(&a.sim.base_url(), POLL),
+        Credentials::aksk(DEFAULT_AK, DEFAULT_SK, None),
         Metrics::new(),
     )
     .expect("client");
@@ -354,13 +245,8 @@ async fn two_instances_on_the_same_services_never_double_change() {
         )),
         Metrics::new(),
         vpcep_approver::clock::system(),
-        EngineOptions {
-            dry_run: false,
-            on_no_match: OnNoMatch::LeavePending,
-            collect_rows: false,
-            max_in_flight: 8,
-            ..EngineOptions::default()
-        },
+        // Leave-pending, eight in flight, no rows: as the first instance but for the rows.
+        EngineOptions::default(),
     );
     let stop = Stop::new();
     let (ra, rb) = within(async {
@@ -389,16 +275,11 @@ async fn two_instances_on_the_same_services_never_double_change() {
         by_endpoint.values().all(|a| a.len() == 1),
         "{by_endpoint:?}"
     );
-    assert_eq!(
-        status_of(&a.sim, "705290f3-0d00-41f2-aedc-71f09844e879"),
-        "accepted"
-    );
-    assert_eq!(
-        status_of(&a.sim, "2e5f6071-8b9c-4dae-9f10-2b3c4d5e6f70"),
-        "rejected"
-    );
-    assert_eq!(
-        status_of(&a.sim, "3f607182-9cad-4ebf-a021-3c4d5e6f7081"),
-        "pendingAcceptance"
-    );
+    for (endpoint, status) in [
+        ("705290f3-0d00-41f2-aedc-71f09844e879", "accepted"),
+        ("2e5f6071-8b9c-4dae-9f10-2b3c4d5e6f70", "rejected"),
+        ("3f607182-9cad-4ebf-a021-3c4d5e6f7081", "pendingAcceptance"),
+    ] {
+        assert_eq!(a.status(endpoint), status, "{endpoint}");
+    }
 }

@@ -7,54 +7,31 @@
 //! memory (the client's body cap), a clear error, nothing decided from partial data, and
 //! every audit line one valid JSON line of an intact chain.
 
+use crate::cases::{SVC, pending, sim_with};
 use crate::cli::BIN;
-use crate::support::{PROJECT, seed_many, spawn_sim, within};
+use crate::support::{EngineRig, PROJECT, RigSpec, engine_rig, seed_many, target_config, within};
 use proptest::prelude::*;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use vpcep_approver::audit::{AuditPath, AuditWriter, verify_files};
+use vpcep_approver::audit::verify_files;
 use vpcep_approver::cloud::MAX_BODY_BYTES;
 use vpcep_approver::cloud::auth::Credentials;
 use vpcep_approver::cloud::client::{CloudClient, TargetClient};
-use vpcep_approver::cloud::error::ApiErrorKind;
+use vpcep_approver::cloud::error::{ApiError, ApiErrorKind};
 use vpcep_approver::config::{Config, ConfigError};
 use vpcep_approver::decision::OnNoMatch;
-use vpcep_approver::engine::{Engine, EngineOptions};
 use vpcep_approver::metrics::Metrics;
-use vpcep_approver::policy::Policies;
 use vpcep_approver::sim::{
     DEFAULT_AK, DEFAULT_SK, Operation, ScriptedFault, Seed, SeedConnection, SeedService, SimConfig,
     Simulator,
 };
 use vpcep_approver::stop::Stop;
 
-const SVC: &str = "4189d3c2-8882-4871-a3c2-d380272eed88";
-
-/// A config for one target at `url`; `poll` lines come first, then the defaults (2 s
-/// timeout, no rate limit) for keys they do not set.
-fn config_for(url: &str, poll: &str) -> Config {
-    let mut poll = poll.to_owned();
-    for (key, value) in [
-        ("request_timeout", "\"2s\""),
-        ("max_requests_per_second", "0"),
-    ] {
-        if !poll.lines().any(|l| l.starts_with(key)) {
-            poll.push_str(&format!("{key} = {value}\n"));
-        }
-    }
-    let text = format!(
-        "[[target]]\nname = \"sim\"\nregion = \"cn-north-4\"\nproject_id = \"{PROJECT}\"\n\
-         vpcep_endpoint = \"{url}\"\niam_endpoint = \"{url}\"\n[poll]\n{poll}"
-    );
-    Config::parse(&text, Path::new("/nonexistent/config.toml")).expect("test config is valid")
-}
-
 fn cloud_for(url: &str, poll: &str) -> (CloudClient, TargetClient) {
     vpcep_approver::cloud::init_tls();
     let cloud = CloudClient::new(
-        &config_for(url, poll),
+        &target_config(url, poll),
         Credentials::aksk(DEFAULT_AK, DEFAULT_SK, None),
         Metrics::new(),
     )
@@ -63,63 +40,30 @@ fn cloud_for(url: &str, poll: &str) -> (CloudClient, TargetClient) {
     (cloud, t)
 }
 
-/// A real cloud client, an engine with the example policies and an audit file.
-struct Rig {
-    sim: Simulator,
-    cloud: CloudClient,
-    engine: Engine,
-    audit: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-async fn rig(seed: Seed, dry_run: bool) -> Rig {
-    let sim = spawn_sim(SimConfig {
-        seed,
-        ..SimConfig::default()
-    })
-    .await;
-    let (cloud, _) = cloud_for(&sim.base_url(), "max_retries = 0\nmax_in_flight = 8\n");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let audit = dir.path().join("audit.jsonl");
-    let writer = AuditWriter::open(
-        AuditPath::File(audit.clone()),
-        false,
-        vpcep_approver::clock::system(),
-    )
-    .expect("audit");
-    let engine = Engine::new(
-        Arc::new(Policies::embedded_examples().expect("example policies")),
-        Arc::new(Mutex::new(writer)),
-        Metrics::new(),
-        vpcep_approver::clock::system(),
-        EngineOptions {
-            dry_run,
-            on_no_match: OnNoMatch::Reject,
-            collect_rows: false,
-            max_in_flight: 8,
-            ..EngineOptions::default()
+/// A real cloud client, an engine with the example policies (no-match rejects) and an
+/// audit file.
+async fn rig(seed: Seed, dry_run: bool) -> EngineRig {
+    let spec = RigSpec {
+        dry_run,
+        on_no_match: OnNoMatch::Reject,
+        ..RigSpec::default()
+    };
+    engine_rig(
+        SimConfig {
+            seed,
+            ..SimConfig::default()
         },
-    );
-    Rig {
-        sim,
-        cloud,
-        engine,
-        audit,
-        _dir: dir,
-    }
+        spec,
+    )
+    .await
 }
 
-/// Every audit line: exactly one JSON object per line, and the chain verifies.
+/// Every audit line as [`crate::support::audit_lines`] reads them (one JSON object each,
+/// the chain verified), and the verifier counts each one as a record.
 fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<serde_json::Value> = text
-        .split_terminator('\n')
-        .map(|l| serde_json::from_str(l).expect("every audit line is one JSON value"))
-        .collect();
+    let lines = crate::support::audit_lines(path);
     if !lines.is_empty() {
-        let mut out = Vec::new();
-        let report = verify_files(&[path.to_owned()], &mut out).expect("verify runs");
-        assert!(report.is_ok(), "{}", String::from_utf8_lossy(&out));
+        let report = verify_files(&[path.to_owned()], &mut std::io::sink()).expect("verify runs");
         assert_eq!(report.records, lines.len() as u64);
     }
     lines
@@ -130,11 +74,7 @@ fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn hostile_wrongly_typed_and_nested_bodies_are_malformed_errors() {
-    let sim = spawn_sim(SimConfig {
-        seed: seed_many(SVC, 3),
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = sim_with(3, |_| {}).await;
     let (_c, t) = cloud_for(&sim.base_url(), "max_retries = 2\n");
     let deep_array = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let deep_object = format!(
@@ -166,9 +106,7 @@ async fn hostile_wrongly_typed_and_nested_bodies_are_malformed_errors() {
     ];
     for body in &bodies {
         sim.push_fault(ScriptedFault::new(Operation::ListConnections, 200).with_body(body.clone()));
-        let e = within(t.list_connections(SVC, "pendingAcceptance"))
-            .await
-            .expect_err("a hostile body is an error");
+        let e = pending(&t).await.expect_err("a hostile body is an error");
         let shown = body.chars().take(60).collect::<String>();
         assert_eq!(e.kind, ApiErrorKind::Malformed, "{shown}: {e}");
         assert_eq!(e.attempts, 1, "{shown}: malformed answers are not retried");
@@ -184,19 +122,13 @@ async fn hostile_wrongly_typed_and_nested_bodies_are_malformed_errors() {
         );
     }
     // The client still works afterwards.
-    let ok = within(t.list_connections(SVC, "pendingAcceptance"))
-        .await
-        .expect("normal listing");
+    let ok = pending(&t).await.expect("normal listing");
     assert_eq!(ok.len(), 3);
 }
 
 #[tokio::test]
 async fn hostile_body_over_the_cap_is_refused_without_retry() {
-    let sim = spawn_sim(SimConfig {
-        seed: seed_many(SVC, 1),
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = sim_with(1, |_| {}).await;
     let (_c, t) = cloud_for(&sim.base_url(), "max_retries = 3\n");
     // A syntactically plausible page just over the real cap (32 MiB).
     let filler = "x".repeat(MAX_BODY_BYTES);
@@ -204,9 +136,7 @@ async fn hostile_body_over_the_cap_is_refused_without_retry() {
         "{{\"connections\":[{{\"id\":\"a\",\"description\":\"{filler}\"}}],\"total_count\":1}}"
     );
     sim.push_fault(ScriptedFault::new(Operation::ListConnections, 200).with_body(body));
-    let e = within(t.list_connections(SVC, "pendingAcceptance"))
-        .await
-        .expect_err("too large");
+    let e = pending(&t).await.expect_err("too large");
     assert_eq!(e.kind, ApiErrorKind::TooLarge, "{e}");
     assert_eq!(e.attempts, 1);
     assert!(e.to_string().contains("bytes"), "{e}");
@@ -214,11 +144,7 @@ async fn hostile_body_over_the_cap_is_refused_without_retry() {
 
 #[tokio::test]
 async fn hostile_single_page_of_10000_connections_is_read_whole() {
-    let sim = spawn_sim(SimConfig {
-        seed: seed_many(SVC, 1),
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = sim_with(1, |_| {}).await;
     let (_c, t) = cloud_for(&sim.base_url(), "max_retries = 0\n");
     let conns: Vec<serde_json::Value> = (0..10_000)
         .map(|i| {
@@ -229,9 +155,7 @@ async fn hostile_single_page_of_10000_connections_is_read_whole() {
         .collect();
     let body = serde_json::json!({"connections": conns, "total_count": 10_000}).to_string();
     sim.push_fault(ScriptedFault::new(Operation::ListConnections, 200).with_body(body));
-    let got = within(t.list_connections(SVC, "pendingAcceptance"))
-        .await
-        .expect("one big page");
+    let got = pending(&t).await.expect("one big page");
     assert_eq!(got.len(), 10_000);
     assert_eq!(
         state_list_requests(&sim),
@@ -291,23 +215,34 @@ fn http_response(headers: &str, body: &[u8]) -> Vec<u8> {
     r
 }
 
+/// `body` behind a `Content-Length` of `length`, then the connection closes.
+fn closing_response(length: usize, body: &[u8]) -> Vec<u8> {
+    http_response(
+        &format!("Content-Length: {length}\r\nConnection: close\r\n"),
+        body,
+    )
+}
+
+/// Lists through the real client (`poll` lines) from a [`raw_server`] sending `response`
+/// (and `forever`): the listing must fail (`expect_err(what)`); returns its error.
+async fn raw_listing_error(
+    response: Vec<u8>,
+    forever: Option<Vec<u8>>,
+    poll: &str,
+    what: &str,
+) -> ApiError {
+    let url = raw_server(response, forever).await;
+    let (_c, t) = cloud_for(&url, poll);
+    pending(&t).await.expect_err(what)
+}
+
 #[tokio::test]
 async fn hostile_body_that_is_not_utf8_is_malformed() {
     let mut body = br#"{"connections":[{"id":"a","description":""#.to_vec();
     body.extend_from_slice(&[0xff, 0xfe, 0xc3, 0x28, 0xed, 0xa0, 0x80]);
     body.extend_from_slice(br#""}],"total_count":1}"#);
-    let url = raw_server(
-        http_response(
-            &format!("Content-Length: {}\r\nConnection: close\r\n", body.len()),
-            &body,
-        ),
-        None,
-    )
-    .await;
-    let (_c, t) = cloud_for(&url, "max_retries = 0\n");
-    let e = within(t.list_connections(SVC, "pendingAcceptance"))
-        .await
-        .expect_err("not UTF-8");
+    let response = closing_response(body.len(), &body);
+    let e = raw_listing_error(response, None, "max_retries = 0\n", "not UTF-8").await;
     assert_eq!(e.kind, ApiErrorKind::Malformed, "{e}");
     assert!(e.to_string().contains("UTF-8"), "{e}");
 }
@@ -316,21 +251,8 @@ async fn hostile_body_that_is_not_utf8_is_malformed() {
 async fn hostile_truncated_body_is_an_error_not_partial_data() {
     let body = br#"{"connections":[{"id":"a","status":"pendingAcceptance"}],"total_count":1}"#;
     // Claims twice its length, then the connection closes.
-    let url = raw_server(
-        http_response(
-            &format!(
-                "Content-Length: {}\r\nConnection: close\r\n",
-                body.len() * 2
-            ),
-            body,
-        ),
-        None,
-    )
-    .await;
-    let (_c, t) = cloud_for(&url, "max_retries = 1\n");
-    let e = within(t.list_connections(SVC, "pendingAcceptance"))
-        .await
-        .expect_err("truncated");
+    let response = closing_response(body.len() * 2, body);
+    let e = raw_listing_error(response, None, "max_retries = 1\n", "truncated").await;
     assert_ne!(e.kind, ApiErrorKind::Malformed, "a transport failure: {e}");
     assert!(e.to_string().contains("/connections"), "{e}");
 }
@@ -342,15 +264,13 @@ async fn hostile_endless_chunked_body_stops_at_the_cap() {
     let mut chunk = format!("{:x}\r\n", chunk_data.len()).into_bytes();
     chunk.extend_from_slice(&chunk_data);
     chunk.extend_from_slice(b"\r\n");
-    let url = raw_server(
+    let e = raw_listing_error(
         http_response("Transfer-Encoding: chunked\r\n", b""),
         Some(chunk),
+        "max_retries = 0\nrequest_timeout = \"30s\"\n",
+        "endless",
     )
     .await;
-    let (_c, t) = cloud_for(&url, "max_retries = 0\nrequest_timeout = \"30s\"\n");
-    let e = within(t.list_connections(SVC, "pendingAcceptance"))
-        .await
-        .expect_err("endless");
     assert_eq!(e.kind, ApiErrorKind::TooLarge, "{e}");
 }
 
@@ -379,7 +299,7 @@ async fn hostile_bad_second_page_decides_nothing() {
         );
         r.sim
             .push_fault(ScriptedFault::new(Operation::ListConnections, 200).with_body(bad));
-        let report = within(r.engine.run_cycle(&r.cloud, &Stop::new())).await;
+        let report = r.cycle().await;
         assert!(!report.fully_ok(), "{bad:?}: {report:?}");
         let failure = report.targets[0].failures.join("; ");
         assert!(
@@ -442,7 +362,7 @@ async fn hostile_descriptions_are_recorded_verbatim_on_one_line_each() {
         }],
     };
     let r = rig(seed, false).await;
-    let report = within(r.engine.run_cycle(&r.cloud, &Stop::new())).await;
+    let report = r.cycle().await;
     assert!(report.fully_ok(), "{report:?}");
     assert_eq!(report.targets[0].decisions, descs.len());
     let lines = audit_lines(&r.audit);
@@ -503,11 +423,7 @@ async fn hostile_page_of_10000_connections_is_decided_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_listing_fails_run_once_clearly() {
-    let sim = spawn_sim(SimConfig {
-        seed: seed_many(SVC, 3),
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = sim_with(3, |_| {}).await;
     sim.push_fault(
         ScriptedFault::new(Operation::ListConnections, 200).with_body(
             "{\"connections\":[{\"id\":\"e00000\",\"domain_id\":{}}],\"total_count\":3}",

@@ -3,6 +3,7 @@
 
 mod audit;
 mod audit_daemon;
+mod cases;
 mod cli;
 mod client;
 mod daemon;
