@@ -3,6 +3,7 @@
 //! answered as Cedar answers it over the whole entity store, and quotas hold within a
 //! burst of connections.
 
+use crate::cases::schema_with;
 use crate::cli::{BIN, repo};
 use crate::support::{EngineRig, RigSpec, engine_rig, seed_conn, seed_of};
 use std::path::Path;
@@ -262,25 +263,11 @@ fn write_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-const ORG_SCHEMA: &str = r#"namespace Vpcep {
-  entity OrgGroup;
+/// Accounts that may belong to an org, orgs with a tier in org groups.
+const ORG_PRINCIPALS: &str = r#"  entity OrgGroup;
   entity Org in [OrgGroup] { tier?: String };
   entity AccountGroup in [AccountGroup];
   entity Account in [AccountGroup] { org?: Org };
-  entity ServiceGroup in [ServiceGroup];
-  entity EndpointService in [ServiceGroup] {
-    name: String, project_id: String, region: String, target: String,
-  };
-  action connect appliesTo {
-    principal: [Account],
-    resource: [EndpointService],
-    context: {
-      endpoint_id: String, description: String, marker_id: Long,
-      created_at: datetime, now: datetime,
-      accepted_from_domain: Long, pending_from_domain: Long,
-    },
-  };
-}
 "#;
 
 fn org_policies() -> tempfile::TempDir {
@@ -294,7 +281,7 @@ fn org_policies() -> tempfile::TempDir {
 ]"#
     );
     write_dir(&[
-        ("schema.cedarschema", ORG_SCHEMA),
+        ("schema.cedarschema", &schema_with(ORG_PRINCIPALS)),
         ("entities.json", &entities),
         (
             "policies.cedar",

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use crate::cases::schema_with;
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, PolicyId,
     PolicySet, Request, RestrictedExpression, Schema,
@@ -16,26 +17,17 @@ use std::str::FromStr;
 use vpcep_approver::decision::{ConnectionFacts, OnNoMatch, Verdict};
 use vpcep_approver::policy::Policies;
 
-const SCHEMA: &str = r#"namespace Vpcep {
-  entity OrgGroup in [OrgGroup];
+/// The request model with org groups, orgs (a `tier`, a `partner` org) and accounts (an
+/// `org`, a `level`).
+fn schema() -> String {
+    schema_with(
+        r#"  entity OrgGroup in [OrgGroup];
   entity Org in [OrgGroup] { tier?: String, partner?: Org };
   entity AccountGroup in [AccountGroup];
   entity Account in [AccountGroup] { org?: Org, level?: Long };
-  entity ServiceGroup in [ServiceGroup];
-  entity EndpointService in [ServiceGroup] {
-    name: String, project_id: String, region: String, target: String,
-  };
-  action connect appliesTo {
-    principal: [Account],
-    resource: [EndpointService],
-    context: {
-      endpoint_id: String, description: String, marker_id: Long,
-      created_at: datetime, now: datetime,
-      accepted_from_domain: Long, pending_from_domain: Long,
-    },
-  };
+"#,
+    )
 }
-"#;
 
 /// One generated world.
 #[derive(Debug, Clone)]
@@ -60,126 +52,121 @@ fn uid(t: &str, id: &str) -> serde_json::Value {
     serde_json::json!({"type": format!("Vpcep::{t}"), "id": id})
 }
 
+/// `Vpcep::{t}::"{prefix}{i}"` for each `i` of `ids`.
+fn uids(t: &str, prefix: &str, ids: &[usize]) -> Vec<serde_json::Value> {
+    ids.iter()
+        .map(|i| uid(t, &format!("{prefix}{i}")))
+        .collect()
+}
+
+/// An entity-typed attribute value: org `o{k}`.
+fn org_ref(k: usize) -> serde_json::Value {
+    serde_json::json!({"__entity": uid("Org", &format!("o{k}"))})
+}
+
+/// One entity of the entities file.
+fn entity(
+    uid: serde_json::Value,
+    attrs: serde_json::Map<String, serde_json::Value>,
+    parents: Vec<serde_json::Value>,
+) -> serde_json::Value {
+    serde_json::json!({"uid": uid, "attrs": attrs, "parents": parents})
+}
+
+/// Groups `{prefix}0`, `{prefix}1`… of type `t`, each with its parents of the same type.
+fn group_entities<'a>(
+    t: &'a str,
+    prefix: &'a str,
+    parents: &'a [Vec<usize>],
+) -> impl Iterator<Item = serde_json::Value> + 'a {
+    parents.iter().enumerate().map(move |(i, p)| {
+        entity(
+            uid(t, &format!("{prefix}{i}")),
+            Default::default(),
+            uids(t, prefix, p),
+        )
+    })
+}
+
 fn subset(n: usize) -> impl Strategy<Value = Vec<usize>> {
     proptest::collection::btree_set(0..n.max(1), 0..=n.min(3))
         .prop_map(move |s: BTreeSet<usize>| s.into_iter().filter(|&i| i < n).collect())
 }
 
-fn world() -> impl Strategy<Value = World> {
-    (1usize..4, 1usize..3, 1usize..4, 1usize..3).prop_flat_map(|(nag, nog, norg, nsg)| {
-        let groups = |n: usize| {
-            (0..n)
-                .map(|i| subset(i).boxed())
-                .collect::<Vec<_>>()
-                .prop_map(|v| v)
-        };
-        let orgs = proptest::collection::vec(
+/// Parents for `n` groups: each a few of the groups before it.
+fn groups(n: usize) -> Vec<BoxedStrategy<Vec<usize>>> {
+    (0..n).map(|i| subset(i).boxed()).collect()
+}
+
+prop_compose! {
+    /// 1–3 account groups, 1–2 org groups, 1–3 orgs, 1–2 service groups; 1–4 policies.
+    fn world()(nag in 1usize..4, nog in 1usize..3, norg in 1usize..4, nsg in 1usize..3)(
+        account_groups in groups(nag),
+        org_groups in groups(nog),
+        orgs in proptest::collection::vec(
             (
                 subset(nog),
                 proptest::option::of(any::<bool>()),
                 proptest::option::of(0..norg + 1),
             ),
             norg,
-        );
-        (
-            groups(nag),
-            groups(nog),
+        ),
+        principal in proptest::option::of((subset(nag), proptest::option::of(0..norg + 1))),
+        service_groups in groups(nsg),
+        service in proptest::option::of(subset(nsg)),
+        policies in proptest::collection::vec((0u8..9, 0usize..4), 1..5),
+        accepted in 0i64..4,
+    ) -> World {
+        World {
+            account_groups,
+            org_groups,
             orgs,
-            proptest::option::of((subset(nag), proptest::option::of(0..norg + 1))),
-            groups(nsg),
-            proptest::option::of(subset(nsg)),
-            proptest::collection::vec((0u8..9, 0usize..4), 1..5),
-            0i64..4,
-        )
-            .prop_map(
-                |(
-                    account_groups,
-                    org_groups,
-                    orgs,
-                    principal,
-                    service_groups,
-                    service,
-                    policies,
-                    accepted,
-                )| {
-                    World {
-                        account_groups,
-                        org_groups,
-                        orgs,
-                        principal,
-                        service_groups,
-                        service,
-                        policies,
-                        accepted,
-                    }
-                },
-            )
-    })
+            principal,
+            service_groups,
+            service,
+            policies,
+            accepted,
+        }
+    }
 }
 
 impl World {
     fn entities_json(&self) -> String {
         let mut out = Vec::new();
-        for (i, parents) in self.account_groups.iter().enumerate() {
-            let p: Vec<_> = parents
-                .iter()
-                .map(|j| uid("AccountGroup", &format!("ag{j}")))
-                .collect();
-            out.push(serde_json::json!({"uid": uid("AccountGroup", &format!("ag{i}")), "attrs": {}, "parents": p}));
-        }
-        for (i, parents) in self.org_groups.iter().enumerate() {
-            let p: Vec<_> = parents
-                .iter()
-                .map(|j| uid("OrgGroup", &format!("og{j}")))
-                .collect();
-            out.push(serde_json::json!({"uid": uid("OrgGroup", &format!("og{i}")), "attrs": {}, "parents": p}));
-        }
+        out.extend(group_entities("AccountGroup", "ag", &self.account_groups));
+        out.extend(group_entities("OrgGroup", "og", &self.org_groups));
         for (i, (parents, tier, partner)) in self.orgs.iter().enumerate() {
-            let p: Vec<_> = parents
-                .iter()
-                .map(|j| uid("OrgGroup", &format!("og{j}")))
-                .collect();
             let mut attrs = serde_json::Map::new();
             if let Some(gold) = tier {
                 attrs.insert("tier".into(), (if *gold { "gold" } else { "lead" }).into());
             }
             if let Some(k) = partner {
-                attrs.insert(
-                    "partner".into(),
-                    serde_json::json!({"__entity": uid("Org", &format!("o{k}"))}),
-                );
+                attrs.insert("partner".into(), org_ref(*k));
             }
-            out.push(serde_json::json!({"uid": uid("Org", &format!("o{i}")), "attrs": attrs, "parents": p}));
+            out.push(entity(
+                uid("Org", &format!("o{i}")),
+                attrs,
+                uids("OrgGroup", "og", parents),
+            ));
         }
         if let Some((groups, org)) = &self.principal {
-            let p: Vec<_> = groups
-                .iter()
-                .map(|j| uid("AccountGroup", &format!("ag{j}")))
-                .collect();
             let mut attrs = serde_json::Map::new();
             if let Some(k) = org {
-                attrs.insert(
-                    "org".into(),
-                    serde_json::json!({"__entity": uid("Org", &format!("o{k}"))}),
-                );
+                attrs.insert("org".into(), org_ref(*k));
             }
-            out.push(
-                serde_json::json!({"uid": uid("Account", "d0"), "attrs": attrs, "parents": p}),
-            );
+            out.push(entity(
+                uid("Account", "d0"),
+                attrs,
+                uids("AccountGroup", "ag", groups),
+            ));
         }
-        for (i, parents) in self.service_groups.iter().enumerate() {
-            let p: Vec<_> = parents
-                .iter()
-                .map(|j| uid("ServiceGroup", &format!("sg{j}")))
-                .collect();
-            out.push(serde_json::json!({"uid": uid("ServiceGroup", &format!("sg{i}")), "attrs": {}, "parents": p}));
-        }
+        out.extend(group_entities("ServiceGroup", "sg", &self.service_groups));
         if let Some(groups) = &self.service {
-            let p: Vec<_> = groups
-                .iter()
-                .map(|j| uid("ServiceGroup", &format!("sg{j}")))
-                .collect();
-            out.push(serde_json::json!({"uid": uid("EndpointService", "svc"), "attrs": {}, "parents": p}));
+            out.push(entity(
+                uid("EndpointService", "svc"),
+                Default::default(),
+                uids("ServiceGroup", "sg", groups),
+            ));
         }
         serde_json::Value::Array(out).to_string()
     }
@@ -253,33 +240,20 @@ fn cedar_verdict(w: &World, schema: Option<&Schema>) -> (Verdict, Vec<String>) {
             .add_entities(s.action_entities().unwrap().iter().cloned(), None)
             .unwrap();
     }
-    let dt = |t: chrono::DateTime<chrono::Utc>| {
-        RestrictedExpression::new_datetime(t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-    };
-    let context = Context::from_pairs([
-        (
-            "endpoint_id".to_owned(),
-            RestrictedExpression::new_string(f.endpoint_id.clone()),
-        ),
-        (
-            "description".to_owned(),
-            RestrictedExpression::new_string(f.description.clone()),
-        ),
-        (
-            "marker_id".to_owned(),
-            RestrictedExpression::new_long(f.marker_id),
-        ),
-        ("created_at".to_owned(), dt(f.created_at)),
-        ("now".to_owned(), dt(f.now)),
-        (
-            "accepted_from_domain".to_owned(),
-            RestrictedExpression::new_long(f.accepted_from_domain),
-        ),
-        (
-            "pending_from_domain".to_owned(),
-            RestrictedExpression::new_long(f.pending_from_domain),
-        ),
-    ])
+    // Built from its JSON form, not as the daemon builds it (src/policy/request.rs).
+    let dt = |t: chrono::DateTime<chrono::Utc>| serde_json::json!({"__extn": {"fn": "datetime", "arg": t.format("%Y-%m-%dT%H:%M:%SZ").to_string()}});
+    let context = Context::from_json_value(
+        serde_json::json!({
+            "endpoint_id": f.endpoint_id,
+            "description": f.description,
+            "marker_id": f.marker_id,
+            "created_at": dt(f.created_at),
+            "now": dt(f.now),
+            "accepted_from_domain": f.accepted_from_domain,
+            "pending_from_domain": f.pending_from_domain,
+        }),
+        None,
+    )
     .unwrap();
     let request = Request::new(
         principal_uid,
@@ -319,7 +293,7 @@ fn daemon_verdict(w: &World, with_schema: bool) -> (Verdict, Vec<String>) {
         ("entities.json".to_owned(), w.entities_json().into_bytes()),
     ];
     if with_schema {
-        files.push(("schema.cedarschema".to_owned(), SCHEMA.as_bytes().to_vec()));
+        files.push(("schema.cedarschema".to_owned(), schema().into_bytes()));
     }
     let p = Policies::from_files(files).unwrap_or_else(|e| panic!("{e}\n{}", w.policies_text()));
     let d = p.decide(&facts(w.accepted), OnNoMatch::LeavePending);
@@ -337,7 +311,7 @@ proptest! {
     #[test]
     fn the_daemon_answers_as_cedar_over_the_whole_store(w in world()) {
         prop_assert_eq!(daemon_verdict(&w, false), cedar_verdict(&w, None), "{}\n{}", w.policies_text(), w.entities_json());
-        let (schema, _) = Schema::from_cedarschema_str(SCHEMA).unwrap();
+        let (schema, _) = Schema::from_cedarschema_str(&schema()).unwrap();
         prop_assert_eq!(daemon_verdict(&w, true), cedar_verdict(&w, Some(&schema)), "{}\n{}", w.policies_text(), w.entities_json());
     }
 }
