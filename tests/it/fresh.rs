@@ -17,7 +17,7 @@ use vpcep_approver::audit::AuditWriter;
 use vpcep_approver::cloud::auth::Credentials;
 use vpcep_approver::cloud::client::CloudClient;
 use vpcep_approver::config::{AuditPath, Config};
-use vpcep_approver::engine::{Engine, EngineOptions};
+use vpcep_approver::engine::{CycleReport, Engine, EngineOptions};
 use vpcep_approver::metrics::Metrics;
 use vpcep_approver::policy::Policies;
 use vpcep_approver::sim::{
@@ -48,12 +48,18 @@ fn pending(prefix: &str, domain: &str, n: usize) -> SimConfig {
     }
 }
 
-async fn rig(sim: SimConfig, policies: &tempfile::TempDir, poll: &str) -> EngineRig {
+/// No retries: an action that fails is not sent again within its cycle.
+const NO_RETRIES: &str = "max_retries = 0\n";
+
+/// The rig on `sim` under the simple policies (`support::simple_policies`), with `poll`
+/// and [`NO_RETRIES`].
+async fn rig(sim: SimConfig, poll: &str) -> EngineRig {
+    let policies = simple_policies("");
     engine_rig(
         sim,
         RigSpec {
             policies: Some(Policies::load(policies.path()).expect("policies")),
-            poll: poll.to_owned(),
+            poll: format!("{NO_RETRIES}{poll}"),
             ..RigSpec::default()
         },
     )
@@ -89,27 +95,40 @@ fn actions_by_endpoint(
     by
 }
 
-const SLOW: &str = "max_in_flight = 1\nmax_decision_age = \"1s\"\nmax_retries = 0\n";
+const SLOW: &str = "max_in_flight = 1\nmax_decision_age = \"1s\"\n";
 
-#[tokio::test]
-async fn an_operators_rejections_during_a_long_drain_are_not_overridden() {
-    let dir = simple_policies("");
-    let r = rig(pending("p", PARTNER, 20), &dir, SLOW).await;
+/// A slow drain (100 ms a request, one at a time, [`SLOW`]) of 20 pending connections
+/// `{prefix}00`… of `domain` under the simple policies; 350 ms in, an operator sets the
+/// ones from `from` on to `status`. Returns the rig, the cycle's report and when the
+/// operator was done.
+async fn operator_mid_drain(
+    prefix: &str,
+    domain: &str,
+    from: usize,
+    status: &str,
+) -> (EngineRig, CycleReport, DateTime<Utc>) {
+    let r = rig(pending(prefix, domain, 20), SLOW).await;
     with_latency(&r, 100);
-    let rejected: Vec<String> = ids("p", 20).split_off(16);
     let operator = async {
         tokio::time::sleep(Duration::from_millis(350)).await;
-        for id in &rejected {
-            assert!(r.sim.set_status(id, "rejected"));
+        for id in &ids(prefix, 20)[from..] {
+            assert!(r.sim.set_status(id, status));
         }
         Utc::now()
     };
     let (report, at) = within(async { tokio::join!(r.cycle(), operator) }).await;
-    for id in &rejected {
+    (r, report, at)
+}
+
+#[tokio::test]
+async fn an_operators_rejections_during_a_long_drain_are_not_overridden() {
+    let (r, report, at) = operator_mid_drain("p", PARTNER, 16, "rejected").await;
+    let rejected = &ids("p", 20)[16..];
+    for id in rejected {
         assert_eq!(r.status(id), "rejected", "{id} was flipped: {report:?}");
     }
     let by = actions_by_endpoint(&r.sim, Duration::from_millis(100));
-    for id in &rejected {
+    for id in rejected {
         for (t, action) in by.get(id).into_iter().flatten() {
             assert!(
                 *t <= at + chrono::Duration::seconds(1),
@@ -125,18 +144,8 @@ async fn an_operators_rejections_during_a_long_drain_are_not_overridden() {
 
 #[tokio::test]
 async fn connections_accepted_by_someone_else_mid_run_are_not_torn_down() {
-    let dir = simple_policies("");
-    let r = rig(pending("b", BLOCKED, 20), &dir, SLOW).await;
-    with_latency(&r, 100);
-    let accepted: Vec<String> = ids("b", 20).split_off(15);
-    let operator = async {
-        tokio::time::sleep(Duration::from_millis(350)).await;
-        for id in &accepted {
-            assert!(r.sim.set_status(id, "accepted"));
-        }
-    };
-    within(async { tokio::join!(r.cycle(), operator) }).await;
-    for id in &accepted {
+    let (r, _, _) = operator_mid_drain("b", BLOCKED, 15, "accepted").await;
+    for id in &ids("b", 20)[15..] {
         assert_eq!(r.status(id), "accepted", "{id} was torn down");
     }
     // The ones nobody touched were rejected as the policies say.
@@ -147,18 +156,17 @@ async fn connections_accepted_by_someone_else_mid_run_are_not_torn_down() {
 
 #[tokio::test]
 async fn two_instances_under_a_rolling_update_never_act_on_views_older_than_max_decision_age() {
-    // Instance A accepts partners; instance B already has the new policies, which reject
-    // them. B starts later and sends slower, as a second replica under its own rate limit
-    // would.
-    let old = simple_policies("");
+    // Instance A accepts partners (the simple policies); instance B already has the new
+    // policies, which reject them. B starts later and sends slower, as a second replica
+    // under its own rate limit would.
     let new = simple_policies(
         r#"@id("emergency") forbid (principal in Vpcep::AccountGroup::"partners", action, resource);"#,
     );
-    let a = rig(pending("p", PARTNER, 30), &old, SLOW).await;
+    let a = rig(pending("p", PARTNER, 30), SLOW).await;
     with_latency(&a, 100);
     let cfg = target_config(
         &a.sim.base_url(),
-        &format!("{SLOW}max_requests_per_second = 4\n"),
+        &format!("{NO_RETRIES}{SLOW}max_requests_per_second = 4\n"),
     );
     let b_cloud = CloudClient::new(
         &cfg,
@@ -208,13 +216,12 @@ async fn two_instances_under_a_rolling_update_never_act_on_views_older_than_max_
 
 #[tokio::test]
 async fn an_answer_that_does_not_show_the_new_status_is_read_back() {
-    let dir = simple_policies("");
     for body in [
         "",
         "{}",
         r#"{"connections":[{"id":"someone-else","status":"accepted"}]}"#,
     ] {
-        let r = rig(pending("p", PARTNER, 1), &dir, "max_retries = 0\n").await;
+        let r = rig(pending("p", PARTNER, 1), "").await;
         r.sim.set_faults(Faults::script(vec![
             ScriptedFault::new(Operation::Action, 200).with_body(body),
         ]));
@@ -233,8 +240,7 @@ async fn an_answer_that_does_not_show_the_new_status_is_read_back() {
 
 #[tokio::test]
 async fn a_failing_action_waits_before_it_is_sent_and_recorded_again() {
-    let dir = simple_policies("");
-    let r = rig(pending("p", PARTNER, 100), &dir, "max_retries = 0\n").await;
+    let r = rig(pending("p", PARTNER, 100), "").await;
     r.sim.set_faults(Faults::script(vec![
         ScriptedFault::new(Operation::Action, 403)
             .with_error("EndPoint.0004", "no permission")
@@ -254,13 +260,7 @@ async fn a_failing_action_waits_before_it_is_sent_and_recorded_again() {
 
 #[tokio::test]
 async fn actions_not_sent_during_a_key_backoff_are_skipped_not_failed() {
-    let dir = simple_policies("");
-    let r = rig(
-        pending("p", PARTNER, 40),
-        &dir,
-        "max_retries = 0\nmax_in_flight = 1\n",
-    )
-    .await;
+    let r = rig(pending("p", PARTNER, 40), "max_in_flight = 1\n").await;
     r.sim.set_faults(Faults::script(vec![
         ScriptedFault::new(Operation::Action, 401)
             .with_error("APIGW.0301", "verify aksk signature fail"),
@@ -319,13 +319,7 @@ async fn six_targets_with_one_wrong_key_cost_one_failed_signature() {
 
 #[tokio::test]
 async fn a_key_revoked_mid_cycle_stops_every_new_request_with_it() {
-    let dir = simple_policies("");
-    let r = rig(
-        pending("p", PARTNER, 40),
-        &dir,
-        "max_retries = 0\nmax_in_flight = 4\n",
-    )
-    .await;
+    let r = rig(pending("p", PARTNER, 40), "max_in_flight = 4\n").await;
     with_latency(&r, 200);
     let revoke = async {
         tokio::time::sleep(Duration::from_millis(900)).await;
