@@ -14,7 +14,6 @@ const PARTNER: &str = "11111111111111111111111111111111";
 const BLOCKED_PARTNER: &str = "22222222222222222222222222222222";
 const STRANGER: &str = "44444444444444444444444444444444";
 const SHIPPED_PARTNER: &str = "6e9dfd51d1124e8d8498dce894923a0d";
-const PAYMENTS: &str = "4189d3c2-8882-4871-a3c2-d380272eed88";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -39,21 +38,16 @@ fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
 }
 
+/// The payments connection of `domain_id` with no description, decided at [`now`]
+/// (`ConnectionFacts::example`).
 fn facts(domain_id: &str) -> ConnectionFacts {
-    ConnectionFacts {
-        target: "cn-north-4".into(),
-        region: "cn-north-4".into(),
-        project_id: "0605767a3300d5762fb7c0186d8bfc2b".into(),
-        service_id: PAYMENTS.into(),
-        service_name: "payments".into(),
-        endpoint_id: "705290f3-0d2e-4b7a-9d0c-6f1e2a3b4c5d".into(),
-        domain_id: domain_id.into(),
-        description: String::new(),
-        marker_id: 16_777_510,
-        created_at: now(),
-        now: now(),
-        accepted_from_domain: 0,
-        pending_from_domain: 1,
+    ConnectionFacts::example(domain_id, "")
+}
+
+/// Asserts that the error text `e` says each of `parts`.
+fn assert_says(e: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(e.contains(part), "no {part:?} in: {e}");
     }
 }
 
@@ -252,19 +246,13 @@ fn hostile_descriptions_are_plain_text() {
         // An unknown account: only the description could change anything, and no
         // description may turn into a permit.
         let d = policies.decide(
-            &ConnectionFacts {
-                description: (*description).to_owned(),
-                ..facts(STRANGER)
-            },
+            &ConnectionFacts::example(STRANGER, description),
             OnNoMatch::LeavePending,
         );
         assert_eq!(d.verdict, Verdict::NoMatch, "{description:?}: {d:?}");
         // A partner with a ticket is judged on the text as text.
         let d = policies.decide(
-            &ConnectionFacts {
-                description: (*description).to_owned(),
-                ..facts(SHIPPED_PARTNER)
-            },
+            &ConnectionFacts::example(SHIPPED_PARTNER, description),
             OnNoMatch::LeavePending,
         );
         assert!(d.errors.is_empty(), "{description:?}: {d:?}");
@@ -325,38 +313,42 @@ fn hostile_ids_are_plain_identifiers() {
 
 #[test]
 fn duplicate_ids_are_rejected_naming_both_files() {
-    let e = load_error("dup-ids");
-    assert!(e.contains("dup-ids/b.cedar: policy same-id"), "{e}");
-    assert!(e.contains("duplicate policy id"), "{e}");
-    assert!(e.contains("dup-ids/a.cedar"), "{e}");
+    assert_says(
+        &load_error("dup-ids"),
+        &[
+            "dup-ids/b.cedar: policy same-id",
+            "duplicate policy id",
+            "dup-ids/a.cedar",
+        ],
+    );
 }
 
 #[test]
 fn syntax_error_names_the_file() {
     let e = load_error("syntax-error");
-    assert!(e.contains("syntax-error/broken.cedar: syntax error"), "{e}");
-    assert!(e.contains("line 2, column "), "the position is named: {e}");
+    // The file, and the position in it.
+    assert_says(
+        &e,
+        &["syntax-error/broken.cedar: syntax error", "line 2, column "],
+    );
     assert!(!e.contains("ok.cedar"), "{e}");
 }
 
 #[test]
 fn strict_validation_error_names_file_and_policy() {
     let e = load_error("invalid-strict");
-    assert!(
-        e.contains(
-            "invalid-strict/policies.cedar: policy uses-unknown-attribute: fails strict validation"
-        ),
-        "{e}"
+    assert_says(
+        &e,
+        &["invalid-strict/policies.cedar: policy uses-unknown-attribute: fails strict validation"],
     );
     assert!(!e.contains("policy fine"), "{e}");
 }
 
 #[test]
 fn entities_that_do_not_match_the_schema_are_rejected() {
-    let e = load_error("bad-entities");
-    assert!(
-        e.contains("bad-entities/entities.json: invalid entities"),
-        "{e}"
+    assert_says(
+        &load_error("bad-entities"),
+        &["bad-entities/entities.json: invalid entities"],
     );
 }
 
@@ -365,7 +357,7 @@ fn malformed_entities_json_is_rejected() {
     let dir = copy_dir(&fixture("verdicts"));
     std::fs::write(dir.path().join("entities.json"), "[ { \"uid\": ").unwrap();
     let e = Policies::load(dir.path()).unwrap_err().to_string();
-    assert!(e.contains("entities.json: invalid JSON"), "{e}");
+    assert_says(&e, &["entities.json: invalid JSON"]);
 }
 
 #[test]
@@ -380,14 +372,13 @@ fn every_problem_is_listed() {
     let e = Policies::load(dir.path()).unwrap_err();
     let text = e.to_string();
     assert_eq!(e.problems().len(), 3, "{text}");
-    assert!(text.contains("c.cedar: syntax error"), "{text}");
-    assert!(
-        text.contains("policies.cedar: policy fine: duplicate policy id: also defined in"),
-        "{text}"
-    );
-    assert!(
-        text.contains("policy uses-unknown-attribute: fails strict"),
-        "{text}"
+    assert_says(
+        &text,
+        &[
+            "c.cedar: syntax error",
+            "policies.cedar: policy fine: duplicate policy id: also defined in",
+            "policy uses-unknown-attribute: fails strict",
+        ],
     );
     assert_eq!(text.lines().count(), 3, "{text}");
 }
@@ -403,9 +394,9 @@ fn schema_that_drifted_from_the_request_model_is_rejected() {
     )
     .unwrap();
     let e = Policies::load(dir.path()).unwrap_err().to_string();
-    assert!(
-        e.contains("schema.cedarschema: schema does not match the request model"),
-        "{e}"
+    assert_says(
+        &e,
+        &["schema.cedarschema: schema does not match the request model"],
     );
 }
 
