@@ -699,18 +699,37 @@ mod tests {
         }
     }
 
+    /// Asserts that `took` is `limit`, give or take the 100 ms the paused clock may run
+    /// past it.
+    fn assert_at(took: Duration, limit: Duration) {
+        assert!(
+            took >= limit && took < limit + Duration::from_millis(100),
+            "{took:?}"
+        );
+    }
+
+    /// Asserts that the server closes `c` at `limit` from now, give or take the paused
+    /// clock's 100 ms, and that the connection's task then ends.
+    async fn assert_closed_at(
+        c: &mut DuplexStream,
+        task: tokio::task::JoinHandle<()>,
+        limit: Duration,
+    ) {
+        assert_at(closed(c).await, limit);
+        task.await.expect("task");
+    }
+
+    async fn send(c: &mut DuplexStream, bytes: &[u8]) {
+        c.write_all(bytes).await.expect("write");
+    }
+
     const GET: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
 
     #[tokio::test(start_paused = true)]
     async fn headers_must_arrive_within_5s_of_the_connection() {
         let (mut c, task, _) = start(4096);
-        c.write_all(b"GET /healthz HT").await.expect("write");
-        let took = closed(&mut c).await;
-        assert!(
-            took >= Duration::from_secs(5) && took < Duration::from_millis(5100),
-            "{took:?}"
-        );
-        task.await.expect("task");
+        send(&mut c, b"GET /healthz HT").await;
+        assert_closed_at(&mut c, task, Duration::from_secs(5)).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -732,41 +751,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn kept_alive_connections_may_idle_60s_then_close() {
         let (mut c, task, _) = start(4096);
-        c.write_all(GET).await.expect("write");
+        send(&mut c, GET).await;
         assert!(answer(&mut c).await.ends_with("ok\n"));
         // Far longer than the header limit, shorter than the idle one: still served.
         tokio::time::sleep(Duration::from_secs(59)).await;
-        c.write_all(GET).await.expect("write");
+        send(&mut c, GET).await;
         assert!(answer(&mut c).await.starts_with("HTTP/1.1 200"));
-        let took = closed(&mut c).await;
-        assert!(
-            took >= Duration::from_secs(60) && took < Duration::from_millis(60_100),
-            "{took:?}"
-        );
-        task.await.expect("task");
+        assert_closed_at(&mut c, task, Duration::from_secs(60)).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_later_request_has_5s_from_its_first_byte() {
         let (mut c, task, _) = start(4096);
-        c.write_all(GET).await.expect("write");
+        send(&mut c, GET).await;
         answer(&mut c).await;
         tokio::time::sleep(Duration::from_secs(30)).await;
-        c.write_all(b"GET /hea").await.expect("write");
-        let took = closed(&mut c).await;
-        assert!(
-            took >= Duration::from_secs(5) && took < Duration::from_millis(5100),
-            "{took:?}"
-        );
-        task.await.expect("task");
+        send(&mut c, b"GET /hea").await;
+        assert_closed_at(&mut c, task, Duration::from_secs(5)).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_trickled_body_cannot_hold_the_connection() {
         let (mut c, task, _) = start(4096);
-        c.write_all(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
-            .await
-            .expect("write");
+        send(
+            &mut c,
+            b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+        )
+        .await;
         let started = Instant::now();
         let trickle = async {
             loop {
@@ -785,9 +796,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_answer_larger_than_the_buffer_is_written_whole() {
         let (mut c, task, _) = start(4096);
-        c.write_all(b"GET /big HTTP/1.0\r\n\r\n")
-            .await
-            .expect("write");
+        send(&mut c, b"GET /big HTTP/1.0\r\n\r\n").await;
         let mut got = Vec::new();
         c.read_to_end(&mut got).await.expect("read");
         let text = String::from_utf8(got).expect("utf-8");
@@ -799,7 +808,7 @@ mod tests {
     async fn pipelined_requests_are_answered_in_order() {
         let (mut c, task, _) = start(4096);
         let two = [GET, GET].concat();
-        c.write_all(&two).await.expect("write");
+        send(&mut c, &two).await;
         let mut all = String::new();
         while all.matches("ok\n").count() < 2 {
             let mut buf = [0u8; 1024];
@@ -816,14 +825,10 @@ mod tests {
     async fn a_client_that_does_not_read_its_answer_is_closed_after_60s() {
         // A pipe smaller than the answer: the write waits on the client.
         let (mut c, task, _) = start(16);
-        c.write_all(GET).await.expect("write");
+        send(&mut c, GET).await;
         let started = Instant::now();
         task.await.expect("task");
-        let took = started.elapsed();
-        assert!(
-            took >= Duration::from_secs(60) && took < Duration::from_millis(60_100),
-            "{took:?}"
-        );
+        assert_at(started.elapsed(), Duration::from_secs(60));
     }
 
     #[tokio::test(start_paused = true)]

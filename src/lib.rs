@@ -49,3 +49,5 @@ pub mod progress;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod stop;
+#[cfg(test)]
+mod test_support;

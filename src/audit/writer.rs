@@ -857,6 +857,36 @@ mod tests {
         AuditWriter::open(AuditPath::File(path.to_owned()), fsync, clock()).expect("open")
     }
 
+    /// A new directory and the path of a log in it, not yet created.
+    fn temp_log() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        (dir, path)
+    }
+
+    fn append(w: &mut AuditWriter, message: &str) {
+        w.append_outcome(&outcome(message)).expect("append");
+    }
+
+    /// A writer of `/dev/full`, where every write fails with ENOSPC; `None` where the
+    /// device is missing.
+    fn dev_full_writer() -> Option<AuditWriter> {
+        let path = PathBuf::from("/dev/full");
+        if !path.exists() {
+            return None;
+        }
+        Some(AuditWriter::open(AuditPath::File(path), true, clock()).expect("open"))
+    }
+
+    /// The checkpoint on `line`, with the line's `prev` and `ts`.
+    fn checkpoint_on(line: &[u8]) -> (CheckpointRecord, String, String) {
+        let parsed = parse_line(line).expect("valid");
+        let AuditRecord::Checkpoint(c) = parsed.record else {
+            panic!("not a checkpoint");
+        };
+        (c, parsed.prev, parsed.ts)
+    }
+
     fn verify_ok(paths: &[PathBuf]) -> crate::audit::VerifyReport {
         let mut out = Vec::new();
         let report = verify_files(paths, &mut out).expect("verify");
@@ -866,15 +896,13 @@ mod tests {
 
     #[test]
     fn chain_links_each_line_to_the_previous_one() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("audit.jsonl");
+        let (_dir, path) = temp_log();
         let mut w = open(&path, false);
         assert_eq!(w.last_hash(), GENESIS_HASH);
         assert_eq!(w.path(), Some(path.as_path()));
         assert_eq!(w.records(), 0);
         for i in 0..3 {
-            w.append_outcome(&outcome(&format!("try {i}")))
-                .expect("append");
+            append(&mut w, &format!("try {i}"));
         }
         assert_eq!(w.records(), 3);
         w.sync().expect("sync");
@@ -893,13 +921,12 @@ mod tests {
 
     #[test]
     fn torn_tail_is_terminated_and_chained_over_not_deleted() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("audit.jsonl");
+        let (_dir, path) = temp_log();
         std::fs::write(&path, b"{\"ts\":\"2026-").expect("write");
         let mut w = open(&path, true);
         assert_eq!(w.last_hash(), line_hash(b"{\"ts\":\"2026-"));
         assert_eq!(w.records(), 1, "the torn line is a line of the chain");
-        w.append_outcome(&outcome("after")).expect("append");
+        append(&mut w, "after");
         w.sync().expect("sync");
         let lines = lines(&path);
         assert_eq!(lines[0], b"{\"ts\":\"2026-");
@@ -911,27 +938,23 @@ mod tests {
 
     #[test]
     fn complete_record_missing_only_its_newline_is_kept_intact() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("audit.jsonl");
+        let (_dir, path) = temp_log();
         let mut w = open(&path, false);
-        w.append_outcome(&outcome("one")).expect("append");
+        append(&mut w, "one");
         drop(w);
         let mut data = std::fs::read(&path).expect("read");
         data.pop();
         std::fs::write(&path, &data).expect("write");
         let mut w = open(&path, false);
-        w.append_outcome(&outcome("two")).expect("append");
+        append(&mut w, "two");
         assert_eq!(verify_ok(&[path]).records, 2);
     }
 
     #[test]
     fn failed_write_is_an_error_naming_the_os_error_and_makes_the_log_unready() {
-        // Writes to /dev/full fail with ENOSPC.
-        let path = PathBuf::from("/dev/full");
-        if !path.exists() {
+        let Some(mut w) = dev_full_writer() else {
             return;
-        }
-        let mut w = AuditWriter::open(AuditPath::File(path), true, clock()).expect("open");
+        };
         w.check_writable().expect("writable before any failure");
         let err = w.append_outcome(&outcome("x")).expect_err("disk full");
         let text = error_chain(&err);
@@ -952,11 +975,9 @@ mod tests {
 
     #[test]
     fn a_sync_begun_before_a_failed_write_does_not_clear_it() {
-        let path = PathBuf::from("/dev/full");
-        if !path.exists() {
+        let Some(mut w) = dev_full_writer() else {
             return;
-        }
-        let mut w = AuditWriter::open(AuditPath::File(path), true, clock()).expect("open");
+        };
         let pending = w.begin_sync().expect("begin").expect("fsync is on");
         let epoch = pending.epoch();
         w.append_outcome(&outcome("x")).expect_err("disk full");
@@ -986,10 +1007,9 @@ mod tests {
 
     #[test]
     fn a_second_writer_of_the_same_file_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("audit.jsonl");
+        let (_dir, path) = temp_log();
         let mut first = open(&path, false);
-        first.append_outcome(&outcome("one")).expect("append");
+        append(&mut first, "one");
         let err =
             AuditWriter::open(AuditPath::File(path.clone()), false, clock()).expect_err("locked");
         assert!(matches!(err, AuditError::Locked { .. }), "{err:?}");
@@ -1004,36 +1024,29 @@ mod tests {
 
     #[test]
     fn checkpoint_records_count_and_head_and_verify_with_the_key() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("audit.jsonl");
+        let (_dir, path) = temp_log();
         let k = key();
         let mut w = open(&path, true);
         // A checkpoint on a first line has 64 zeros as head.
         w.append_checkpoint(&k).expect("checkpoint");
         for i in 0..3 {
-            w.append_outcome(&outcome(&format!("{i}"))).expect("append");
+            append(&mut w, &format!("{i}"));
         }
         let head = w.last_hash().to_owned();
         w.append_checkpoint(&k).expect("checkpoint");
         w.sync().expect("sync");
         assert_eq!(w.records(), 5);
         let lines = lines(&path);
-        let first = parse_line(&lines[0]).expect("valid");
-        let AuditRecord::Checkpoint(c0) = first.record else {
-            panic!("not a checkpoint");
-        };
+        let (c0, _, _) = checkpoint_on(&lines[0]);
         assert_eq!((c0.records, c0.head.as_str()), (0, GENESIS_HASH));
-        let last = parse_line(&lines[4]).expect("valid");
-        let AuditRecord::Checkpoint(c) = last.record else {
-            panic!("not a checkpoint");
-        };
+        let (c, last_prev, last_ts) = checkpoint_on(&lines[4]);
         assert_eq!(c.records, 4);
         assert_eq!(c.head, head);
-        assert_eq!(last.prev, head);
+        assert_eq!(last_prev, head);
         assert_eq!(c.key_id, k.key_id());
         assert!(
             k.verifying_key()
-                .verify_checkpoint(4, &head, &last.ts, &c.signature)
+                .verify_checkpoint(4, &head, &last_ts, &c.signature)
         );
         let mut out = Vec::new();
         let opts = VerifyOptions {
@@ -1048,18 +1061,17 @@ mod tests {
 
     #[test]
     fn start_counts_from_the_last_checkpoint_or_every_line() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("audit.jsonl");
+        let (_dir, path) = temp_log();
         let k = key();
         let mut w = open(&path, false);
         for i in 0..5 {
-            w.append_outcome(&outcome(&format!("{i}"))).expect("append");
+            append(&mut w, &format!("{i}"));
         }
         drop(w);
         assert_eq!(open(&path, false).records(), 5, "no checkpoint: every line");
         let mut w = open(&path, false);
         w.append_checkpoint(&k).expect("checkpoint");
-        w.append_outcome(&outcome("after")).expect("append");
+        append(&mut w, "after");
         drop(w);
         // Prove the count comes from the checkpoint: lines before it no longer matter.
         let mut data = lines(&path);
@@ -1097,25 +1109,28 @@ mod tests {
         open.partial_from = Some(before);
     }
 
+    /// A log with one record, then bytes a failed write left behind; also the hash of
+    /// the record.
+    fn one_record_then_partial() -> (tempfile::TempDir, PathBuf, AuditWriter, String) {
+        let (dir, path) = temp_log();
+        let mut w = open(&path, false);
+        append(&mut w, "one");
+        let one = w.last_hash().to_owned();
+        leave_partial(&mut w, &path, b"{\"ts\":\"2026-11-27T12:0");
+        (dir, path, w, one)
+    }
+
     #[test]
     fn a_partial_write_is_removed_before_the_next_record() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("audit.jsonl");
-        let mut w = open(&path, false);
-        w.append_outcome(&outcome("one")).expect("append");
-        leave_partial(&mut w, &path, b"{\"ts\":\"2026-11-27T12:0");
-        w.append_outcome(&outcome("two")).expect("append");
+        let (_dir, path, mut w, _) = one_record_then_partial();
+        append(&mut w, "two");
         assert_eq!(verify_ok(std::slice::from_ref(&path)).records, 2);
         assert_eq!(w.records(), 2);
     }
 
     #[test]
     fn partial_bytes_that_cannot_be_removed_are_terminated_and_chained_over() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("audit.jsonl");
-        let mut w = open(&path, false);
-        w.append_outcome(&outcome("one")).expect("append");
-        leave_partial(&mut w, &path, b"{\"ts\":\"2026-11-27T12:0");
+        let (_dir, path, mut w, _) = one_record_then_partial();
         // An append-only inode refuses the truncation but takes appends.
         let chattr = |flag: &str| {
             std::process::Command::new("chattr")
@@ -1149,12 +1164,7 @@ mod tests {
 
     #[test]
     fn a_file_truncated_behind_the_writer_is_continued_from_what_is_there() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("audit.jsonl");
-        let mut w = open(&path, false);
-        w.append_outcome(&outcome("one")).expect("append");
-        let one = w.last_hash().to_owned();
-        leave_partial(&mut w, &path, b"{\"ts\":\"2026-11-27T12:0");
+        let (_dir, path, mut w, one) = one_record_then_partial();
         if let Sink::File {
             state: FileState::Open(open),
             ..
@@ -1162,7 +1172,7 @@ mod tests {
         {
             open.partial_from = open.partial_from.map(|p| p + 1000);
         }
-        w.append_outcome(&outcome("two")).expect("append");
+        append(&mut w, "two");
         let lines = lines(&path);
         assert_eq!(lines.len(), 3);
         assert_eq!(line_hash(&lines[0]), one);

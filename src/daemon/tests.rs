@@ -5,7 +5,6 @@
 
 use super::*;
 use crate::cloud::fake::{FakeCloud, FakeTarget, connection};
-use crate::config::AuditPath;
 use crate::engine::EngineOptions;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
@@ -27,23 +26,14 @@ impl Rig {
                 std::fs::copy(e.path(), policies.path().join(e.file_name())).expect("copy");
             }
         }
-        let audit = tempfile::tempdir().expect("tempdir");
-        let writer = AuditWriter::open(
-            AuditPath::File(audit.path().join("audit.jsonl")),
-            false,
-            crate::clock::system(),
-        )
-        .expect("audit");
-        let engine = Arc::new(Engine::new(
-            Arc::new(Policies::load(policies.path()).expect("policies")),
-            Arc::new(Mutex::new(writer)),
-            Metrics::new(),
-            crate::clock::system(),
+        let (engine, audit) = crate::test_support::engine(
+            Policies::load(policies.path()).expect("policies"),
             EngineOptions {
                 max_in_flight: if answers { 1 } else { 4 },
                 ..EngineOptions::default()
             },
-        ));
+        );
+        let engine = Arc::new(engine);
         let mut target = FakeTarget::new(
             (0..pending)
                 .map(|i| connection(&format!("e{i}"), i as i64))
@@ -81,12 +71,12 @@ impl Rig {
         }
     }
 
-    /// Runs the loop beside `steps` (a test's script, given the shutdown token and the
-    /// control sender) until both end; returns when the loop ended, measured from the
+    /// Runs the loop beside `steps` (a test's script, given the rig, the shutdown token
+    /// and the control sender) until both end; returns when the loop ended, measured from the
     /// start. Joined rather than spawned: the loop's future need not be `Send`.
-    async fn drive<F: std::future::Future<Output = ()>>(
-        &self,
-        steps: impl FnOnce(CancellationToken, UnboundedSender<Control>, Arc<AtomicBool>) -> F,
+    async fn drive<'a, F: std::future::Future<Output = ()> + 'a>(
+        &'a self,
+        steps: impl FnOnce(&'a Rig, CancellationToken, UnboundedSender<Control>, Arc<AtomicBool>) -> F,
     ) -> Duration {
         let (tx, rx) = unbounded_channel();
         let stop = CancellationToken::new();
@@ -100,7 +90,7 @@ impl Rig {
             ended.store(true, Ordering::SeqCst);
             start.elapsed()
         };
-        let (took, ()) = tokio::join!(run, steps(stop.clone(), tx, ended.clone()));
+        let (took, ()) = tokio::join!(run, steps(self, stop.clone(), tx, ended.clone()));
         took
     }
 
@@ -123,8 +113,7 @@ impl Rig {
 #[tokio::test(start_paused = true)]
 async fn paused_time_reload_takes_effect_between_cycles_and_is_announced() {
     let rig = Rig::new(0, Duration::ZERO, None, false);
-    let r = &rig;
-    r.drive(|stop, tx, _| async move {
+    rig.drive(|r, stop, tx, _| async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(r.states(), [State::Ready]);
         let before = r.daemon.engine.policies().version().to_owned();
@@ -171,9 +160,8 @@ async fn paused_time_reload_takes_effect_between_cycles_and_is_announced() {
 async fn paused_time_shutdown_waits_the_grace_for_in_flight_actions_and_no_longer() {
     // Every action hangs for an hour; the loop gives them exactly the grace period.
     let rig = Rig::new(3, Duration::from_secs(3600), None, false);
-    let r = &rig;
-    let took = r
-        .drive(|stop, _tx, _| async move {
+    let took = rig
+        .drive(|r, stop, _tx, _| async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
             assert_eq!(r.acts(), 3, "all three actions are on the wire");
             stop.cancel();
@@ -186,9 +174,8 @@ async fn paused_time_shutdown_waits_the_grace_for_in_flight_actions_and_no_longe
 #[tokio::test(start_paused = true)]
 async fn paused_time_a_second_stop_signal_ends_the_wait_at_once() {
     let rig = Rig::new(2, Duration::from_secs(3600), None, false);
-    let r = &rig;
-    let took = r
-        .drive(|_stop, tx, ended| async move {
+    let took = rig
+        .drive(|_, _stop, tx, ended| async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
             tx.send(Control::Shutdown).expect("send");
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -213,8 +200,7 @@ async fn paused_time_a_hung_request_is_no_progress_and_stops_the_watchdog() {
         Some(Duration::from_secs(15)),
         false,
     );
-    let r = &rig;
-    r.drive(|stop, _tx, _| async move {
+    rig.drive(|r, stop, _tx, _| async move {
         tokio::time::sleep(Duration::from_secs(110)).await;
         r.daemon.health.alive().expect("alive within the limit");
         let fed = r.pings();
@@ -246,8 +232,7 @@ async fn paused_time_a_long_cycle_that_advances_keeps_health_and_readiness() {
         Some(Duration::from_secs(15)),
         true,
     );
-    let r = &rig;
-    r.drive(|stop, _tx, _| async move {
+    rig.drive(|r, stop, _tx, _| async move {
         tokio::time::sleep(Duration::from_secs(300)).await;
         r.daemon.health.alive().expect("answers keep it alive");
         let e = r

@@ -127,28 +127,33 @@ impl PolicyWatch {
 mod tests {
     use super::*;
 
+    /// One version of a ConfigMap as the kubelet writes it: the directory `name` in `d`
+    /// holding `a.cedar` with `policy`.
+    fn configmap_version(d: &Path, name: &str, policy: &str) -> std::path::PathBuf {
+        let version = d.join(name);
+        std::fs::create_dir(&version).expect("mkdir");
+        std::fs::write(version.join("a.cedar"), policy).expect("write");
+        version
+    }
+
     #[tokio::test]
     async fn a_configmap_swap_is_one_change_after_the_quiet_period() {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        let first = d.join("..2026_11_27_12_00_00.1");
-        std::fs::create_dir(&first).expect("mkdir");
-        std::fs::write(
-            first.join("a.cedar"),
+        configmap_version(
+            d,
+            "..2026_11_27_12_00_00.1",
             "permit (principal, action, resource);",
-        )
-        .expect("write");
+        );
         std::os::unix::fs::symlink("..2026_11_27_12_00_00.1", d.join("..data")).expect("link");
         std::os::unix::fs::symlink("..data/a.cedar", d.join("a.cedar")).expect("link");
         let mut w = PolicyWatch::new(d, Duration::from_millis(300)).expect("watch");
         // The kubelet's update: a new directory, a new link, renamed over `..data`.
-        let second = d.join("..2026_11_27_12_05_00.2");
-        std::fs::create_dir(&second).expect("mkdir");
-        std::fs::write(
-            second.join("a.cedar"),
+        let second = configmap_version(
+            d,
+            "..2026_11_27_12_05_00.2",
             "forbid (principal, action, resource);",
-        )
-        .expect("write");
+        );
         std::os::unix::fs::symlink("..2026_11_27_12_05_00.2", d.join("..data_tmp")).expect("link");
         std::fs::rename(d.join("..data_tmp"), d.join("..data")).expect("swap");
         let started = std::time::Instant::now();

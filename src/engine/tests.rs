@@ -4,24 +4,10 @@
 
 use super::*;
 use crate::cloud::fake::{FakeCloud, FakeTarget, connection};
-use crate::config::AuditPath;
 
 fn engine(opts: EngineOptions) -> (Engine, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let writer = AuditWriter::open(
-        AuditPath::File(dir.path().join("audit.jsonl")),
-        false,
-        crate::clock::system(),
-    )
-    .expect("audit");
-    let e = Engine::new(
-        Arc::new(Policies::embedded_examples().expect("policies")),
-        Arc::new(Mutex::new(writer)),
-        Metrics::new(),
-        crate::clock::system(),
-        opts,
-    );
-    (e, dir)
+    let policies = Policies::embedded_examples().expect("policies");
+    crate::test_support::engine(policies, opts)
 }
 
 /// Connections of accounts nobody lists, older ones first: no policy matches, and
@@ -34,6 +20,15 @@ fn backlog(n: usize) -> Vec<WireConnection> {
             c
         })
         .collect()
+}
+
+/// The in-memory cloud with one target: `backlog(pending)`, each action taking
+/// `act_ms` milliseconds.
+fn one_target(pending: usize, act_ms: u64) -> FakeCloud {
+    FakeCloud(vec![FakeTarget::new(
+        backlog(pending),
+        Duration::from_millis(act_ms),
+    )])
 }
 
 fn opts(max_in_flight: usize, age_ms: u64) -> EngineOptions {
@@ -49,10 +44,7 @@ fn opts(max_in_flight: usize, age_ms: u64) -> EngineOptions {
 #[tokio::test(start_paused = true)]
 async fn paused_time_every_action_goes_out_within_max_decision_age_of_its_listing() {
     let (e, _dir) = engine(opts(2, 1000));
-    let cloud = FakeCloud(vec![FakeTarget::new(
-        backlog(20),
-        Duration::from_millis(700),
-    )]);
+    let cloud = one_target(20, 700);
     let report = e.run_cycle(&cloud, &Stop::new()).await;
     let t = &cloud.0[0];
     assert_eq!(report.targets[0].applied, 20, "{report:?}");
@@ -78,10 +70,7 @@ async fn paused_time_every_action_goes_out_within_max_decision_age_of_its_listin
 #[tokio::test(start_paused = true)]
 async fn paused_time_a_connection_decided_elsewhere_is_not_acted_on_after_the_window() {
     let (e, _dir) = engine(opts(1, 1000));
-    let cloud = FakeCloud(vec![FakeTarget::new(
-        backlog(3),
-        Duration::from_millis(600),
-    )]);
+    let cloud = one_target(3, 600);
     let t = &cloud.0[0];
     let someone = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -105,7 +94,7 @@ async fn paused_time_a_connection_decided_elsewhere_is_not_acted_on_after_the_wi
 #[tokio::test(start_paused = true)]
 async fn paused_time_a_reload_supersedes_decisions_not_yet_sent() {
     let (e, _dir) = engine(opts(1, 60_000));
-    let cloud = FakeCloud(vec![FakeTarget::new(backlog(3), Duration::from_secs(1))]);
+    let cloud = one_target(3, 1000);
     let swap = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         // Same files, new set: the version is the same, the generation is not.

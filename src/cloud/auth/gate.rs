@@ -226,14 +226,17 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// A second request, waiting on `g` in a task of its own.
+    fn waiter(g: &Arc<Gate>) -> tokio::task::JoinHandle<Result<(), ApiError>> {
+        let g = g.clone();
+        tokio::spawn(async move { g.admit("op", "u", 0).await.map(|_| ()) })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn paused_time_the_first_request_goes_alone_and_the_others_wait_for_its_answer() {
         let g = Arc::new(Gate::default());
         let probe = g.admit("op", "u", 0).await.expect("the first one probes");
-        let waiting = {
-            let g = g.clone();
-            tokio::spawn(async move { g.admit("op", "u", 0).await.map(|_| ()) })
-        };
+        let waiting = waiter(&g);
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(!waiting.is_finished(), "waits while the probe is out");
         g.succeeded();
@@ -252,10 +255,7 @@ mod tests {
     async fn paused_time_a_failure_blocks_every_waiter_and_the_backoff_doubles_to_an_hour() {
         let g = Arc::new(Gate::default());
         let probe = g.admit("op", "u", 0).await.expect("probe");
-        let waiter = {
-            let g = g.clone();
-            tokio::spawn(async move { g.admit("op", "u", 0).await.map(|_| ()) })
-        };
+        let waiter = waiter(&g);
         tokio::task::yield_now().await;
         assert_eq!(
             g.failed("aksk authentication failed".into())

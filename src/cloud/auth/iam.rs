@@ -118,14 +118,7 @@ pub fn refresh_margin(lifetime: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    fn now() -> chrono::DateTime<chrono::Utc> {
-        chrono::Utc
-            .with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
-            .single()
-            .expect("valid date")
-    }
+    use crate::test_support::now;
 
     #[test]
     fn password_body_is_project_scoped() {

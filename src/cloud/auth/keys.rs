@@ -122,20 +122,13 @@ pub fn refresh_margin(lifetime: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    fn now() -> chrono::DateTime<chrono::Utc> {
-        chrono::Utc
-            .with_ymd_and_hms(2026, 5, 10, 17, 42, 0)
-            .single()
-            .expect("valid date")
-    }
+    use crate::test_support::now;
 
     #[test]
     fn both_spellings_are_read() {
-        let a = br#"{"credential":{"access":"AK1","secret":"SK1","securitytoken":"ST1","expires_at":"2026-05-10T18:42:00.000000Z"}}"#;
-        let b = br#"{"credentials":{"access_key_id":"AK1","secret_access_key":"SK1","security_token":"ST1","expiration":"2026-05-10T18:42:00Z"}}"#;
-        let c = br#"{"credentials":{"accessKeyId":"AK1","secretAccessKey":"SK1","securityToken":"ST1","expiration":"2026-05-10T18:42:00Z","subject":"system:serviceaccount:ns:sa"}}"#;
+        let a = br#"{"credential":{"access":"AK1","secret":"SK1","securitytoken":"ST1","expires_at":"2026-11-27T13:00:00.000000Z"}}"#;
+        let b = br#"{"credentials":{"access_key_id":"AK1","secret_access_key":"SK1","security_token":"ST1","expiration":"2026-11-27T13:00:00Z"}}"#;
+        let c = br#"{"credentials":{"accessKeyId":"AK1","secretAccessKey":"SK1","securityToken":"ST1","expiration":"2026-11-27T13:00:00Z","subject":"system:serviceaccount:ns:sa"}}"#;
         for body in [&a[..], &b[..], &c[..]] {
             let k = parse_credential_body(body, now()).expect("parses");
             assert_eq!(k.keys.ak.expose_secret(), "AK1");
@@ -159,16 +152,16 @@ mod tests {
         assert!(e("nope").contains("JSON"));
         assert!(e("{}").contains("credential"));
         let missing = e(
-            r#"{"credential":{"access":"AKX","secret":"SKX","expires_at":"2026-05-10T18:42:00Z"}}"#,
+            r#"{"credential":{"access":"AKX","secret":"SKX","expires_at":"2026-11-27T13:00:00Z"}}"#,
         );
         assert!(
             missing.contains("securitytoken") && !missing.contains("SKX"),
             "{missing}"
         );
-        assert!(e(r#"{"credential":{"access":"A","secret":"S","securitytoken":"T","expires_at":"2026-05-10T16:00:00Z"}}"#).contains("future"));
+        assert!(e(r#"{"credential":{"access":"A","secret":"S","securitytoken":"T","expires_at":"2026-11-27T10:18:00Z"}}"#).contains("future"));
         assert!(e(r#"{"credential":{"access":"A","secret":"S","securitytoken":"T","expires_at":"soon"}}"#).contains("soon"));
         let newline = e(
-            r#"{"credential":{"access":"A","secret":"S\nX","securitytoken":"T","expires_at":"2026-05-10T18:42:00Z"}}"#,
+            r#"{"credential":{"access":"A","secret":"S\nX","securitytoken":"T","expires_at":"2026-11-27T13:00:00Z"}}"#,
         );
         assert!(
             newline.contains("secret") && !newline.contains('X'),

@@ -658,6 +658,19 @@ impl fmt::Debug for Credentials {
 mod tests {
     use super::*;
 
+    /// `ak` and `sk` written in a new directory, and a source for each file there.
+    fn key_files(ak: &str, sk: &str) -> (tempfile::TempDir, impl Fn(&str) -> SecretSource) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ak"), ak).expect("write");
+        std::fs::write(dir.path().join("sk"), sk).expect("write");
+        let base: std::path::PathBuf = dir.path().into();
+        let file = move |n: &str| SecretSource::File {
+            template: n.into(),
+            base: base.clone(),
+        };
+        (dir, file)
+    }
+
     #[test]
     fn debug_of_credentials_redacts_secrets() {
         let c = Credentials::aksk("AKVISIBLE123", "SKSECRETVALUE", Some("STSTOKENVALUE"));
@@ -692,13 +705,7 @@ mod tests {
 
     #[test]
     fn load_reads_files_and_optional_token() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("ak"), "AK1\n").expect("write");
-        std::fs::write(dir.path().join("sk"), "SK1\n").expect("write");
-        let file = |n: &str| SecretSource::File {
-            template: n.into(),
-            base: dir.path().into(),
-        };
+        let (_dir, file) = key_files("AK1\n", "SK1\n");
         let auth = Auth::AkSk {
             access_key: file("ak"),
             secret_key: file("sk"),
@@ -739,13 +746,7 @@ mod tests {
 
     #[test]
     fn a_failed_key_that_was_replaced_no_longer_keeps_the_daemon_unready() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("ak"), "OLD").expect("write");
-        std::fs::write(dir.path().join("sk"), "s").expect("write");
-        let file = |n: &str| SecretSource::File {
-            template: n.into(),
-            base: dir.path().into(),
-        };
+        let (dir, file) = key_files("OLD", "s");
         let c = Credentials::load(&Auth::AkSk {
             access_key: file("ak"),
             secret_key: file("sk"),

@@ -231,6 +231,26 @@ mod tests {
         Reloading::new(&[&a, &b], move || Ok((a2.load()?, b2.load()?))).expect("loads")
     }
 
+    /// `a` holding A1 and `b` holding B1 in a new directory, and the pair read from them.
+    fn two_files() -> (tempfile::TempDir, Reloading<(SecretString, SecretString)>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "a", "A1");
+        write(dir.path(), "b", "B1");
+        let r = pair(dir.path());
+        (dir, r)
+    }
+
+    fn write(dir: &std::path::Path, name: &str, value: &str) {
+        std::fs::write(dir.join(name), value).expect("write");
+    }
+
+    /// Lets a change go quiet (in real time: quiet is judged by the files' change times),
+    /// then lets the reloader look.
+    async fn quiet_then_check() {
+        std::thread::sleep(QUIET + Duration::from_millis(50));
+        tokio::time::advance(CHECK_EVERY).await;
+    }
+
     fn values(r: &Reloading<(SecretString, SecretString)>) -> (String, String, u64) {
         let (v, g) = r.current();
         (
@@ -242,19 +262,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_change_is_taken_once_quiet_and_all_files_together() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("a"), "A1").expect("write");
-        std::fs::write(dir.path().join("b"), "B1").expect("write");
-        let r = pair(dir.path());
+        let (dir, r) = two_files();
         assert_eq!(values(&r), ("A1".into(), "B1".into(), 0));
-        std::fs::write(dir.path().join("a"), "A2").expect("write");
+        write(dir.path(), "a", "A2");
         tokio::time::advance(CHECK_EVERY).await;
         // Written just now: not quiet yet, the old pair stays (never A2 with B1 by
         // design of the rotation below).
         assert_eq!(values(&r).2, 0);
-        std::fs::write(dir.path().join("b"), "B2").expect("write");
-        std::thread::sleep(QUIET + Duration::from_millis(50));
-        tokio::time::advance(CHECK_EVERY).await;
+        write(dir.path(), "b", "B2");
+        quiet_then_check().await;
         assert_eq!(values(&r), ("A2".into(), "B2".into(), 1));
         // Unchanged: the same generation.
         tokio::time::advance(CHECK_EVERY).await;
@@ -263,31 +279,23 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_unreadable_change_keeps_the_old_value() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("a"), "A1").expect("write");
-        std::fs::write(dir.path().join("b"), "B1").expect("write");
-        let r = pair(dir.path());
+        let (dir, r) = two_files();
         std::fs::remove_file(dir.path().join("b")).expect("rm");
-        std::thread::sleep(QUIET + Duration::from_millis(50));
-        tokio::time::advance(CHECK_EVERY).await;
+        quiet_then_check().await;
         assert_eq!(values(&r), ("A1".into(), "B1".into(), 0));
-        std::fs::write(dir.path().join("b"), "B3").expect("write");
-        std::thread::sleep(QUIET + Duration::from_millis(50));
-        tokio::time::advance(CHECK_EVERY).await;
+        write(dir.path(), "b", "B3");
+        quiet_then_check().await;
         assert_eq!(values(&r), ("A1".into(), "B3".into(), 1));
     }
 
     #[test]
     fn reload_after_a_401_says_whether_anything_changed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("a"), "A1").expect("write");
-        std::fs::write(dir.path().join("b"), "B1").expect("write");
-        let r = pair(dir.path());
+        let (dir, r) = two_files();
         let same = |x: &(SecretString, SecretString), y: &(SecretString, SecretString)| {
             x.0.expose_secret() == y.0.expose_secret() && x.1.expose_secret() == y.1.expose_secret()
         };
         assert!(!r.reload(0, same).expect("reads"));
-        std::fs::write(dir.path().join("a"), "A9").expect("write");
+        write(dir.path(), "a", "A9");
         assert!(r.reload(0, same).expect("reads"));
         assert!(
             r.reload(0, same).expect("already replaced"),
