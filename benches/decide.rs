@@ -73,21 +73,15 @@ fn bench(c: &mut Criterion) {
         .with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
         .single()
         .expect("valid time");
-    let facts = ConnectionFacts {
-        target: "cn-north-4".into(),
-        region: "cn-north-4".into(),
-        project_id: "0605767a3300d5762fb7c0186d8bfc2b".into(),
-        service_id: SERVICE.into(),
-        service_name: "payments".into(),
-        endpoint_id: "705290f3-0d2e-4b7a-9d0c-6f1e2a3b4c5d".into(),
-        domain_id: account_id(737),
-        description: "CHG-1234 payments link for the settlement batch".into(),
-        marker_id: 16_777_510,
-        created_at: now - chrono::Duration::hours(3),
-        now,
-        accepted_from_domain: 1,
-        pending_from_domain: 1,
-    };
+    let mut facts = ConnectionFacts::example(
+        &account_id(737),
+        "CHG-1234 payments link for the settlement batch",
+    );
+    facts.subject.service_id = SERVICE.into();
+    facts.created_at = now - chrono::Duration::hours(3);
+    facts.subject.created_at = format!("{}", facts.created_at.format("%Y-%m-%dT%H:%M:%SZ"));
+    facts.now = now;
+    facts.accepted_from_domain = 1;
     let decision = policies.decide(&facts, OnNoMatch::LeavePending);
     assert_eq!(decision.verdict, Verdict::Permit, "{decision:?}");
 
@@ -120,8 +114,8 @@ fn bench(c: &mut Criterion) {
     // The resource carries the attributes `decide` gives it.
     for e in json.as_array_mut().expect("array") {
         if e["uid"]["type"] == "Vpcep::EndpointService" {
-            e["attrs"] = serde_json::json!({ "name": "payments", "project_id": facts.project_id,
-                "region": facts.region, "target": facts.target });
+            e["attrs"] = serde_json::json!({ "name": "payments", "project_id": facts.subject.project_id,
+                "region": facts.region, "target": facts.subject.target });
         }
     }
     let store = Entities::from_json_value(json, Some(&schema)).expect("entities");
@@ -134,9 +128,9 @@ fn bench(c: &mut Criterion) {
     let action = uid("Vpcep::Action::\"connect\"".to_owned());
     let context = Context::from_json_value(
         serde_json::json!({
-            "endpoint_id": facts.endpoint_id,
-            "description": facts.description,
-            "marker_id": facts.marker_id,
+            "endpoint_id": facts.subject.endpoint_id,
+            "description": facts.subject.description,
+            "marker_id": facts.subject.marker_id,
             "created_at": datetime(facts.created_at),
             "now": datetime(facts.now),
             "accepted_from_domain": facts.accepted_from_domain,
@@ -146,7 +140,7 @@ fn bench(c: &mut Criterion) {
     )
     .expect("context");
     let request = Request::new(
-        uid(format!("Vpcep::Account::\"{}\"", facts.domain_id)),
+        uid(format!("Vpcep::Account::\"{}\"", facts.subject.domain_id)),
         action,
         uid(format!("Vpcep::EndpointService::\"{SERVICE}\"")),
         context,

@@ -4,7 +4,7 @@
 
 use crate::cli::{AuditCommand, Cli, Command, EvalArgs};
 use crate::config::{Config, DEFAULT_PATH, LogConfig};
-use crate::decision::ConnectionFacts;
+use crate::decision::{ConnectionFacts, Subject};
 use crate::exit::{CmdResult, EXIT_FAILURE, Failure};
 use crate::policy::Policies;
 use anyhow::{Context, anyhow};
@@ -195,15 +195,18 @@ fn eval_facts(cfg: &Config, a: &EvalArgs) -> Result<ConnectionFacts, Failure> {
             .with_timezone(&chrono::Utc),
     };
     Ok(ConnectionFacts {
-        target: target.name.clone(),
+        subject: Subject {
+            target: target.name.clone(),
+            project_id: target.project_id.clone(),
+            service_id: a.service_id.clone(),
+            service_name: a.service_name.clone(),
+            endpoint_id: a.endpoint_id.clone(),
+            domain_id: a.domain_id.clone(),
+            description: a.description.clone(),
+            marker_id: a.marker_id,
+            created_at: crate::clock::format_secs(created_at),
+        },
         region: target.region.clone(),
-        project_id: target.project_id.clone(),
-        service_id: a.service_id.clone(),
-        service_name: a.service_name.clone(),
-        endpoint_id: a.endpoint_id.clone(),
-        domain_id: a.domain_id.clone(),
-        description: a.description.clone(),
-        marker_id: a.marker_id,
         created_at,
         now,
         accepted_from_domain: a.accepted_from_domain,
@@ -218,10 +221,10 @@ fn eval(path: &Path, a: &EvalArgs) -> CmdResult {
     let d = policies.decide(&facts, cfg.policy.on_no_match);
     let mut out = std::io::stdout().lock();
     if a.json {
-        use crate::engine::plan::{Subject, decision_record};
+        use crate::engine::plan::decision_record;
         let rec = decision_record(
             uuid::Uuid::now_v7().to_string(),
-            Subject::of_facts(&facts),
+            facts.subject.clone(),
             &d,
             policies.version(),
             true,

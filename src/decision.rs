@@ -122,14 +122,13 @@ pub struct Decision {
     pub errors: Vec<String>,
 }
 
-/// Everything a policy decision may look at for one connection (README "Policies").
-/// Owned strings so that callers can build it from wire data or from flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionFacts {
+/// The connection a decision is about, as the API (or the command line) gave it: what
+/// its audit record names (README "Audit log"). Owned strings so that callers can build
+/// it from wire data or from flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
     /// Target label (`[[target]] name`).
     pub target: String,
-    /// Region of the target.
-    pub region: String,
     /// Project id of the target.
     pub project_id: String,
     /// Endpoint service id.
@@ -138,13 +137,24 @@ pub struct ConnectionFacts {
     pub service_name: String,
     /// VPC endpoint id (the connection `id`).
     pub endpoint_id: String,
-    /// Consumer account id.
+    /// Consumer account id (empty when the API left it out).
     pub domain_id: String,
-    /// Consumer-controlled description; untrusted.
+    /// Consumer-controlled description; untrusted, stored verbatim as a JSON string.
     pub description: String,
     /// The endpoint's marker (packet) id.
     pub marker_id: i64,
-    /// When the connection was created.
+    /// The connection's `created_at`, as the API reported it.
+    pub created_at: String,
+}
+
+/// Everything a policy decision may look at for one connection (README "Policies").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionFacts {
+    /// The connection.
+    pub subject: Subject,
+    /// Region of the target.
+    pub region: String,
+    /// When the connection was created (`subject.created_at`, read).
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// Decision time.
     pub now: chrono::DateTime<chrono::Utc>,
@@ -160,19 +170,23 @@ impl ConnectionFacts {
     /// benchmarks).
     #[doc(hidden)]
     pub fn example(domain_id: &str, description: &str) -> ConnectionFacts {
-        let t = chrono::DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
+        let text = "2026-11-27T12:00:00Z";
+        let t = chrono::DateTime::parse_from_rfc3339(text)
             .expect("a valid time")
             .with_timezone(&chrono::Utc);
         ConnectionFacts {
-            target: "cn-north-4".into(),
+            subject: Subject {
+                target: "cn-north-4".into(),
+                project_id: "0605767a3300d5762fb7c0186d8bfc2b".into(),
+                service_id: "4189d3c2-8882-4871-a3c2-d380272eed88".into(),
+                service_name: "payments".into(),
+                endpoint_id: "705290f3-0d2e-4b7a-9d0c-6f1e2a3b4c5d".into(),
+                domain_id: domain_id.into(),
+                description: description.into(),
+                marker_id: 16_777_510,
+                created_at: text.into(),
+            },
             region: "cn-north-4".into(),
-            project_id: "0605767a3300d5762fb7c0186d8bfc2b".into(),
-            service_id: "4189d3c2-8882-4871-a3c2-d380272eed88".into(),
-            service_name: "payments".into(),
-            endpoint_id: "705290f3-0d2e-4b7a-9d0c-6f1e2a3b4c5d".into(),
-            domain_id: domain_id.into(),
-            description: description.into(),
-            marker_id: 16_777_510,
             created_at: t,
             now: t,
             accepted_from_domain: 0,

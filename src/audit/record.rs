@@ -9,7 +9,7 @@
 //! extra whitespace, duplicate keys and any escaping the writer would not produce.
 
 use crate::clock;
-use crate::decision::{Action, Outcome, Verdict};
+use crate::decision::{Action, Outcome, Subject, Verdict};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -22,29 +22,15 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
 /// One decision (README "Audit log", `kind: "decision"`), written before any action is sent.
+/// (No `deny_unknown_fields`, which serde does not support beside `flatten`: the parser
+/// checks the exact field list itself.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DecisionRecord {
     /// Fresh UUID v7 that the outcome record refers back to.
     pub decision_id: String,
-    /// Target label (`[[target]] name`).
-    pub target: String,
-    /// Project id of the target.
-    pub project_id: String,
-    /// Endpoint service id.
-    pub service_id: String,
-    /// Endpoint service name.
-    pub service_name: String,
-    /// VPC endpoint id (the connection `id`).
-    pub endpoint_id: String,
-    /// Consumer account id.
-    pub domain_id: String,
-    /// Consumer-controlled description, stored verbatim as a JSON string.
-    pub description: String,
-    /// The endpoint's marker id.
-    pub marker_id: i64,
-    /// The connection's `created_at`, as the API reported it.
-    pub created_at: String,
+    /// The connection, verbatim (its fields stand in the line in their order).
+    #[serde(flatten)]
+    pub subject: Subject,
     /// The verdict.
     pub verdict: Verdict,
     /// The action the verdict maps to.
@@ -379,15 +365,17 @@ mod tests {
     fn decision() -> DecisionRecord {
         DecisionRecord {
             decision_id: "0193a5c4-0000-7000-8000-000000000001".to_owned(),
-            target: "cn-north-4".to_owned(),
-            project_id: "0605767a3300d5762fb7c0186d8bfc2b".to_owned(),
-            service_id: "4189d3c2-8882-4871-a3c2-d380272eed88".to_owned(),
-            service_name: "payments".to_owned(),
-            endpoint_id: "705290f3-0000-0000-0000-000000000000".to_owned(),
-            domain_id: "6e9dfd51d1124e8d8498dce894923a0d".to_owned(),
-            description: "CHG-1234 payments link".to_owned(),
-            marker_id: 422_321_321_312_321_321,
-            created_at: "2022-04-14T09:35:47Z".to_owned(),
+            subject: Subject {
+                target: "cn-north-4".to_owned(),
+                project_id: "0605767a3300d5762fb7c0186d8bfc2b".to_owned(),
+                service_id: "4189d3c2-8882-4871-a3c2-d380272eed88".to_owned(),
+                service_name: "payments".to_owned(),
+                endpoint_id: "705290f3-0000-0000-0000-000000000000".to_owned(),
+                domain_id: "6e9dfd51d1124e8d8498dce894923a0d".to_owned(),
+                description: "CHG-1234 payments link".to_owned(),
+                marker_id: 422_321_321_312_321_321,
+                created_at: "2022-04-14T09:35:47Z".to_owned(),
+            },
             verdict: Verdict::Permit,
             action: Action::Receive,
             policies: vec!["allow-partners".to_owned()],
@@ -541,9 +529,9 @@ mod tests {
         ];
         for h in hostile {
             let mut rec = decision();
-            rec.description = h.to_owned();
+            rec.subject.description = h.to_owned();
             rec.reasons = vec![h.to_owned()];
-            rec.service_name = h.to_owned();
+            rec.subject.service_name = h.to_owned();
             let line = render(TS, &rec, GENESIS_HASH).expect("renders");
             assert!(!line.contains(&b'\n') && !line.contains(&b'\r'), "{h:?}");
             assert_eq!(
@@ -651,9 +639,9 @@ mod tests {
                 http_status in proptest::option::of(any::<u16>()),
             ) {
                 let mut rec = decision();
-                rec.description = description;
+                rec.subject.description = description;
                 rec.errors = vec![error];
-                rec.marker_id = marker_id;
+                rec.subject.marker_id = marker_id;
                 let line = render(TS, &rec, GENESIS_HASH).expect("renders");
                 prop_assert!(!line.contains(&b'\n'));
                 prop_assert_eq!(parse_line(&line).expect("valid").record, AuditRecord::Decision(rec));

@@ -24,12 +24,13 @@ use crate::cloud::error::{ApiError, ApiErrorKind};
 use crate::cloud::types::{EndpointService, WireConnection, status};
 use crate::cloud::{Cloud, TargetApi};
 use crate::config::Config;
+use crate::decision::Subject;
 use crate::decision::{Action, Decision, OnNoMatch, Outcome};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::stop::Stop;
 use futures_util::StreamExt;
-use plan::{Observed, ServiceRef, Subject};
+use plan::{Observed, ServiceRef};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -542,7 +543,7 @@ impl Engine {
                 let decision = match plan::facts(tc.target(), svc, &conn, now, &counts) {
                     Ok(f) => {
                         let d = policies.decide(&f, self.opts.on_no_match);
-                        counts.decided(&f.domain_id, d.verdict);
+                        counts.decided(&f.subject.domain_id, d.verdict);
                         d
                     }
                     Err(why) => plan::error_decision(why),

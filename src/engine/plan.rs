@@ -6,7 +6,7 @@
 use crate::audit::DecisionRecord;
 use crate::cloud::types::{WireConnection, status};
 use crate::config::Target;
-use crate::decision::{Action, ConnectionFacts, Decision, Outcome, Verdict};
+use crate::decision::{Action, ConnectionFacts, Decision, Outcome, Subject, Verdict};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
@@ -149,17 +149,13 @@ pub fn facts(
         .map_err(|_| format!("connection created_at {raw:?} is not an RFC 3339 time"))?
         .with_timezone(&Utc);
     Ok(ConnectionFacts {
-        target: target.name.clone(),
+        subject: Subject {
+            domain_id: domain_id.clone(),
+            ..Subject::listed(target, svc, c)
+        },
         region: target.region.clone(),
-        project_id: target.project_id.clone(),
-        service_id: svc.id.clone(),
-        service_name: svc.name.clone(),
-        endpoint_id: c.id.clone().unwrap_or_default(),
         accepted_from_domain: counts.accepted(&domain_id),
         pending_from_domain: counts.pending(&domain_id),
-        domain_id,
-        description: c.description.clone().unwrap_or_default(),
-        marker_id: c.marker_id.unwrap_or(0),
         created_at,
         now,
     })
@@ -187,30 +183,6 @@ pub fn sends(d: &Decision, dry_run: bool) -> bool {
     d.action != Action::None && !dry_run
 }
 
-/// What the record of a decision says about its connection, as the API or the command
-/// line gave it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subject {
-    /// Target label.
-    pub target: String,
-    /// Project id of the target.
-    pub project_id: String,
-    /// Endpoint service id.
-    pub service_id: String,
-    /// Endpoint service name.
-    pub service_name: String,
-    /// VPC endpoint id.
-    pub endpoint_id: String,
-    /// Consumer account (empty when the API left it out).
-    pub domain_id: String,
-    /// Description as given.
-    pub description: String,
-    /// Marker id.
-    pub marker_id: i64,
-    /// `created_at` as the API wrote it.
-    pub created_at: String,
-}
-
 impl Subject {
     /// A listed connection of `svc` on `target`, verbatim.
     pub fn listed(target: &Target, svc: &ServiceRef, c: &WireConnection) -> Subject {
@@ -226,21 +198,6 @@ impl Subject {
             created_at: c.created_at.clone().unwrap_or_default(),
         }
     }
-
-    /// A hypothetical connection (`eval`).
-    pub fn of_facts(f: &ConnectionFacts) -> Subject {
-        Subject {
-            target: f.target.clone(),
-            project_id: f.project_id.clone(),
-            service_id: f.service_id.clone(),
-            service_name: f.service_name.clone(),
-            endpoint_id: f.endpoint_id.clone(),
-            domain_id: f.domain_id.clone(),
-            description: f.description.clone(),
-            marker_id: f.marker_id,
-            created_at: crate::clock::format_secs(f.created_at),
-        }
-    }
 }
 
 /// The one way a decision record is built (the engine and `eval --json`).
@@ -253,15 +210,7 @@ pub fn decision_record(
 ) -> DecisionRecord {
     DecisionRecord {
         decision_id,
-        target: subject.target,
-        project_id: subject.project_id,
-        service_id: subject.service_id,
-        service_name: subject.service_name,
-        endpoint_id: subject.endpoint_id,
-        domain_id: subject.domain_id,
-        description: subject.description,
-        marker_id: subject.marker_id,
-        created_at: subject.created_at,
+        subject,
         verdict: d.verdict,
         action: d.action,
         policies: d.policies.clone(),

@@ -552,28 +552,11 @@ fn version_of(files: &[(String, Vec<u8>)]) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use chrono::{TimeZone, Utc};
 
     const PARTNER: &str = "6e9dfd51d1124e8d8498dce894923a0d";
-    const PAYMENTS: &str = "4189d3c2-8882-4871-a3c2-d380272eed88";
 
     fn facts(domain_id: &str, description: &str) -> ConnectionFacts {
-        let now = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();
-        ConnectionFacts {
-            target: "cn-north-4".into(),
-            region: "cn-north-4".into(),
-            project_id: "0605767a3300d5762fb7c0186d8bfc2b".into(),
-            service_id: PAYMENTS.into(),
-            service_name: "payments".into(),
-            endpoint_id: "705290f3-0d2e-4b7a-9d0c-6f1e2a3b4c5d".into(),
-            domain_id: domain_id.into(),
-            description: description.into(),
-            marker_id: 16_777_510,
-            created_at: now,
-            now,
-            accepted_from_domain: 0,
-            pending_from_domain: 1,
-        }
+        ConnectionFacts::example(domain_id, description)
     }
 
     fn files(list: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {

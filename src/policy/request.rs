@@ -207,15 +207,15 @@ impl RequestModel {
         Context::from_pairs([
             (
                 "endpoint_id".to_owned(),
-                RestrictedExpression::new_string(facts.endpoint_id.clone()),
+                RestrictedExpression::new_string(facts.subject.endpoint_id.clone()),
             ),
             (
                 "description".to_owned(),
-                RestrictedExpression::new_string(facts.description.clone()),
+                RestrictedExpression::new_string(facts.subject.description.clone()),
             ),
             (
                 "marker_id".to_owned(),
-                RestrictedExpression::new_long(facts.marker_id),
+                RestrictedExpression::new_long(facts.subject.marker_id),
             ),
             ("created_at".to_owned(), self.datetime(facts.created_at)),
             ("now".to_owned(), self.datetime(facts.now)),
@@ -237,17 +237,17 @@ impl RequestModel {
         parents: HashSet<EntityUid>,
     ) -> Result<Entity, String> {
         let values = [
-            &facts.service_name,
-            &facts.project_id,
+            &facts.subject.service_name,
+            &facts.subject.project_id,
             &facts.region,
-            &facts.target,
+            &facts.subject.target,
         ];
         let attrs = SERVICE_ATTRS
             .iter()
             .zip(values)
             .map(|(k, v)| ((*k).to_owned(), RestrictedExpression::new_string(v.clone())))
             .collect();
-        Entity::new(self.service_uid(&facts.service_id), attrs, parents)
+        Entity::new(self.service_uid(&facts.subject.service_id), attrs, parents)
             .map_err(|e| format!("cannot build the resource entity: {e}"))
     }
 
@@ -259,10 +259,10 @@ impl RequestModel {
         index: &EntityIndex,
         schema: Option<&Schema>,
     ) -> Result<(Request, Entities), String> {
-        let principal = self.account_uid(&facts.domain_id);
-        let resource_uid = self.service_uid(&facts.service_id);
-        let service = index.services.get(&facts.service_id);
-        let account = index.accounts.get(&facts.domain_id);
+        let principal = self.account_uid(&facts.subject.domain_id);
+        let resource_uid = self.service_uid(&facts.subject.service_id);
+        let service = index.services.get(&facts.subject.service_id);
+        let account = index.accounts.get(&facts.subject.domain_id);
 
         let mut entities = Vec::with_capacity(2 + account.map_or(0, Vec::len) + index.shared.len());
         match account {
@@ -289,31 +289,18 @@ impl RequestModel {
     /// Checks once, at load, that `schema` accepts the request and resource entity this
     /// module builds, so a schema that drifted from the request model (README "Policies") is a load error.
     pub(crate) fn check_schema(&self, schema: &Schema) -> Result<(), String> {
-        let sample = ConnectionFacts {
-            target: "t".into(),
-            region: "r".into(),
-            project_id: "p".into(),
-            service_id: "s".into(),
-            service_name: "n".into(),
-            endpoint_id: "e".into(),
-            domain_id: "d".into(),
-            description: String::new(),
-            marker_id: 0,
-            created_at: DateTime::<Utc>::UNIX_EPOCH,
-            now: DateTime::<Utc>::UNIX_EPOCH,
-            accepted_from_domain: 0,
-            pending_from_domain: 1,
-        };
+        let sample = ConnectionFacts::example("d", "");
         let mismatch = |e: String| format!("schema does not match the request model: {e}");
         Request::new(
-            self.account_uid(&sample.domain_id),
+            self.account_uid(&sample.subject.domain_id),
             self.action.clone(),
-            self.service_uid(&sample.service_id),
+            self.service_uid(&sample.subject.service_id),
             self.context(&sample).map_err(mismatch)?,
             Some(schema),
         )
         .map_err(|e| mismatch(e.to_string()))?;
-        let principal = Entity::new_no_attrs(self.account_uid(&sample.domain_id), HashSet::new());
+        let principal =
+            Entity::new_no_attrs(self.account_uid(&sample.subject.domain_id), HashSet::new());
         let resource = self.resource(&sample, HashSet::new()).map_err(mismatch)?;
         Entities::from_entities([principal, resource], Some(schema))
             .map_err(|e| mismatch(e.to_string()))?;
@@ -512,21 +499,13 @@ mod tests {
         let model = RequestModel::new();
         let index = EntityIndex::empty(None, &model, &[]).unwrap();
         let now = Utc::now();
-        let facts = ConnectionFacts {
-            target: "t".into(),
-            region: "r".into(),
-            project_id: "p".into(),
-            service_id: "svc".into(),
-            service_name: "n".into(),
-            endpoint_id: "e".into(),
-            domain_id: "dom\"ain\n".into(),
-            description: "\"; permit(principal, action, resource); //".into(),
-            marker_id: i64::MIN,
-            created_at: now,
-            now,
-            accepted_from_domain: i64::MAX,
-            pending_from_domain: 0,
-        };
+        let mut facts =
+            ConnectionFacts::example("dom\"ain\n", "\"; permit(principal, action, resource); //");
+        facts.subject.service_id = "svc".into();
+        facts.subject.marker_id = i64::MIN;
+        (facts.created_at, facts.now) = (now, now);
+        facts.accepted_from_domain = i64::MAX;
+        facts.pending_from_domain = 0;
         let (_, entities) = model.request(&facts, &index, None).unwrap();
         assert_eq!(entities.len(), 2);
     }
@@ -574,7 +553,7 @@ mod tests {
         let zone = EntityUid::from_str(r#"Vpcep::Zone::"shared""#).unwrap();
         let index = EntityIndex::from_json(json, None, &model, &[zone]).unwrap();
         let mut facts = ConnectionFacts::example("a", "");
-        facts.service_id = "svc".into();
+        facts.subject.service_id = "svc".into();
         let (_, entities) = model.request(&facts, &index, None).unwrap();
         // The account, the service and the shared zone, once.
         assert_eq!(entities.len(), 3);

@@ -24,7 +24,7 @@
 //! `N passed, N failed` as the last line.
 
 use super::Policies;
-use crate::decision::{Action, ConnectionFacts, OnNoMatch};
+use crate::decision::{Action, ConnectionFacts, OnNoMatch, Subject};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -244,21 +244,24 @@ fn prepare(file: &Path, case: Case, run_now: DateTime<Utc>) -> Result<Prepared, 
     let now = time("now", &case.now, run_now)?;
     let created_at = time("created_at", &case.created_at, now)?;
     let facts = ConnectionFacts {
-        target: case.target.unwrap_or_else(|| "test".to_owned()),
+        subject: Subject {
+            target: case.target.unwrap_or_else(|| "test".to_owned()),
+            project_id: case.project_id.unwrap_or_else(|| "test-project".to_owned()),
+            service_id: case
+                .service_id
+                .unwrap_or_else(|| DEFAULT_SERVICE_ID.to_owned()),
+            service_name: case
+                .service_name
+                .unwrap_or_else(|| "test-service".to_owned()),
+            endpoint_id: case
+                .endpoint_id
+                .unwrap_or_else(|| DEFAULT_ENDPOINT_ID.to_owned()),
+            domain_id: case.domain_id,
+            description: case.description.unwrap_or_default(),
+            marker_id: case.marker_id.unwrap_or(0),
+            created_at: crate::clock::format_secs(created_at),
+        },
         region: case.region.unwrap_or_else(|| "test-region".to_owned()),
-        project_id: case.project_id.unwrap_or_else(|| "test-project".to_owned()),
-        service_id: case
-            .service_id
-            .unwrap_or_else(|| DEFAULT_SERVICE_ID.to_owned()),
-        service_name: case
-            .service_name
-            .unwrap_or_else(|| "test-service".to_owned()),
-        endpoint_id: case
-            .endpoint_id
-            .unwrap_or_else(|| DEFAULT_ENDPOINT_ID.to_owned()),
-        domain_id: case.domain_id,
-        description: case.description.unwrap_or_default(),
-        marker_id: case.marker_id.unwrap_or(0),
         created_at,
         now,
         accepted_from_domain: case.accepted_from_domain.unwrap_or(0),

@@ -12,7 +12,7 @@ use vpcep_approver::audit::{
 };
 use vpcep_approver::clock::{Clock, SharedClock};
 use vpcep_approver::decision::{Action, ConnectionFacts, Decision, Outcome, Verdict};
-use vpcep_approver::engine::plan::{Subject, decision_record};
+use vpcep_approver::engine::plan::decision_record;
 
 /// A clock that moves one millisecond forward on every reading.
 #[derive(Debug)]
@@ -43,7 +43,7 @@ fn decision(description: &str) -> DecisionRecord {
     let policy_version = format!("sha256:{}", "ab".repeat(32));
     decision_record(
         new_decision_id(),
-        Subject::of_facts(&facts),
+        facts.subject,
         &permit,
         &policy_version,
         false,
@@ -55,7 +55,7 @@ fn decision(description: &str) -> DecisionRecord {
 fn outcome(d: &DecisionRecord, outcome: Outcome, answer: Option<(&str, u16)>) -> OutcomeRecord {
     OutcomeRecord {
         decision_id: d.decision_id.clone(),
-        endpoint_id: d.endpoint_id.clone(),
+        endpoint_id: d.subject.endpoint_id.clone(),
         action: d.action,
         outcome,
         status_after: answer.map(|(status, _)| status.to_owned()),

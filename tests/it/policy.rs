@@ -7,7 +7,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
-use vpcep_approver::decision::{Action, ConnectionFacts, OnNoMatch, Verdict};
+use vpcep_approver::decision::{Action, ConnectionFacts, OnNoMatch, Subject, Verdict};
 use vpcep_approver::policy::{Policies, TestSummary, default_test_files, run_tests};
 
 const PARTNER: &str = "11111111111111111111111111111111";
@@ -44,6 +44,12 @@ fn facts(domain_id: &str) -> ConnectionFacts {
     ConnectionFacts::example(domain_id, "")
 }
 
+/// `f` with its connection changed by `edit`.
+fn with_subject(mut f: ConnectionFacts, edit: impl FnOnce(&mut Subject)) -> ConnectionFacts {
+    edit(&mut f.subject);
+    f
+}
+
 /// Asserts that the error text `e` says each of `parts`.
 fn assert_says(e: &str, parts: &[&str]) {
     for part in parts {
@@ -69,10 +75,7 @@ fn verdict_table_over_fixtures() {
     let noschema = load_fixture("noschema");
     assert!(verdicts.has_schema());
     assert!(!noschema.has_schema());
-    let overflow = |domain: &str| ConnectionFacts {
-        marker_id: i64::MAX,
-        ..facts(domain)
-    };
+    let overflow = |domain: &str| with_subject(facts(domain), |s| s.marker_id = i64::MAX);
 
     struct Row {
         name: &'static str,
@@ -190,10 +193,7 @@ fn reasons_follow_policies_and_unannotated_policies_give_empty_reasons() {
     let d = load_fixture("verdicts").decide(&facts(PARTNER), OnNoMatch::LeavePending);
     assert_eq!(d.reasons, ["partner account"]);
     let d = load_fixture("noschema").decide(
-        &ConnectionFacts {
-            marker_id: 1,
-            ..facts(STRANGER)
-        },
+        &with_subject(facts(STRANGER), |s| s.marker_id = 1),
         OnNoMatch::LeavePending,
     );
     assert_eq!(d.policies, ["policies.cedar#0"]);
@@ -270,10 +270,7 @@ fn multi_megabyte_description_is_decided() {
     let mut description = "x\"\n".repeat(2_000_000);
     description.push_str("CHG-1");
     let d = policies.decide(
-        &ConnectionFacts {
-            description,
-            ..facts(SHIPPED_PARTNER)
-        },
+        &with_subject(facts(SHIPPED_PARTNER), |s| s.description = description),
         OnNoMatch::LeavePending,
     );
     assert_eq!(d.verdict, Verdict::Permit, "{:?}", d.errors);
@@ -285,7 +282,7 @@ proptest! {
     fn any_description_never_errors_or_permits_a_stranger(description in any::<String>()) {
         let policies = Policies::embedded_examples().unwrap();
         let d = policies.decide(
-            &ConnectionFacts { description, ..facts(STRANGER) },
+            &with_subject(facts(STRANGER), |s| s.description = description),
             OnNoMatch::LeavePending,
         );
         prop_assert!(d.errors.is_empty(), "{:?}", d);
@@ -298,12 +295,11 @@ fn hostile_ids_are_plain_identifiers() {
     let policies = Policies::embedded_examples().unwrap();
     for id in HOSTILE {
         let d = policies.decide(
-            &ConnectionFacts {
-                service_id: (*id).to_owned(),
-                endpoint_id: (*id).to_owned(),
-                service_name: (*id).to_owned(),
-                ..facts(id)
-            },
+            &with_subject(facts(id), |s| {
+                s.service_id = (*id).to_owned();
+                s.endpoint_id = (*id).to_owned();
+                s.service_name = (*id).to_owned();
+            }),
             OnNoMatch::LeavePending,
         );
         assert!(d.errors.is_empty(), "{id:?}: {d:?}");

@@ -194,7 +194,7 @@ impl World {
 
 fn facts(accepted: i64) -> ConnectionFacts {
     let mut f = ConnectionFacts::example("d0", "CHG-1");
-    f.service_id = "svc".into();
+    f.subject.service_id = "svc".into();
     f.accepted_from_domain = accepted;
     f
 }
@@ -222,10 +222,10 @@ fn cedar_verdict(w: &World, schema: Option<&Schema>) -> (Verdict, Vec<String>) {
         .map(|p| EntityUid::from_json(serde_json::json!({"__entity": p})).unwrap())
         .collect();
     let attrs = [
-        ("name", &f.service_name),
-        ("project_id", &f.project_id),
+        ("name", &f.subject.service_name),
+        ("project_id", &f.subject.project_id),
         ("region", &f.region),
-        ("target", &f.target),
+        ("target", &f.subject.target),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), RestrictedExpression::new_string(v.clone())))
@@ -244,9 +244,9 @@ fn cedar_verdict(w: &World, schema: Option<&Schema>) -> (Verdict, Vec<String>) {
     let dt = |t: chrono::DateTime<chrono::Utc>| serde_json::json!({"__extn": {"fn": "datetime", "arg": t.format("%Y-%m-%dT%H:%M:%SZ").to_string()}});
     let context = Context::from_json_value(
         serde_json::json!({
-            "endpoint_id": f.endpoint_id,
-            "description": f.description,
-            "marker_id": f.marker_id,
+            "endpoint_id": f.subject.endpoint_id,
+            "description": f.subject.description,
+            "marker_id": f.subject.marker_id,
             "created_at": dt(f.created_at),
             "now": dt(f.now),
             "accepted_from_domain": f.accepted_from_domain,
