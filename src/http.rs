@@ -145,29 +145,26 @@ pub async fn serve(
             }
         };
         let now = Instant::now();
+        // Every refusal is counted; the warning comes at most once a minute.
+        let mut count_refused = |what: &str| {
+            metrics.http_connection_refused();
+            if let Some(n) = refused.tick() {
+                warn!(
+                    max_connections = limits.max_connections,
+                    refused = n,
+                    "http connection limit reached: {what}"
+                );
+            }
+        };
         let (slot, state) = match registry.admit(now, limits.max_connections) {
             Admitted::Free(slot, state) => (slot, state),
             Admitted::Evicted(slot, state) => {
-                metrics.http_connection_refused();
-                if let Some(n) = refused.tick() {
-                    warn!(
-                        max_connections = limits.max_connections,
-                        refused = n,
-                        "http connection limit reached: closing the oldest connections that are not being answered"
-                    );
-                }
+                count_refused("closing the oldest connections that are not being answered");
                 (slot, state)
             }
             Admitted::Refused => {
                 drop(stream);
-                metrics.http_connection_refused();
-                if let Some(n) = refused.tick() {
-                    warn!(
-                        max_connections = limits.max_connections,
-                        refused = n,
-                        "http connection limit reached: every connection is being answered, closing new ones"
-                    );
-                }
+                count_refused("every connection is being answered, closing new ones");
                 continue;
             }
         };

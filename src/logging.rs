@@ -551,6 +551,11 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Asserts that the log output `out` holds `want`.
+    fn assert_has(out: &str, want: &str) {
+        assert!(out.contains(want), "no {want:?} in: {out}");
+    }
     use proptest::prelude::*;
     use std::sync::{Arc, Mutex};
     use tracing::{info, info_span, warn};
@@ -701,21 +706,18 @@ mod tests {
         });
         assert_eq!(out.matches('\n').count(), 1, "{out}");
         assert!(no_raw_controls(&out), "{out:?}");
-        assert!(out.contains(" domain_id=plain-id"), "{out}");
-        assert!(out.contains(" spaced=\"a b\""), "{out}");
-        assert!(out.contains(" empty=\"\""), "{out}");
-        assert!(out.contains(" quote=\"say \\\"hi\\\"\\\\\""), "{out}");
-        assert!(out.contains(" http_status=200 ok=true"), "{out}");
-        assert!(
-            out.contains(" endpoint_id=\"e1\\u{a}2026-01-01T00:00:00Z  INFO forged: x=1\\u{1b}[31m\\u{0}\\u{7f}\\u{9b}\\u{2028}\\u{202e}\""),
-            "{out}"
+        assert_has(&out, " domain_id=plain-id");
+        assert_has(&out, " spaced=\"a b\"");
+        assert_has(&out, " empty=\"\"");
+        assert_has(&out, " quote=\"say \\\"hi\\\"\\\\\"");
+        assert_has(&out, " http_status=200 ok=true");
+        assert_has(
+            &out,
+            " endpoint_id=\"e1\\u{a}2026-01-01T00:00:00Z  INFO forged: x=1\\u{1b}[31m\\u{0}\\u{7f}\\u{9b}\\u{2028}\\u{202e}\"",
         );
         // The message is quoted too, since it holds `=` and controls.
-        assert!(out.contains(": \"decided e1\\u{a}"), "{out}");
-        assert!(
-            out.contains(" INFO vpcep_approver::logging::tests: "),
-            "{out}"
-        );
+        assert_has(&out, ": \"decided e1\\u{a}");
+        assert_has(&out, " INFO vpcep_approver::logging::tests: ");
     }
 
     #[test]
@@ -727,9 +729,9 @@ mod tests {
             let none: Vec<String> = Vec::new();
             warn!(policies = %List(&policies), errors = %List(&none), "plain message");
         });
-        assert!(
-            out.contains("  WARN cycle{cycle=3 target_name=\"t 1\"}: vpcep_approver::logging::tests: plain message policies=[allow-partners,\"a,b\"] errors=[]"),
-            "{out}"
+        assert_has(
+            &out,
+            "  WARN cycle{cycle=3 target_name=\"t 1\"}: vpcep_approver::logging::tests: plain message policies=[allow-partners,\"a,b\"] errors=[]",
         );
     }
 
@@ -780,7 +782,7 @@ mod tests {
         assert_eq!(v["looks_like_a_list"], "[\"a\"]");
         assert_eq!(v["field.level"], "field named level");
         assert_eq!(v["error"], "boom");
-        assert!(out.contains(&format!("\"big\":{}", u128::MAX)), "{out}");
+        assert_has(&out, &format!("\"big\":{}", u128::MAX));
         assert!(chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str().expect("ts")).is_ok());
     }
 

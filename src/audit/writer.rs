@@ -119,6 +119,24 @@ enum FileState {
     NotOpen(AuditError),
 }
 
+impl FileState {
+    /// The open file, or the error that keeps it closed.
+    fn open(&mut self) -> Result<&mut OpenFile, AuditError> {
+        match self {
+            FileState::Open(open) => Ok(open),
+            FileState::NotOpen(e) => Err(e.clone()),
+        }
+    }
+}
+
+/// A failed write or flush of stdout.
+fn stdout_error(source: io::Error) -> AuditError {
+    AuditError::Write {
+        path: "stdout".to_owned(),
+        source: source.into(),
+    }
+}
+
 #[derive(Debug)]
 struct OpenFile {
     file: File,
@@ -324,21 +342,13 @@ impl AuditWriter {
     /// (stdout is only flushed).
     pub fn sync(&mut self) -> Result<(), AuditError> {
         let result = match &mut self.sink {
-            Sink::Stdout(out) => out.flush().map_err(|source| AuditError::Write {
-                path: "stdout".to_owned(),
-                source: source.into(),
-            }),
+            Sink::Stdout(out) => out.flush().map_err(stdout_error),
             Sink::File { .. } if !self.fsync || !self.unsynced => Ok(()),
-            Sink::File {
-                state: FileState::NotOpen(e),
-                ..
-            } => Err(e.clone()),
-            Sink::File {
-                path,
-                state: FileState::Open(open),
-            } => open.file.sync_data().map_err(|source| AuditError::Sync {
-                path: path.display().to_string(),
-                source: source.into(),
+            Sink::File { path, state } => state.open().and_then(|open| {
+                open.file.sync_data().map_err(|source| AuditError::Sync {
+                    path: path.display().to_string(),
+                    source: source.into(),
+                })
             }),
         };
         match &result {
@@ -621,19 +631,10 @@ impl AuditWriter {
                 // whole line to a single write.
                 out.write_all(line)
                     .and_then(|()| out.flush())
-                    .map_err(|source| AuditError::Write {
-                        path: "stdout".to_owned(),
-                        source: source.into(),
-                    })
+                    .map_err(stdout_error)
             }
-            Sink::File {
-                state: FileState::NotOpen(e),
-                ..
-            } => Err(e.clone()),
-            Sink::File {
-                path,
-                state: FileState::Open(open),
-            } => {
+            Sink::File { path, state } => {
+                let open = state.open()?;
                 let write_err = |source: io::Error| AuditError::Write {
                     path: path.display().to_string(),
                     source: source.into(),

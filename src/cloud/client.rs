@@ -170,34 +170,37 @@ trait Page: DeserializeOwned {
     fn same(a: &Self::Item, b: &Self::Item) -> bool;
 }
 
-impl Page for ServiceList {
-    type Item = EndpointService;
-    const WHAT: &'static str = "endpoint_services";
-    fn parts(self) -> Option<(Vec<EndpointService>, u64)> {
-        Some((self.endpoint_services?, self.total_count?))
-    }
-    fn id(item: &EndpointService) -> Option<&str> {
-        item.id.as_deref()
-    }
-    fn same(a: &EndpointService, b: &EndpointService) -> bool {
-        (&a.service_name, a.approval_enabled, &a.status)
-            == (&b.service_name, b.approval_enabled, &b.status)
-    }
+/// `Page` for a list type whose items sit in `$field`; `$same` compares two copies.
+macro_rules! page {
+    ($list:ty, $item:ty, $field:ident, $same:path) => {
+        impl Page for $list {
+            type Item = $item;
+            const WHAT: &'static str = stringify!($field);
+            fn parts(self) -> Option<(Vec<$item>, u64)> {
+                Some((self.$field?, self.total_count?))
+            }
+            fn id(item: &$item) -> Option<&str> {
+                item.id.as_deref()
+            }
+            fn same(a: &$item, b: &$item) -> bool {
+                $same(a, b)
+            }
+        }
+    };
 }
 
-impl Page for ConnectionList {
-    type Item = WireConnection;
-    const WHAT: &'static str = "connections";
-    fn parts(self) -> Option<(Vec<WireConnection>, u64)> {
-        Some((self.connections?, self.total_count?))
-    }
-    fn id(item: &WireConnection) -> Option<&str> {
-        item.id.as_deref()
-    }
-    fn same(a: &WireConnection, b: &WireConnection) -> bool {
-        a.same_decision_fields(b)
-    }
-}
+page!(
+    ServiceList,
+    EndpointService,
+    endpoint_services,
+    EndpointService::same_decision_fields
+);
+page!(
+    ConnectionList,
+    WireConnection,
+    connections,
+    WireConnection::same_decision_fields
+);
 
 impl TargetClient {
     /// The configured target.
@@ -322,17 +325,23 @@ impl TargetClient {
             signer::encode(service_id)
         )
     }
+}
+
+impl TargetApi for TargetClient {
+    fn target(&self) -> &Target {
+        &self.inner.target
+    }
 
     /// Every endpoint service of the project. Filtering by `approval_enabled`/`status`
     /// is the caller's business.
-    pub async fn list_services(&self) -> Result<Vec<EndpointService>, ApiError> {
+    async fn list_services(&self) -> Result<Vec<EndpointService>, ApiError> {
         self.list_all::<ServiceList>(OP_LIST_SERVICES, self.services_path(), &[])
             .await
     }
 
     /// Every connection of a service with `status` (empty: any status), oldest first,
     /// so that connections created while the pages are read are appended at the end.
-    pub async fn list_connections(
+    async fn list_connections(
         &self,
         service_id: &str,
         status: &str,
@@ -352,7 +361,7 @@ impl TargetClient {
 
     /// Reads one connection back by endpoint id (`GET …/connections?id=`). `None` when the
     /// API does not know it (empty list, or 404 as the terraform provider treats it).
-    pub async fn get_connection(
+    async fn get_connection(
         &self,
         service_id: &str,
         endpoint_id: &str,
@@ -384,7 +393,7 @@ impl TargetClient {
     /// action is not sent (kind `NotSent`). A non-2xx answer is an error carrying the
     /// status and `error_code`; the caller reads the connection back. The answer's
     /// connection is given only when it names this endpoint.
-    pub async fn act(
+    async fn act(
         &self,
         service_id: &str,
         endpoint_id: &str,
@@ -438,51 +447,11 @@ impl TargetClient {
     }
 
     /// Why this target cannot work right now (an authentication backoff), if it cannot.
-    pub fn unready_reason(&self) -> Option<String> {
+    fn unready_reason(&self) -> Option<String> {
         self.inner
             .transport
             .creds
             .unready_reason(&self.inner.iam_base, self.inner.target.agency.as_ref())
-    }
-}
-
-impl TargetApi for TargetClient {
-    fn target(&self) -> &Target {
-        &self.inner.target
-    }
-
-    async fn list_services(&self) -> Result<Vec<EndpointService>, ApiError> {
-        TargetClient::list_services(self).await
-    }
-
-    async fn list_connections(
-        &self,
-        service_id: &str,
-        status: &str,
-    ) -> Result<Vec<WireConnection>, ApiError> {
-        TargetClient::list_connections(self, service_id, status).await
-    }
-
-    async fn get_connection(
-        &self,
-        service_id: &str,
-        endpoint_id: &str,
-    ) -> Result<Option<WireConnection>, ApiError> {
-        TargetClient::get_connection(self, service_id, endpoint_id).await
-    }
-
-    async fn act(
-        &self,
-        service_id: &str,
-        endpoint_id: &str,
-        action: Action,
-        guard: Guard<'_>,
-    ) -> Result<ActResponse, ApiError> {
-        TargetClient::act(self, service_id, endpoint_id, action, guard).await
-    }
-
-    fn unready_reason(&self) -> Option<String> {
-        TargetClient::unready_reason(self)
     }
 }
 

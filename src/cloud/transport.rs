@@ -37,6 +37,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
+/// A log line about a failed API request, with the fields every such line carries
+/// first; `tracing` takes the level only as a literal.
+macro_rules! api_event {
+    ($level:ident, $target:expr, $err:expr, $($rest:tt)+) => {
+        tracing::$level!(
+            target_name = %$target,
+            operation = $err.operation,
+            http_status = $err.http_status,
+            error_code = $err.error_code.as_deref(),
+            request_id = $err.request_id.as_deref(),
+            $($rest)+
+        )
+    };
+}
+
 pub use super::fetch::OP_IAM_TOKEN;
 /// Largest response body read.
 pub const MAX_BODY_BYTES: usize = 32 << 20;
@@ -257,12 +272,10 @@ impl Transport {
                             (Credential::Token { .. }, false) => {
                                 reauthenticated = true;
                                 if self.creds.invalidate(&cred, &err)? {
-                                    tracing::warn!(
-                                        target_name = %ep.target.name,
-                                        operation = call.op,
-                                        http_status = reply.status,
-                                        error_code = err.error_code.as_deref(),
-                                        request_id = err.request_id.as_deref(),
+                                    api_event!(
+                                        warn,
+                                        ep.target.name,
+                                        err,
                                         method = self.creds.method(),
                                         "token not accepted; re-authenticating once and retrying once"
                                     );
@@ -290,12 +303,10 @@ impl Transport {
             if err.is_retryable() && retries < self.max_retries {
                 let delay = self.backoff.delay(retries, retry_after, &mut rand::rng());
                 retries += 1;
-                tracing::warn!(
-                    target_name = %ep.target.name,
-                    operation = call.op,
-                    http_status = err.http_status,
-                    error_code = err.error_code.as_deref(),
-                    request_id = err.request_id.as_deref(),
+                api_event!(
+                    warn,
+                    ep.target.name,
+                    err,
                     kind = err.kind.as_str(),
                     retry = retries,
                     max_retries = self.max_retries,
@@ -342,12 +353,10 @@ impl Transport {
                 .unwrap_or_default(),
         );
         if let Some((d, wall)) = gate.failed(what) {
-            tracing::error!(
-                target_name = %ep.target.name,
-                operation = err.operation,
-                http_status = err.http_status,
-                error_code = err.error_code.as_deref(),
-                request_id = err.request_id.as_deref(),
+            api_event!(
+                error,
+                ep.target.name,
+                err,
                 backoff_secs = d.as_secs(),
                 until = %wall.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 "authentication failed; not retrying until the backoff ends"
@@ -649,25 +658,10 @@ pub(crate) fn error_from_reply(
 }
 
 fn log_failure(target: &str, e: &ApiError) {
-    // The same fields at either level; `tracing` takes the level only as a literal.
-    macro_rules! failure {
-        ($level:ident, $message:literal) => {
-            tracing::$level!(
-                target_name = %target,
-                operation = e.operation,
-                http_status = e.http_status,
-                error_code = e.error_code.as_deref(),
-                request_id = e.request_id.as_deref(),
-                attempts = e.attempts,
-                error = %e,
-                $message
-            )
-        };
-    }
     if e.kind == ApiErrorKind::Client {
-        failure!(info, "api request rejected");
+        api_event!(info, target, e, attempts = e.attempts, error = %e, "api request rejected");
     } else {
-        failure!(warn, "api request failed");
+        api_event!(warn, target, e, attempts = e.attempts, error = %e, "api request failed");
     }
 }
 
@@ -709,22 +703,17 @@ mod tests {
     #[test]
     fn host_header_matches_what_reqwest_sends() {
         let h = |u: &str| host_header(&Url::parse(u).expect("url"));
-        assert_eq!(
-            h("https://vpcep.example.com/v1").as_deref(),
-            Some("vpcep.example.com")
-        );
-        assert_eq!(
-            h("https://vpcep.example.com:443/v1").as_deref(),
-            Some("vpcep.example.com")
-        );
-        assert_eq!(
-            h("https://vpcep.example.com:8443/v1").as_deref(),
-            Some("vpcep.example.com:8443")
-        );
-        assert_eq!(
-            h("http://127.0.0.1:8080").as_deref(),
-            Some("127.0.0.1:8080")
-        );
+        for (url, host) in [
+            ("https://vpcep.example.com/v1", "vpcep.example.com"),
+            ("https://vpcep.example.com:443/v1", "vpcep.example.com"),
+            (
+                "https://vpcep.example.com:8443/v1",
+                "vpcep.example.com:8443",
+            ),
+            ("http://127.0.0.1:8080", "127.0.0.1:8080"),
+        ] {
+            assert_eq!(h(url).as_deref(), Some(host), "{url}");
+        }
         assert_eq!(h("http://[::1]:9/").as_deref(), Some("[::1]:9"));
     }
 

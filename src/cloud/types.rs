@@ -95,6 +95,15 @@ pub struct WireConnection {
     pub error: Option<Vec<ConnectionError>>,
 }
 
+impl EndpointService {
+    /// Whether two copies of one service agree on every field a decision uses
+    /// (`service_name`, `approval_enabled`, `status`).
+    pub fn same_decision_fields(&self, other: &EndpointService) -> bool {
+        (&self.service_name, self.approval_enabled, &self.status)
+            == (&other.service_name, other.approval_enabled, &other.status)
+    }
+}
+
 impl WireConnection {
     /// Whether two copies of one connection agree on every field a decision uses
     /// (`domain_id`, `description`, `marker_id`, `created_at`, `status`).

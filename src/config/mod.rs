@@ -1197,91 +1197,56 @@ mod tests {
         );
     }
 
+    /// The error of a whole config text that must not load.
+    fn text_err(text: &str) -> String {
+        match Config::parse(text, Path::new("c.toml")) {
+            Ok(_) => panic!("expected an error for {text:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Asserts that the error text `e` says each of `parts`.
+    fn assert_says(e: &str, parts: &[&str]) {
+        for part in parts {
+            assert!(e.contains(part), "no {part:?} in: {e}");
+        }
+    }
+
     #[test]
     fn bad_url_is_named() {
-        let base = "[[target]]\nregion = \"r-1\"\nproject_id = \"p\"\n";
-        let e = Config::parse(
-            &format!("{base}vpcep_endpoint = \"not a url\"\n"),
-            Path::new("c.toml"),
-        )
-        .expect_err("bad url")
-        .to_string();
-        assert!(
-            e.contains("target[0].vpcep_endpoint") && e.contains("not a URL"),
-            "{e}"
-        );
-        let e = Config::parse(
-            &format!("{base}iam_endpoint = \"ftp://iam.example.com\"\n"),
-            Path::new("c.toml"),
-        )
-        .expect_err("bad scheme")
-        .to_string();
-        assert!(
-            e.contains("target[0].iam_endpoint") && e.contains("scheme"),
-            "{e}"
-        );
+        let e = err("vpcep_endpoint = \"not a url\"\n");
+        assert_says(&e, &["target[0].vpcep_endpoint", "not a URL"]);
+        let e = err("iam_endpoint = \"ftp://iam.example.com\"\n");
+        assert_says(&e, &["target[0].iam_endpoint", "scheme"]);
     }
 
     #[test]
     fn plain_http_only_for_loopback() {
-        let base = "[[target]]\nregion = \"r-1\"\nproject_id = \"p\"\n";
-        let e = Config::parse(
-            &format!("{base}vpcep_endpoint = \"http://vpcep.example.com\"\n"),
-            Path::new("c.toml"),
-        )
-        .expect_err("plain http")
-        .to_string();
-        assert!(
-            e.contains("target[0].vpcep_endpoint") && e.contains("loopback"),
-            "{e}"
-        );
+        let e = err("vpcep_endpoint = \"http://vpcep.example.com\"\n");
+        assert_says(&e, &["target[0].vpcep_endpoint", "loopback"]);
         for ok in [
             "http://127.0.0.1:8080",
             "http://localhost:1",
             "http://[::1]:9",
             "https://x.example.com/",
         ] {
-            let c = Config::parse(
-                &format!("{base}vpcep_endpoint = \"{ok}\"\n"),
-                Path::new("c.toml"),
-            )
-            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+            let c = parse(&format!("vpcep_endpoint = \"{ok}\"\n"))
+                .unwrap_or_else(|e| panic!("{ok}: {e}"));
             assert!(!c.targets[0].vpcep_endpoint.ends_with('/'));
         }
     }
 
     #[test]
     fn bad_ids_and_duplicates_are_named() {
-        let e = Config::parse(
-            "[[target]]\nregion = \"cn-north-4\"\nproject_id = \"../etc\"\n",
-            Path::new("c.toml"),
-        )
-        .expect_err("bad project")
-        .to_string();
-        assert!(e.contains("target[0].project_id"), "{e}");
+        let e = text_err("[[target]]\nregion = \"cn-north-4\"\nproject_id = \"../etc\"\n");
+        assert_says(&e, &["target[0].project_id"]);
         assert!(err("services = [\"a/b\"]\n").contains("target[0].services[0]"));
         assert!(err("services = [\"a\", \"a\"]\n").contains("duplicate service id"));
         assert!(err("services = []\n").contains("target[0].services"));
-        let e = Config::parse(&format!("{MIN}{MIN}"), Path::new("c.toml"))
-            .expect_err("dup target")
-            .to_string();
-        assert!(
-            e.contains("target[1].name") && e.contains("duplicate"),
-            "{e}"
-        );
-        assert!(
-            Config::parse("", Path::new("c.toml"))
-                .expect_err("no target")
-                .to_string()
-                .contains("target")
-        );
-        let e = Config::parse(
-            "[[target]]\nregion = \"CN North\"\nproject_id = \"p\"\n",
-            Path::new("c.toml"),
-        )
-        .expect_err("bad region")
-        .to_string();
-        assert!(e.contains("target[0].region"), "{e}");
+        assert_says(&err(MIN), &["target[1].name", "duplicate"]);
+        assert_says(&text_err(""), &["target"]);
+        let e = text_err("[[target]]\nregion = \"CN North\"\nproject_id = \"p\"\n");
+        assert_says(&e, &["target[0].region"]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! request model's schema around their own principals.
 
 use crate::support::{seed_many, spawn_sim, within};
+use vpcep_approver::cloud::TargetApi;
 use vpcep_approver::cloud::client::TargetClient;
 use vpcep_approver::cloud::error::ApiError;
 use vpcep_approver::cloud::types::WireConnection;

@@ -5,10 +5,10 @@
 use crate::cases::{SVC, pending, sim_with};
 use crate::support::{PROJECT, WAIT, http_client, target_config, within};
 use std::time::{Duration, Instant};
-use vpcep_approver::cloud::ActResponse;
 use vpcep_approver::cloud::auth::Credentials;
 use vpcep_approver::cloud::client::{CloudClient, TargetClient};
 use vpcep_approver::cloud::error::{ApiError, ApiErrorKind};
+use vpcep_approver::cloud::{ActResponse, TargetApi};
 use vpcep_approver::config::{Config, SecretSource};
 use vpcep_approver::decision::Action;
 use vpcep_approver::metrics::Metrics;

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vpcep_approver::audit::AuditWriter;
+use vpcep_approver::cloud::TargetApi;
 use vpcep_approver::cloud::auth::Credentials;
 use vpcep_approver::cloud::client::CloudClient;
 use vpcep_approver::config::{AuditPath, Config};

@@ -5,6 +5,7 @@ use crate::support::within;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vpcep_approver::cloud::TargetApi;
 use vpcep_approver::cloud::auth::Credentials;
 use vpcep_approver::cloud::client::CloudClient;
 use vpcep_approver::cloud::error::ApiError;
