@@ -156,27 +156,27 @@ impl Collect<'_> {
     }
 }
 
+/// `Visit` methods that store the value as the `Value` variant of the same type.
+macro_rules! record_typed {
+    ($($method:ident($ty:ty) => $variant:ident,)+) => {$(
+        fn $method(&mut self, field: &Field, value: $ty) {
+            self.put(field, Value::$variant(value));
+        }
+    )+};
+}
+
 impl Visit for Collect<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.put(field, Value::Str(cap(value)));
     }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, Value::I64(value));
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, Value::U64(value));
-    }
-    fn record_i128(&mut self, field: &Field, value: i128) {
-        self.put(field, Value::I128(value));
-    }
-    fn record_u128(&mut self, field: &Field, value: u128) {
-        self.put(field, Value::U128(value));
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, Value::F64(value));
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, Value::Bool(value));
+    // Numbers and booleans keep their type (for JSON).
+    record_typed! {
+        record_i64(i64) => I64,
+        record_u64(u64) => U64,
+        record_i128(i128) => I128,
+        record_u128(u128) => U128,
+        record_f64(f64) => F64,
+        record_bool(bool) => Bool,
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         let mut s = Bounded::default();

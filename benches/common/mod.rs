@@ -109,10 +109,12 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 pub fn drain_seed(services: usize, pending: usize) -> Seed {
     let services = services.max(1);
     let mut out: Vec<SeedService> = (0..services)
-        .map(|s| SeedService {
-            id: Some(format!("5e000000-0000-4000-8000-{s:012}")),
-            service_name: Some(format!("cn-north-4.bench-{s}.5e000000")),
-            ..SeedService::default()
+        .map(|s| {
+            SeedService::named(
+                format!("5e000000-0000-4000-8000-{s:012}"),
+                format!("cn-north-4.bench-{s}.5e000000"),
+                Vec::new(),
+            )
         })
         .collect();
     for i in 0..pending {

@@ -12,7 +12,7 @@
 use super::auth::iam::{self, IssuedToken};
 use super::auth::keys::{self, Keys, parse_credential_body};
 use super::auth::slot::Issued;
-use super::auth::{Credential, KeySource, MetadataSession, Scope};
+use super::auth::{Credential, Fetched, KeySource, MetadataSession, Scope, Slot};
 use super::error::{ApiError, ApiErrorKind};
 use super::transport::{
     Call, Endpoint, Failure, Reply, Transport, Via, error_from_reply, failure_error, malformed,
@@ -76,19 +76,11 @@ impl Transport {
             return Ok(c);
         }
         if let Some((source, slot)) = self.creds.key_source() {
-            let held = slot
-                .get(self.request_timeout, || self.fetch_keys(ep, source))
-                .await?;
-            return Ok(Credential::fetched_keys(slot, held));
+            return self.held_in(slot, || self.fetch_keys(ep, source)).await;
         }
-        let slot = self.creds.token_slot(scope);
         // Boxed: `execute` → IAM token → `execute` (without a credential).
-        let held = slot
-            .get(self.request_timeout, || {
-                Box::pin(self.fetch_iam_token(ep, scope))
-            })
-            .await?;
-        Ok(Credential::fetched_token(slot, held))
+        let fetch = || Box::pin(self.fetch_iam_token(ep, scope));
+        self.held_in(self.creds.token_slot(scope), fetch).await
     }
 
     async fn agency_credential(
@@ -96,13 +88,23 @@ impl Transport {
         ep: &Endpoint<'_>,
         agency: &Agency,
     ) -> Result<Credential, ApiError> {
-        let slot = self.creds.agency_slot(ep.iam_base, agency);
-        let held = slot
-            .get(self.request_timeout, || {
-                Box::pin(self.assume_role(ep, agency))
-            })
-            .await?;
-        Ok(Credential::fetched_keys(slot, held))
+        let fetch = || Box::pin(self.assume_role(ep, agency));
+        self.held_in(self.creds.agency_slot(ep.iam_base, agency), fetch)
+            .await
+    }
+
+    /// The credential held in `slot`, fetched first when the slot has none that
+    /// outlives a request.
+    async fn held_in<T: Fetched, Fut>(
+        &self,
+        slot: Arc<Slot<T>>,
+        fetch: impl FnOnce() -> Fut,
+    ) -> Result<Credential, ApiError>
+    where
+        Fut: Future<Output = Result<Issued<T>, ApiError>>,
+    {
+        let held = slot.get(self.request_timeout, fetch).await?;
+        Ok(T::credential(slot, held))
     }
 
     async fn fetch_iam_token(

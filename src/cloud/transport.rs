@@ -89,6 +89,16 @@ pub(crate) struct Endpoint<'a> {
     pub iam_base: &'a str,
 }
 
+/// One attempt's request: where it goes, what it is, and its URL (also as text, for
+/// errors).
+#[derive(Clone, Copy)]
+struct Outbound<'a> {
+    ep: &'a Endpoint<'a>,
+    call: &'a Call<'a>,
+    url: &'a Url,
+    url_text: &'a str,
+}
+
 /// Where a request goes and whose credential it carries.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Via {
@@ -235,9 +245,13 @@ impl Transport {
                 },
                 None => None,
             };
-            let outcome = self
-                .attempt(ep, call, &url, &cred, &url_text, attempts, guard)
-                .await;
+            let out = Outbound {
+                ep,
+                call,
+                url: &url,
+                url_text: &url_text,
+            };
+            let outcome = self.attempt(&out, &cred, attempts, guard).await;
             let mut retry_after = None;
             let err = match outcome {
                 Err(Failure::Refused(e)) => return Err(e),
@@ -366,17 +380,16 @@ impl Transport {
 
     /// One attempt: permit, rate slot, the last checks, credentials on the request, send,
     /// read the body, all within `request_timeout`; counted in the metrics.
-    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
-        ep: &Endpoint<'_>,
-        call: &Call<'_>,
-        url: &Url,
+        out: &Outbound<'_>,
         cred: &Credential,
-        url_text: &str,
         attempts: u32,
         guard: Guard<'_>,
     ) -> Result<Reply, Failure> {
+        let Outbound {
+            ep, call, url_text, ..
+        } = *out;
         let refused = |why: String| {
             let mut e = ApiError::new(call.op, url_text.to_owned(), ApiErrorKind::NotSent)
                 .with_message(why);
@@ -406,7 +419,7 @@ impl Transport {
         }
         let started = std::time::Instant::now();
         let result = tokio::select! {
-            r = tokio::time::timeout(self.request_timeout, self.send(ep, call, url, cred)) => {
+            r = tokio::time::timeout(self.request_timeout, self.send(out, cred)) => {
                 r.unwrap_or(Err(Failure::Timeout))
             }
             () = self.stop.given_up() => Err(Failure::Aborted),
@@ -431,14 +444,9 @@ impl Transport {
         result
     }
 
-    async fn send(
-        &self,
-        ep: &Endpoint<'_>,
-        call: &Call<'_>,
-        url: &Url,
-        cred: &Credential,
-    ) -> Result<Reply, Failure> {
-        let headers = self.headers(ep, call, url, cred)?;
+    async fn send(&self, out: &Outbound<'_>, cred: &Credential) -> Result<Reply, Failure> {
+        let Outbound { ep, call, url, .. } = *out;
+        let headers = self.headers(out, cred)?;
         let mut req = ep
             .http
             .request(call.method.clone(), url.clone())
@@ -459,11 +467,10 @@ impl Transport {
     /// query ([`build_url`]), so what is signed is what is sent.
     fn headers(
         &self,
-        ep: &Endpoint<'_>,
-        call: &Call<'_>,
-        url: &Url,
+        out: &Outbound<'_>,
         cred: &Credential,
     ) -> Result<reqwest::header::HeaderMap, Failure> {
+        let Outbound { ep, call, url, .. } = *out;
         let host = host_header(url).ok_or_else(|| Failure::Build("url has no host".into()))?;
         self.creds
             .apply(

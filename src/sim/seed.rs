@@ -1,12 +1,21 @@
 //! The seed file (README "Simulator"): endpoint services with their connections nested inside, in
-//! the same shape the API returns them. Every field may be omitted and gets a default:
-//! service `status` `available`, `approval_enabled` true, connection `status`
-//! `pendingAcceptance`, fresh UUIDs, `created_at` now, `description` "", a random
-//! `marker_id` and a random `domain_id`.
+//! the same shape the API returns them (the API's own types). Every field may be omitted
+//! and gets a default:
+//! - service: `id` a fresh UUID, `service_name` `sim.service-N.<id>`, `approval_enabled`
+//!   true, `status` `available` (or `creating`, `failed`, `deleting`), `server_type` `VM`
+//!   (or `VIP`, `LB`), `service_type` `interface` (or `gateway`), `created_at` now. With a
+//!   `project_id`, only that project lists it, shows it, and lists and acts on its
+//!   connections (another project gets 404 `EndPoint.0005`); without one, every project
+//!   does, so one seed serves whatever project id a client uses.
+//! - connection: `id` a fresh UUID, `domain_id` 32 random hex digits, `description` "",
+//!   `marker_id` random (usually above 2^53, to keep clients honest), `status`
+//!   `pendingAcceptance` (or one of the other five documented statuses), `created_at` now,
+//!   `updated_at` its `created_at`.
 //!
 //! Unknown fields are ignored on purpose, so a service or connection copied from a real
 //! API response loads as is.
 
+use crate::cloud::types::{EndpointService, WireConnection};
 use serde::{Deserialize, Serialize};
 
 /// The whole seed: services, each with its connections.
@@ -17,65 +26,40 @@ pub struct Seed {
     pub services: Vec<SeedService>,
 }
 
-/// One endpoint service of the seed.
+/// One endpoint service of the seed: the service as the API lists it, with its
+/// connections inside.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SeedService {
-    /// Service id; default a fresh UUID.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// Full name (`region.name.id`); default `sim.service-N.<id>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_name: Option<String>,
-    /// Default true.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval_enabled: Option<bool>,
-    /// `creating`, `available` (default), `failed` or `deleting`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
-    /// `VM` (default), `VIP` or `LB`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_type: Option<String>,
-    /// `interface` (default) or `gateway`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_type: Option<String>,
-    /// The project it belongs to: only that project lists it, shows it, and lists and
-    /// acts on its connections (another project gets 404 `EndPoint.0005`). Default: every
-    /// project, so one seed serves whatever project id a client uses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project_id: Option<String>,
-    /// RFC 3339; default now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<String>,
+    /// The service's own fields (defaults as above; `updated_at` and
+    /// `connection_count` are the simulator's to keep, so they are ignored).
+    #[serde(flatten)]
+    pub service: EndpointService,
     /// The service's connections.
     #[serde(default)]
     pub connections: Vec<SeedConnection>,
 }
 
-/// One connection of the seed, also the format of `POST /_sim/connections`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SeedConnection {
-    /// Endpoint id; default a fresh UUID.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// Consumer account id; default 32 random hex digits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub domain_id: Option<String>,
-    /// Default "".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// Packet id; default random (usually above 2^53, to keep clients honest).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub marker_id: Option<i64>,
-    /// Default `pendingAcceptance`; one of the six documented statuses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
-    /// RFC 3339; default now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<String>,
-    /// RFC 3339; default `created_at`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated_at: Option<String>,
+impl SeedService {
+    /// A service with this id and name and these connections, every other field defaulted.
+    pub fn named(
+        id: impl Into<String>,
+        service_name: impl Into<String>,
+        connections: Vec<SeedConnection>,
+    ) -> SeedService {
+        SeedService {
+            service: EndpointService {
+                id: Some(id.into()),
+                service_name: Some(service_name.into()),
+                ..EndpointService::default()
+            },
+            connections,
+        }
+    }
 }
+
+/// One connection of the seed, also the format of `POST /_sim/connections`: a connection
+/// as the API lists it (defaults as above; `error` is ignored).
+pub type SeedConnection = WireConnection;
 
 #[cfg(test)]
 mod tests {

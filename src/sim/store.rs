@@ -472,7 +472,8 @@ impl Store {
     /// Builds the store from a seed, filling in defaults; errors name the element.
     pub fn from_seed(seed: &Seed, now: DateTime<Utc>) -> Result<Store, String> {
         let mut store = Store::default();
-        for (si, s) in seed.services.iter().enumerate() {
+        for (si, seeded) in seed.services.iter().enumerate() {
+            let s = &seeded.service;
             let what = format!("services[{si}]");
             let id = seed_id(&s.id, &what)?;
             if store.service_idx.contains_key(&id) {
@@ -500,11 +501,11 @@ impl Store {
                 project_id: s.project_id.clone(),
                 created_at,
                 updated_at: created_at,
-                conns: Vec::with_capacity(s.connections.len()),
+                conns: Vec::with_capacity(seeded.connections.len()),
                 by_id: HashMap::new(),
             };
             let idx = store.services.len();
-            for (ci, c) in s.connections.iter().enumerate() {
+            for (ci, c) in seeded.connections.iter().enumerate() {
                 let c = conn_from_seed(c, &format!("{what}.connections[{ci}]"), now)?;
                 if store.endpoint_svc.insert(c.id.clone(), idx).is_some() {
                     return Err(format!(
@@ -803,20 +804,17 @@ mod tests {
             .collect();
         let seed = Seed {
             services: vec![
+                SeedService::named("s1", "cn-north-4.Payments.s1", conns),
                 SeedService {
-                    id: Some("s1".into()),
-                    service_name: Some("cn-north-4.Payments.s1".into()),
-                    connections: conns,
-                    ..SeedService::default()
-                },
-                SeedService {
-                    id: Some("s2".into()),
-                    status: Some("creating".into()),
+                    service: EndpointService {
+                        id: Some("s2".into()),
+                        status: Some("creating".into()),
+                        ..EndpointService::default()
+                    },
                     connections: vec![SeedConnection {
                         id: Some("other".into()),
                         ..SeedConnection::default()
                     }],
-                    ..SeedService::default()
                 },
             ],
         };

@@ -341,10 +341,10 @@ async fn hostile_descriptions_are_recorded_verbatim_on_one_line_each() {
     let descs = hostile_descriptions();
     let internal = "0605767a3300d5762fb7c0186d8bfc2b"; // allow-internal in the examples
     let seed = Seed {
-        services: vec![SeedService {
-            id: Some(SVC.into()),
-            service_name: Some("cn-north-4.hostile.x".into()),
-            connections: descs
+        services: vec![SeedService::named(
+            SVC,
+            "cn-north-4.hostile.x",
+            descs
                 .iter()
                 .enumerate()
                 .map(|(i, d)| SeedConnection {
@@ -358,8 +358,7 @@ async fn hostile_descriptions_are_recorded_verbatim_on_one_line_each() {
                     ..SeedConnection::default()
                 })
                 .collect(),
-            ..SeedService::default()
-        }],
+        )],
     };
     let r = rig(seed, false).await;
     let report = r.cycle().await;

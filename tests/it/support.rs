@@ -57,12 +57,11 @@ pub fn seed_many(service_id: &str, n: usize) -> Seed {
         })
         .collect();
     Seed {
-        services: vec![SeedService {
-            id: Some(service_id.to_owned()),
-            service_name: Some(format!("cn-north-4.bulk.{service_id}")),
+        services: vec![SeedService::named(
+            service_id,
+            format!("cn-north-4.bulk.{service_id}"),
             connections,
-            ..SeedService::default()
-        }],
+        )],
     }
 }
 
@@ -354,12 +353,11 @@ pub fn seed_conn(
 /// A seed of one service `service_id` (name `payments`) with these connections.
 pub fn seed_of(service_id: &str, connections: Vec<SeedConnection>) -> Seed {
     Seed {
-        services: vec![SeedService {
-            id: Some(service_id.to_owned()),
-            service_name: Some("cn-north-4.payments.4189d3c2".to_owned()),
+        services: vec![SeedService::named(
+            service_id,
+            "cn-north-4.payments.4189d3c2",
             connections,
-            ..SeedService::default()
-        }],
+        )],
     }
 }
 

@@ -128,17 +128,24 @@ pub enum Credential {
     None,
 }
 
-impl Credential {
-    /// Keys fetched into `slot` (metadata, pod identity, an agency).
-    pub fn fetched_keys(slot: Arc<Slot<Keys>>, held: Held<Keys>) -> Credential {
+/// What is fetched into a [`Slot`] (temporary keys, an IAM token), and how it goes out
+/// on a request, tied to its slot so that a 401 drops exactly that one.
+pub trait Fetched: Sized {
+    /// The credential of `held`, fetched into `slot`.
+    fn credential(slot: Arc<Slot<Self>>, held: Held<Self>) -> Credential;
+}
+
+impl Fetched for Keys {
+    fn credential(slot: Arc<Slot<Keys>>, held: Held<Keys>) -> Credential {
         Credential::Sign {
             keys: held.value,
             origin: Origin::Keys(slot, held.generation),
         }
     }
+}
 
-    /// An IAM token fetched into `slot`.
-    pub fn fetched_token(slot: Arc<Slot<SecretString>>, held: Held<SecretString>) -> Credential {
+impl Fetched for SecretString {
+    fn credential(slot: Arc<Slot<SecretString>>, held: Held<SecretString>) -> Credential {
         Credential::Token {
             token: held.value,
             origin: Origin::Token(slot, held.generation),
@@ -253,17 +260,11 @@ impl Credentials {
             } => Base::Password {
                 user_name: user_name.clone(),
                 domain_name: domain_name.clone(),
-                password: Reloading::new(&[password], {
-                    let p = password.clone();
-                    move || p.load()
-                })?,
+                password: Reloading::secret(password)?,
             },
             Auth::Token { token } => Base::Token {
                 source: token.clone(),
-                token: Reloading::new(&[token], {
-                    let t = token.clone();
-                    move || t.load()
-                })?,
+                token: Reloading::secret(token)?,
             },
             Auth::Metadata { endpoint } => Base::Fetched {
                 source: KeySource::Metadata {

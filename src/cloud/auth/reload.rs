@@ -4,6 +4,7 @@
 //! one switch from the old set to the new one (README "Credentials").
 
 use crate::config::{ConfigError, SecretSource};
+use secrecy::SecretString;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -43,6 +44,14 @@ struct State<T> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Reloading<SecretString> {
+    /// One secret, loaded now and again when its file changes.
+    pub fn secret(source: &SecretSource) -> Result<Reloading<SecretString>, ConfigError> {
+        let s = source.clone();
+        Reloading::new(&[source], move || s.load())
+    }
 }
 
 impl<T> Reloading<T> {
