@@ -311,9 +311,11 @@ fn audit_verify(files: &[PathBuf], from: Option<String>, key: Option<&Path>) -> 
 fn healthcheck(path: &Path, url: Option<&str>) -> CmdResult {
     use crate::healthcheck::{DEADLINE, parse_url, probe, url_for_listen};
     let url = match url {
-        Some(text) => parse_url(text).map_err(|m| Failure::usage(anyhow!(m)))?,
+        // Every way of not getting a 200 is exit 1 (README "Commands"): a container
+        // HEALTHCHECK reads 1 as unhealthy and reserves 2.
+        Some(text) => parse_url(text).map_err(|m| Failure::runtime(anyhow!(m)))?,
         None => {
-            let cfg = load_config(path)?;
+            let cfg = load_config(path).map_err(|f| Failure::runtime(f.error))?;
             let http = cfg.http.ok_or_else(|| {
                 Failure::runtime(anyhow!(
                     "{}: no [http] listen, so there is no /healthz to probe (or give --url)",

@@ -39,6 +39,25 @@ pub fn parse_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// The addresses of `host`, looked up on a thread of its own so that a resolver that does
+/// not answer cannot hold the probe past `within`.
+fn resolve(host: &str, port: u16, within: Duration) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_owned();
+    std::thread::spawn(move || {
+        let found = (name.as_str(), port)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .map_err(|e| e.to_string());
+        let _ = tx.send(found);
+    });
+    rx.recv_timeout(within)
+        .unwrap_or_else(|_| Err(format!("no answer from the resolver within {within:?}")))
+}
+
 /// GETs `url` and returns the HTTP status, within `deadline`. The error names the URL
 /// and what failed.
 pub fn probe(url: &Url, deadline: Duration) -> Result<u16, String> {
@@ -49,10 +68,8 @@ pub fn probe(url: &Url, deadline: Duration) -> Result<u16, String> {
     let port = url.port_or_known_default().unwrap_or(80);
     // `Url` keeps IPv6 hosts in brackets; the resolver wants them bare.
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = (bare, port)
-        .to_socket_addrs()
-        .map_err(|e| fail(format!("cannot resolve {host}: {e}")))?
-        .collect();
+    let addrs =
+        resolve(bare, port, left()).map_err(|e| fail(format!("cannot resolve {host}: {e}")))?;
     let mut last_err = String::from("no address to connect to");
     let mut stream = None;
     for addr in addrs {

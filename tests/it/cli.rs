@@ -138,11 +138,30 @@ fn healthcheck_fails_without_a_listener_and_names_what_it_probed() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("[http]"), "{err}");
-    // Not a URL: usage error.
-    assert_eq!(
-        run(&["healthcheck", "--url", "ftp://x"], &[]).status.code(),
-        Some(2)
-    );
+    // Whatever keeps it from a 200 is exit 1, as a container HEALTHCHECK reads it (2 is
+    // reserved there): a URL it cannot probe, a config it cannot read, a name that does
+    // not resolve (within the 3 s too).
+    let missing = dir.path().join("missing.toml");
+    let cases: [&[&str]; 3] = [
+        &["healthcheck", "--url", "ftp://x"],
+        &["-c", missing.to_str().expect("utf8"), "healthcheck"],
+        &[
+            "healthcheck",
+            "--url",
+            "http://no-such-host.invalid:9464/healthz",
+        ],
+    ];
+    for args in cases {
+        let started = std::time::Instant::now();
+        let o = run(args, &[]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(!err.trim().is_empty(), "{args:?}: says why");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(4),
+            "{args:?}"
+        );
+    }
 }
 
 #[test]
