@@ -229,7 +229,7 @@ impl Transport {
             }
             // Credentials first: an IAM request that fetches them is itself the probe
             // after a backoff, and it passes its own gate.
-            let cred = tokio::select! {
+            let mut cred = tokio::select! {
                 c = self.credential(ep, call.via) => c?,
                 () = self.stop.begun() => {
                     return Err(not_sent("shutting down".into(), attempts));
@@ -251,7 +251,23 @@ impl Transport {
                 url: &url,
                 url_text: &url_text,
             };
-            let outcome = self.attempt(&out, &cred, attempts, guard).await;
+            let mut renewed = false;
+            let outcome = self
+                .attempt(&out, &mut cred, &mut renewed, attempts, guard)
+                .await;
+            // After a renewal the answer is about the new credential: its key's gate
+            // hears of it.
+            let renewed_gate = if renewed {
+                self.creds.gate_for(&cred, call.via == Via::IamToken)
+            } else {
+                None
+            };
+            let (gate, probe) = if renewed {
+                drop(probe);
+                (&renewed_gate, None)
+            } else {
+                (&gate, probe)
+            };
             let mut retry_after = None;
             let err = match outcome {
                 Err(Failure::Refused(e)) => return Err(e),
@@ -379,11 +395,14 @@ impl Transport {
     }
 
     /// One attempt: permit, rate slot, the last checks, credentials on the request, send,
-    /// read the body, all within `request_timeout`; counted in the metrics.
+    /// read the body, all within `request_timeout`; counted in the metrics. A fetched
+    /// credential that the waits left without `request_timeout` to live is replaced by a
+    /// fresh one (`renewed`), keeping the slot waited for.
     async fn attempt(
         &self,
         out: &Outbound<'_>,
-        cred: &Credential,
+        cred: &mut Credential,
+        renewed: &mut bool,
         attempts: u32,
         guard: Guard<'_>,
     ) -> Result<Reply, Failure> {
@@ -408,8 +427,19 @@ impl Transport {
                 () = self.stop.begun() => return Err(refused("shutting down".into())),
             }
         }
-        // The waits above can be long: a failure with the key, the stop or a reload may
-        // have come meanwhile.
+        // The waits above can be long: the credential may be about to expire, and a
+        // failure with the key, the stop or a reload may have come meanwhile.
+        if cred
+            .expires_at()
+            .is_some_and(|at| tokio::time::Instant::now() + self.request_timeout >= at)
+        {
+            *cred = self
+                .credential(ep, call.via)
+                .await
+                .map_err(Failure::Refused)?;
+            *renewed = true;
+        }
+        let cred = &*cred;
         if let Some(g) = self.creds.gate_for(cred, call.via == Via::IamToken) {
             g.still_open(call.op, url_text, attempts)
                 .map_err(Failure::Refused)?;

@@ -143,6 +143,19 @@ impl Case {
         rig.serving("/healthz")
     }
 
+    /// [`start`](Self::start) with `[poll]` changed by `edit` (the config text in, the
+    /// text to use out).
+    fn start_edited(&self, auth: &str, targets: &[&str], edit: impl Fn(&str) -> String) -> Running {
+        let mut rig = DaemonRig::new(self.path(), &self.sim.url)
+            .without_keys()
+            .stderr_log();
+        let cfg = config(self.path(), &self.sim.url, auth, targets, rig.port());
+        let text = std::fs::read_to_string(&cfg).expect("config");
+        std::fs::write(&cfg, edit(&text)).expect("config");
+        rig = rig.config_file(&cfg);
+        rig.serving("/healthz")
+    }
+
     /// [`start`](Self::start) on the simulator's metadata service, for the base target.
     fn start_on_metadata(&self) -> Running {
         self.start(&metadata(&self.sim.url), &[&base_target()], &[])
@@ -307,6 +320,54 @@ fn metadata_refreshes_are_never_refused(flags: &[&str]) {
 #[test]
 fn metadata_keys_are_refreshed_before_they_expire_and_never_refused() {
     metadata_refreshes_are_never_refused(&[]);
+}
+
+/// Requests that wait in the rate limiter longer than their key has left are signed
+/// again with a fresh key, not sent with an expired one: 3 s keys (refreshed with 1 s
+/// left, handed out while they have the 1 s request timeout left) under one request a
+/// second, with six services listed at once every cycle, so the last waits 5 s.
+#[test]
+fn a_key_that_expires_in_the_rate_limiter_queue_is_not_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let services: Vec<Value> = (0..6)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("5e000000-0000-4000-8000-00000000000{i}"),
+                "service_name": format!("cn-north-4.svc-{i}.5e000000"),
+                "project_id": PROJECT,
+            })
+        })
+        .collect();
+    let seed = dir.path().join("seed.json");
+    std::fs::write(
+        &seed,
+        serde_json::json!({ "services": services }).to_string(),
+    )
+    .expect("seed");
+    let sim = start_simulate(&[
+        "--seed",
+        seed.to_str().expect("utf8"),
+        "--credential-lifetime",
+        "3s",
+    ]);
+    let case = Case { dir, sim };
+    let d = case.start_edited(&metadata(&case.sim.url), &[&base_target()], |text| {
+        text.replace("max_requests_per_second = 0", "max_requests_per_second = 1")
+    });
+    let s = case.issued_at_least("metadata", 6, Duration::from_secs(60));
+    assert_eq!(refusals(&s), "", "log:\n{}", case.log());
+    let signed = signed(&s);
+    assert!(
+        signed.len() >= 8,
+        "listings went on at the rate: {signed:?}"
+    );
+    assert!(
+        signed
+            .iter()
+            .all(|(_, _, temporary, token, status)| *temporary && *token && *status == 200),
+        "{signed:?}"
+    );
+    case.assert_no_secrets(&d, &[]);
 }
 
 #[test]

@@ -139,7 +139,7 @@ impl Fetched for Keys {
     fn credential(slot: Arc<Slot<Keys>>, held: Held<Keys>) -> Credential {
         Credential::Sign {
             keys: held.value,
-            origin: Origin::Keys(slot, held.generation),
+            origin: Origin::Keys(slot, held.generation, held.expires_at),
         }
     }
 }
@@ -148,7 +148,7 @@ impl Fetched for SecretString {
     fn credential(slot: Arc<Slot<SecretString>>, held: Held<SecretString>) -> Credential {
         Credential::Token {
             token: held.value,
-            origin: Origin::Token(slot, held.generation),
+            origin: Origin::Token(slot, held.generation, held.expires_at),
         }
     }
 }
@@ -158,10 +158,25 @@ impl Fetched for SecretString {
 pub enum Origin {
     /// The base identity's own keys or token, with its generation.
     Base(u64),
-    /// Fetched keys (metadata, pod identity, an agency).
-    Keys(Arc<Slot<Keys>>, u64),
-    /// An IAM token of `password`.
-    Token(Arc<Slot<SecretString>>, u64),
+    /// Fetched keys (metadata, pod identity, an agency), with their generation and
+    /// expiry.
+    Keys(Arc<Slot<Keys>>, u64, tokio::time::Instant),
+    /// An IAM token of `password`, with its generation and expiry.
+    Token(Arc<Slot<SecretString>>, u64, tokio::time::Instant),
+}
+
+impl Credential {
+    /// When a fetched credential stops being valid (`None`: the base identity's own
+    /// keys or token, which do not expire on their own).
+    pub fn expires_at(&self) -> Option<tokio::time::Instant> {
+        match self {
+            Credential::Sign { origin, .. } | Credential::Token { origin, .. } => match origin {
+                Origin::Keys(_, _, at) | Origin::Token(_, _, at) => Some(*at),
+                Origin::Base(_) => None,
+            },
+            Credential::None => None,
+        }
+    }
 }
 
 /// The scope of an IAM token of `password`.
@@ -461,14 +476,14 @@ impl Credentials {
     pub fn invalidate(&self, cred: &Credential, err: &ApiError) -> Result<bool, ApiError> {
         match cred {
             Credential::Sign {
-                origin: Origin::Keys(slot, generation),
+                origin: Origin::Keys(slot, generation, _),
                 ..
             } => {
                 slot.invalidate(*generation);
                 Ok(false)
             }
             Credential::Token {
-                origin: Origin::Token(slot, generation),
+                origin: Origin::Token(slot, generation, _),
                 ..
             } => {
                 slot.invalidate(*generation);
@@ -793,7 +808,7 @@ mod tests {
             .expect("keys");
         let cred = Credential::Sign {
             keys: held.value.clone(),
-            origin: Origin::Keys(slot.clone(), held.generation),
+            origin: Origin::Keys(slot.clone(), held.generation, held.expires_at),
         };
         c.gate_for(&cred, false)
             .expect("gate")

@@ -33,6 +33,8 @@ pub struct Held<T> {
     pub value: Arc<T>,
     /// Counts up with every fetch.
     pub generation: u64,
+    /// When it stops being valid.
+    pub expires_at: Instant,
 }
 
 impl<T> Clone for Held<T> {
@@ -40,6 +42,7 @@ impl<T> Clone for Held<T> {
         Held {
             value: self.value.clone(),
             generation: self.generation,
+            expires_at: self.expires_at,
         }
     }
 }
@@ -97,6 +100,7 @@ impl<T> Slot<T> {
                 .map(|c| Held {
                     value: c.value.clone(),
                     generation: s.generation,
+                    expires_at: c.expires_at,
                 })
         };
         if let Some(c) = &s.current
