@@ -151,7 +151,7 @@ pub async fn run(
         }
     }
     let code = if opts.once {
-        let code = match daemon.cycle(1, &stop, &mut control, None).await {
+        let code = match daemon.cycle(1, &stop, &mut control, None, &mut None).await {
             Some(report) => once_exit_code(&report, stop.stopping()),
             None => EXIT_FAILURE,
         };
@@ -328,6 +328,7 @@ impl<C: Cloud> Daemon<C> {
         stop: &Stop,
         control: &mut Controls,
         mut tick: Option<(&mut tokio::time::Interval, Option<Duration>)>,
+        checkpoint_at: &mut Option<Instant>,
     ) -> Option<CycleReport> {
         let cycle = self
             .engine
@@ -347,6 +348,12 @@ impl<C: Cloud> Daemon<C> {
                 } => {
                     let watchdog = tick.as_ref().and_then(|(_, w)| *w);
                     self.beat(watchdog);
+                }
+                // A long cycle (a large backlog under a rate limit) gets its checkpoints
+                // on time too.
+                () = sleep_until_opt(*checkpoint_at), if !stop.stopping() => {
+                    self.checkpoint("interval").await;
+                    *checkpoint_at = self.next_checkpoint();
                 }
                 () = stop.begun(), if grace.is_none() => {
                     info!("shutdown requested; no new actions, finishing those on the wire");
@@ -380,6 +387,14 @@ impl<C: Cloud> Daemon<C> {
                 }
             }
         }
+    }
+
+    /// When the next interval checkpoint is due, counted from now (`None` without a
+    /// signing key).
+    fn next_checkpoint(&self) -> Option<Instant> {
+        self.checkpoints
+            .as_ref()
+            .map(|(_, every)| Instant::now() + *every)
     }
 
     /// Appends a signed checkpoint record, when there is a signing key.
@@ -441,17 +456,20 @@ impl<C: Cloud> Daemon<C> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut unknown = 0;
         let mut cycle_no: u64 = 0;
-        let mut next_checkpoint = self
-            .checkpoints
-            .as_ref()
-            .map(|(_, every)| Instant::now() + *every);
+        let mut next_checkpoint = self.next_checkpoint();
         loop {
             cycle_no += 1;
             if cycle_no == 1 {
                 self.notifier.send(State::Ready);
             }
             match self
-                .cycle(cycle_no, stop, control, Some((&mut tick, watchdog)))
+                .cycle(
+                    cycle_no,
+                    stop,
+                    control,
+                    Some((&mut tick, watchdog)),
+                    &mut next_checkpoint,
+                )
                 .await
             {
                 Some(r) => {
@@ -466,7 +484,7 @@ impl<C: Cloud> Daemon<C> {
                 && !stop.stopping()
             {
                 self.checkpoint("interval").await;
-                next_checkpoint = self.checkpoints.as_ref().map(|(_, e)| Instant::now() + *e);
+                next_checkpoint = self.next_checkpoint();
             }
             if stop.stopping() {
                 self.announce_stopping();
@@ -481,7 +499,7 @@ impl<C: Cloud> Daemon<C> {
                     // Also while idle: a checkpoint is due every interval.
                     () = sleep_until_opt(next_checkpoint) => {
                         self.checkpoint("interval").await;
-                        next_checkpoint = self.checkpoints.as_ref().map(|(_, e)| Instant::now() + *e);
+                        next_checkpoint = self.next_checkpoint();
                     }
                     msg = control.recv() => match msg {
                         Control::Reload | Control::PoliciesChanged => {

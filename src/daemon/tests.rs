@@ -108,6 +108,28 @@ impl Rig {
     fn acts(&self) -> usize {
         self.daemon.cloud.0[0].acts().len()
     }
+
+    /// Signs a checkpoint every `every` with a fresh Ed25519 key.
+    fn signing(mut self, every: Duration) -> Rig {
+        let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+            .expect("key")
+            .serialize_pem();
+        let key = crate::audit::SigningKey::from_pem(pem.as_bytes(), std::path::Path::new("k.pem"))
+            .expect("an Ed25519 key");
+        Arc::get_mut(&mut self.daemon)
+            .expect("not shared yet")
+            .checkpoints = Some((key, every));
+        self
+    }
+
+    /// The checkpoint records in the audit log so far.
+    fn checkpoints(&self) -> usize {
+        let text =
+            std::fs::read_to_string(self._audit.path().join("audit.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("\"kind\":\"checkpoint\""))
+            .count()
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -154,6 +176,21 @@ async fn paused_time_reload_takes_effect_between_cycles_and_is_announced() {
     })
     .await;
     assert_eq!(rig.states().last(), Some(&State::Stopping));
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_time_a_long_cycle_gets_its_interval_checkpoints() {
+    // One action hangs for an hour, so the first cycle lasts until the stop; checkpoints
+    // every 30 s are written while it runs (at 30, 60 and 90 s), not only between cycles.
+    let rig = Rig::new(1, Duration::from_secs(3600), None, false).signing(Duration::from_secs(30));
+    rig.drive(|r, stop, _tx, _| async move {
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        assert_eq!(r.acts(), 1, "the cycle is still on its action");
+        assert_eq!(r.checkpoints(), 3, "one per 30 s during the cycle");
+        stop.cancel();
+    })
+    .await;
+    assert_eq!(rig.checkpoints(), 3, "none while stopping");
 }
 
 #[tokio::test(start_paused = true)]
