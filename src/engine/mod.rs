@@ -167,7 +167,10 @@ struct Listing {
     at: Instant,
     /// Pages it took (requests).
     pages: u64,
-    /// The policy generation its decisions are made under.
+    /// The policy set its decisions are made under, and that set's generation: one
+    /// snapshot, so what decides, what the records name and what the send check compares
+    /// are the same set (docs/design.md, "The life of a connection").
+    policies: Arc<Policies>,
     generation: u64,
 }
 
@@ -207,6 +210,13 @@ impl Engine {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The policy set in force and its generation, read together.
+    fn policies_in_force(&self) -> (Arc<Policies>, u64) {
+        let slot = self.policies.read().unwrap_or_else(|p| p.into_inner());
+        // `set_policies` bumps the generation while it holds the write lock.
+        (slot.clone(), self.generation.load(Ordering::SeqCst))
     }
 
     /// Swaps in a new policy set (after a successful reload). Actions decided under the
@@ -405,7 +415,7 @@ impl Engine {
             let planned = self.plan(tc, &svc, &listing);
             let ages = created_ats(&planned);
             let (batch, left) = self.batch(tc, &svc, planned, &listing);
-            let recorded = self.record(tc, &svc, batch).await?;
+            let recorded = self.record(tc, &svc, batch, &listing).await?;
             rep.decisions += recorded.len();
             let outcomes = self.act_all(tc, &svc, &recorded, &listing, stop).await;
             rep.requests += outcomes.len() as u64;
@@ -488,7 +498,7 @@ impl Engine {
             }
         };
         let at = Instant::now();
-        let generation = self.generation.load(Ordering::SeqCst);
+        let (policies, generation) = self.policies_in_force();
         let listed = tc
             .list_connections(&svc.id, status::PENDING)
             .await
@@ -525,6 +535,7 @@ impl Engine {
             counted,
             at,
             pages: pages as u64,
+            policies,
             generation,
         }))
     }
@@ -535,7 +546,7 @@ impl Engine {
         let mut pending = listing.pending.clone();
         plan::in_decision_order(&mut pending);
         let mut counts = plan::Counts::new(&pending, &listing.counted);
-        let policies = self.policies();
+        let policies = &listing.policies;
         let now = self.clock.now();
         pending
             .into_iter()
@@ -569,7 +580,7 @@ impl Engine {
         listing: &Listing,
     ) -> (Vec<Planned>, usize) {
         let target = &tc.target().name;
-        let version = self.policies().version().to_owned();
+        let version = listing.policies.version();
         let remaining = self
             .opts
             .max_decision_age
@@ -593,7 +604,7 @@ impl Engine {
                 }
                 budget -= 1;
                 out.push(p);
-            } else if self.first_record(target, &svc.id, &endpoint, &version) {
+            } else if self.first_record(target, &svc.id, &endpoint, version) {
                 out.push(p);
             }
         }
@@ -638,9 +649,10 @@ impl Engine {
         tc: &T,
         svc: &ServiceRef,
         batch: Vec<Planned>,
+        listing: &Listing,
     ) -> Result<Vec<Planned>, ServiceError> {
         let target = tc.target();
-        let version = self.policies().version().to_owned();
+        let version = listing.policies.version();
         let audit_err = |message: String| ServiceError::Audit {
             service: svc.id.clone(),
             message,
@@ -662,7 +674,7 @@ impl Engine {
                         p.decision_id.clone(),
                         Subject::listed(target, svc, &p.conn),
                         &p.decision,
-                        &version,
+                        version,
                         self.opts.dry_run,
                     );
                     if let Err(e) = w.append_decision(&rec) {
