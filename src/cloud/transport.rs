@@ -141,6 +141,11 @@ pub(crate) enum Failure {
     Refused(ApiError),
     /// Given up on the wire at the final stop.
     Aborted,
+    /// Not sent: the waits for a permit and a rate slot left the fetched credential
+    /// without `request_timeout` to live. The request starts again from the credential,
+    /// outside the permit (fetching agency keys or a token takes a permit of its own) and
+    /// through the new key's gate.
+    Renew,
 }
 
 impl Transport {
@@ -229,7 +234,7 @@ impl Transport {
             }
             // Credentials first: an IAM request that fetches them is itself the probe
             // after a backoff, and it passes its own gate.
-            let mut cred = tokio::select! {
+            let cred = tokio::select! {
                 c = self.credential(ep, call.via) => c?,
                 () = self.stop.begun() => {
                     return Err(not_sent("shutting down".into(), attempts));
@@ -251,26 +256,11 @@ impl Transport {
                 url: &url,
                 url_text: &url_text,
             };
-            let mut renewed = false;
-            let outcome = self
-                .attempt(&out, &mut cred, &mut renewed, attempts, guard)
-                .await;
-            // After a renewal the answer is about the new credential: its key's gate
-            // hears of it.
-            let renewed_gate = if renewed {
-                self.creds.gate_for(&cred, call.via == Via::IamToken)
-            } else {
-                None
-            };
-            let (gate, probe) = if renewed {
-                drop(probe);
-                (&renewed_gate, None)
-            } else {
-                (&gate, probe)
-            };
+            let outcome = self.attempt(&out, &cred, attempts, guard).await;
             let mut retry_after = None;
             let err = match outcome {
                 Err(Failure::Refused(e)) => return Err(e),
+                Err(Failure::Renew) => continue,
                 Ok(mut reply) => {
                     attempts += 1;
                     let auth_failed =
@@ -395,14 +385,11 @@ impl Transport {
     }
 
     /// One attempt: permit, rate slot, the last checks, credentials on the request, send,
-    /// read the body, all within `request_timeout`; counted in the metrics. A fetched
-    /// credential that the waits left without `request_timeout` to live is replaced by a
-    /// fresh one (`renewed`), keeping the slot waited for.
+    /// read the body, all within `request_timeout`; counted in the metrics.
     async fn attempt(
         &self,
         out: &Outbound<'_>,
-        cred: &mut Credential,
-        renewed: &mut bool,
+        cred: &Credential,
         attempts: u32,
         guard: Guard<'_>,
     ) -> Result<Reply, Failure> {
@@ -433,13 +420,8 @@ impl Transport {
             .expires_at()
             .is_some_and(|at| tokio::time::Instant::now() + self.request_timeout >= at)
         {
-            *cred = self
-                .credential(ep, call.via)
-                .await
-                .map_err(Failure::Refused)?;
-            *renewed = true;
+            return Err(Failure::Renew);
         }
-        let cred = &*cred;
         if let Some(g) = self.creds.gate_for(cred, call.via == Via::IamToken) {
             g.still_open(call.op, url_text, attempts)
                 .map_err(Failure::Refused)?;
@@ -659,6 +641,10 @@ pub(crate) fn failure_error(op: &'static str, url: &str, f: Failure, attempts: u
         Failure::Aborted => (
             ApiErrorKind::Aborted,
             "given up at the shutdown deadline".to_owned(),
+        ),
+        Failure::Renew => (
+            ApiErrorKind::NotSent,
+            "the credential would expire before an answer".to_owned(),
         ),
         Failure::Refused(e) => return e,
     };
