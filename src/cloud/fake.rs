@@ -35,6 +35,8 @@ pub struct FakeTarget {
     target: Target,
     conns: Mutex<Vec<WireConnection>>,
     act_delay: Duration,
+    /// How long a pending listing takes.
+    list_delay: Duration,
     listings: Mutex<Vec<Instant>>,
     acts: Mutex<Vec<(Instant, String)>>,
     /// Beaten on every answer, as the real transport does.
@@ -48,6 +50,7 @@ impl FakeTarget {
             target: Target::new("fake", "cn-north-4", "0605767a3300d5762fb7c0186d8bfc2b"),
             conns: Mutex::new(conns),
             act_delay,
+            list_delay: Duration::ZERO,
             listings: Mutex::new(Vec::new()),
             acts: Mutex::new(Vec::new()),
             progress: None,
@@ -57,6 +60,12 @@ impl FakeTarget {
     /// Beats `p` on every answer, as the real transport beats the daemon's progress.
     pub fn with_progress(mut self, p: crate::progress::Progress) -> FakeTarget {
         self.progress = Some(p);
+        self
+    }
+
+    /// Every pending listing takes `d`.
+    pub fn with_list_delay(mut self, d: Duration) -> FakeTarget {
+        self.list_delay = d;
         self
     }
 
@@ -123,6 +132,7 @@ impl TargetApi for FakeTarget {
     ) -> Result<Vec<WireConnection>, ApiError> {
         if st == status::PENDING {
             self.listings.lock().expect("lock").push(Instant::now());
+            tokio::time::sleep(self.list_delay).await;
         }
         self.answered();
         Ok(self

@@ -455,7 +455,12 @@ impl Engine {
                         decision: p.decision,
                     }));
             }
-            if left == 0 && stale == 0 {
+            // A reload during the listing: what this round decided under the old set
+            // (connections left pending included) is decided again under the new one.
+            if left == 0
+                && stale == 0
+                && self.generation.load(Ordering::SeqCst) == listing.generation
+            {
                 break;
             }
             let sent = outcomes

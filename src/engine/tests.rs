@@ -109,3 +109,34 @@ async fn paused_time_a_reload_supersedes_decisions_not_yet_sent() {
         "the two not yet sent were superseded: {report:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn paused_time_a_reload_during_the_listing_has_the_round_decided_again_under_the_new_set() {
+    // Nothing matches the examples with on_no_match = "leave-pending": the round decides
+    // to leave all three pending. A set that forbids everything arrives while the pending
+    // listing is on its way; the round was decided under the set it listed with, so the
+    // service is listed again and the new set rejects them in the same cycle.
+    let (e, _dir) = engine(EngineOptions {
+        on_no_match: OnNoMatch::LeavePending,
+        ..opts(2, 10_000)
+    });
+    let old = e.policies().version().to_owned();
+    let cloud = FakeCloud(vec![
+        FakeTarget::new(backlog(3), Duration::from_millis(10))
+            .with_list_delay(Duration::from_secs(1)),
+    ]);
+    let forbid = Policies::from_files(vec![(
+        "forbid.cedar".to_owned(),
+        b"forbid (principal, action, resource);".to_vec(),
+    )])
+    .expect("policies");
+    let reload = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        e.set_policies(Arc::new(forbid));
+    };
+    let stop = Stop::new();
+    let (report, ()) = tokio::join!(e.run_cycle(&cloud, &stop), reload);
+    assert_eq!(report.targets[0].applied, 3, "{report:?}");
+    assert_eq!(cloud.0[0].acts().len(), 3, "rejected under the new set");
+    assert_ne!(e.policies().version(), old);
+}
