@@ -151,7 +151,11 @@ pub async fn run(
         }
     }
     let code = if opts.once {
-        let code = match daemon.cycle(1, &stop, &mut control, None, &mut None).await {
+        let mut checkpoint_at = daemon.next_checkpoint();
+        let code = match daemon
+            .cycle(1, &stop, &mut control, None, &mut checkpoint_at)
+            .await
+        {
             Some(report) => once_exit_code(&report, stop.stopping()),
             None => EXIT_FAILURE,
         };
