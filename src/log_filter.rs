@@ -42,7 +42,30 @@ pub fn parse_filter(spec: &str) -> Result<EnvFilter, String> {
             }
         }
     }
+    // Without a bare level the filter library would log nothing outside the named
+    // modules, so a mistyped module name would silence everything: `info` stays the
+    // level of the rest.
+    let has_default = spec.split(',').any(is_level);
+    let full = if has_default {
+        spec.trim().to_owned()
+    } else {
+        format!("info,{}", spec.trim())
+    };
     EnvFilter::builder()
-        .parse(spec.trim())
+        .parse(&full)
         .map_err(|e| format!("{spec:?}: {e}"))
+}
+
+/// [`parse_filter`] for `[log] level`, which may not be `off`: the config names how much
+/// to log, not whether to (`RUST_LOG=off` still can, for a one-off run).
+pub fn parse_config_level(spec: &str) -> Result<EnvFilter, String> {
+    if spec
+        .split(',')
+        .any(|d| d.trim().eq_ignore_ascii_case("off"))
+    {
+        return Err(format!(
+            "{spec:?}: `off` would silence every line, errors included; give error, warn, info, debug or trace"
+        ));
+    }
+    parse_filter(spec)
 }

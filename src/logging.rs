@@ -65,7 +65,8 @@ pub fn init(cfg: &LogConfig) -> Result<(), LogError> {
                 message: "not valid UTF-8".into(),
             });
         }
-        _ => parse_filter(&cfg.level).map_err(|message| LogError::Level { message })?,
+        _ => crate::log_filter::parse_config_level(&cfg.level)
+            .map_err(|message| LogError::Level { message })?,
     };
     let subscriber = tracing_subscriber::registry()
         .with(filter)
@@ -685,6 +686,34 @@ mod tests {
         );
         assert!(parse_filter("loud").is_err());
         assert!(parse_filter("vpcep_approver=loud").is_err());
+        // A mistyped module name matches nothing, and everything else still logs at info.
+        let out = logged(LogFormat::Text, "vpcep_aprover=debug", || {
+            tracing::info!("still here");
+            tracing::debug!("not this");
+        });
+        assert_has(&out, "still here");
+        assert!(!out.contains("not this"), "{out}");
+        // A bare level is the default for the rest, as given.
+        let out = logged(LogFormat::Text, "warn,hyper=debug", || {
+            tracing::info!("below warn");
+        });
+        assert!(!out.contains("below warn"), "{out}");
+    }
+
+    #[test]
+    fn the_config_level_cannot_turn_the_log_off() {
+        for off in ["off", "OFF", "off,vpcep_approver=info"] {
+            let e = crate::log_filter::parse_config_level(off).expect_err(off);
+            assert!(e.contains("off"), "{off}: {e}");
+        }
+        for ok in [
+            "info",
+            "debug",
+            "info,vpcep_approver::daemon=debug",
+            "warn,hyper=off",
+        ] {
+            crate::log_filter::parse_config_level(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
     }
 
     #[test]

@@ -454,7 +454,7 @@ pub enum LogFormat {
 pub struct LogConfig {
     /// Text or JSON.
     pub format: LogFormat,
-    /// A level or tracing filter directive; `RUST_LOG` overrides it.
+    /// A level or tracing filter directive (not `off`); `RUST_LOG` overrides it.
     pub level: String,
 }
 
@@ -1101,7 +1101,7 @@ impl Validator<'_> {
     }
 
     fn log(&self, l: LogConfig) -> Result<LogConfig, ConfigError> {
-        crate::log_filter::parse_filter(&l.level).map_err(|e| self.err("log.level", e))?;
+        crate::log_filter::parse_config_level(&l.level).map_err(|e| self.err("log.level", e))?;
         Ok(l)
     }
 }
