@@ -142,9 +142,10 @@ pub(crate) enum Failure {
     /// Given up on the wire at the final stop.
     Aborted,
     /// Not sent: the waits for a permit and a rate slot left the fetched credential
-    /// without `request_timeout` to live. The request starts again from the credential,
-    /// outside the permit (fetching agency keys or a token takes a permit of its own) and
-    /// through the new key's gate.
+    /// without `request_timeout` to live, or its key's gate went through a backoff since
+    /// the request was admitted. The request starts again from the credential, outside
+    /// the permit (fetching agency keys or a token takes a permit of its own) and through
+    /// the key's gate.
     Renew,
 }
 
@@ -256,7 +257,8 @@ impl Transport {
                 url: &url,
                 url_text: &url_text,
             };
-            let outcome = self.attempt(&out, &cred, attempts, guard).await;
+            let admitted = probe.as_ref().map(|p| p.epoch());
+            let outcome = self.attempt(&out, &cred, admitted, attempts, guard).await;
             let mut retry_after = None;
             let err = match outcome {
                 Err(Failure::Refused(e)) => return Err(e),
@@ -390,6 +392,7 @@ impl Transport {
         &self,
         out: &Outbound<'_>,
         cred: &Credential,
+        admitted: Option<u64>,
         attempts: u32,
         guard: Guard<'_>,
     ) -> Result<Reply, Failure> {
@@ -422,9 +425,13 @@ impl Transport {
         {
             return Err(Failure::Renew);
         }
-        if let Some(g) = self.creds.gate_for(cred, call.via == Via::IamToken) {
-            g.still_open(call.op, url_text, attempts)
-                .map_err(Failure::Refused)?;
+        if let Some(g) = self.creds.gate_for(cred, call.via == Via::IamToken)
+            && let Some(epoch) = admitted
+            && !g
+                .still_open(epoch, call.op, url_text, attempts)
+                .map_err(Failure::Refused)?
+        {
+            return Err(Failure::Renew);
         }
         if let Some(why) = self.refusal(guard) {
             return Err(refused(why));

@@ -148,13 +148,21 @@ impl Gate {
         }
     }
 
-    /// Whether a request admitted earlier may still start: not once a failure started
-    /// a backoff meanwhile (it waited for a permit or a rate-limit slot).
-    pub fn still_open(&self, op: &'static str, url: &str, attempts: u32) -> Result<(), ApiError> {
+    /// Whether a request admitted at `epoch` may still start after its waits for a permit
+    /// or a rate-limit slot: not while a backoff that began meanwhile lasts (the error),
+    /// and not once one began and ended meanwhile (`false`: it must be admitted again, so
+    /// that the first request after a backoff probes alone).
+    pub fn still_open(
+        &self,
+        epoch: u64,
+        op: &'static str,
+        url: &str,
+        attempts: u32,
+    ) -> Result<bool, ApiError> {
         let s = self.lock();
         match self.blocked(&s, op, url, attempts) {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(s.epoch == epoch),
         }
     }
 
@@ -295,9 +303,16 @@ mod tests {
         let g = Gate::default();
         g.succeeded();
         let admitted = g.admit("op", "u", 0).await.expect("open");
+        let epoch = admitted.epoch();
         g.failed("revoked".into());
-        assert!(g.still_open("op", "u", 0).is_err());
+        assert!(g.still_open(epoch, "op", "u", 0).is_err());
+        // Still waiting (for a rate slot) when the backoff is over: it must be admitted
+        // again, so that the first request after a backoff probes alone.
+        tokio::time::advance(BACKOFF_MIN + Duration::from_secs(1)).await;
+        assert_eq!(g.still_open(epoch, "op", "u", 0).ok(), Some(false));
         drop(admitted);
+        let again = g.admit("op", "u", 0).await.expect("the backoff is over");
+        assert_eq!(g.still_open(again.epoch(), "op", "u", 0).ok(), Some(true));
     }
 
     #[tokio::test(start_paused = true)]
